@@ -1,0 +1,219 @@
+"""Value streams: how arguments and results travel (pure: no sockets,
+threads or rpyc).
+
+A value stream is one tag byte and a pickle:
+
+* ``b"p"`` — a plain pickle holding no cross-interface (the common case,
+  decoded by ``pickle.loads`` itself);
+* ``b"P"`` — the C pickler, holding cross-interfaces;
+* ``b"D"`` — dill, for what only travels by value: lambdas, closures,
+  functions and classes defined in ``__main__`` and instances of those.
+
+Cross-interfaces inside a value, at any depth, are not pickled: the encoder
+asks ``encode_x(x)`` for a small descriptor tuple and the decoder turns it
+back into an object with ``decode_x(descriptor)``. Both callbacks belong to
+the runtime; this module only finds the references.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+import types
+from typing import Any, Callable
+
+import dill
+
+from ..errors import RemoteImportError, SerializationError
+
+TAG_PLAIN = b"p"
+TAG_PICKLE = b"P"
+TAG_DILL = b"D"
+_PROTO = pickle.HIGHEST_PROTOCOL
+
+
+class _NeedDill(Exception):
+    pass
+
+
+def _xref(descriptor):  # pragma: no cover - replaced by Unpickler.find_class
+    raise SerializationError("cross-interface decoded outside a runtime")
+
+
+def _by_value_only(obj: Any) -> bool:
+    """True for objects the C pickler would pickle by a reference that does
+    not resolve on another host."""
+    if isinstance(obj, (types.FunctionType, type)):
+        mod = getattr(obj, "__module__", None)
+        qn = getattr(obj, "__qualname__", "")
+        return mod == "__main__" or mod is None or "<locals>" in qn or "<lambda>" in qn
+    return type(obj).__module__ == "__main__"
+
+
+class _FastPickler(pickle.Pickler):
+    """Reused per thread: making a Pickler costs more than a small dump."""
+
+    def __init__(self):
+        self._buf = io.BytesIO()
+        super().__init__(self._buf, _PROTO)
+        self._x_types: tuple = ()
+        self._encode_x = _no_x
+        self.saw_x = False
+
+    def reducer_override(self, obj):
+        if isinstance(obj, self._x_types):
+            self.saw_x = True
+            return _xref, (self._encode_x(obj),)
+        if _by_value_only(obj):
+            raise _NeedDill
+        return NotImplemented
+
+    def encode(self, value, x_types, encode_x) -> bytes:
+        self._x_types, self._encode_x, self.saw_x = x_types, encode_x, False
+        buf = self._buf
+        try:
+            buf.write(TAG_PICKLE)  # patched to TAG_PLAIN below if no X was seen
+            self.dump(value)
+            data = buf.getbuffer()
+            data[0:1] = TAG_PICKLE if self.saw_x else TAG_PLAIN
+            del data
+            return buf.getvalue()
+        finally:
+            self.clear_memo()
+            self._encode_x = _no_x
+            buf.seek(0)
+            buf.truncate()
+
+
+_ATOMS = frozenset((type(None), bool, int, float, str, bytes))
+_tls = threading.local()
+
+
+def _plain(value: Any, depth: int = 2) -> bool:
+    """Cheap check for small values of builtin atoms (most call arguments)."""
+    t = type(value)
+    if t in _ATOMS:
+        return True
+    if not depth:
+        return False
+    if t is tuple or t is list:
+        if len(value) > 8:
+            return False
+        for v in value:
+            if type(v) not in _ATOMS and not _plain(v, depth - 1):
+                return False
+        return True
+    if t is dict:
+        if len(value) > 8:
+            return False
+        for k, v in value.items():
+            if type(k) is not str or (type(v) not in _ATOMS and not _plain(v, depth - 1)):
+                return False
+        return True
+    return False
+
+
+class _DillPickler(dill.Pickler):
+    def __init__(self, f, x_types, encode_x):
+        super().__init__(f, _PROTO, recurse=True)
+        self._x_types = x_types
+        self._encode_x = encode_x
+
+    def reducer_override(self, obj):
+        if isinstance(obj, self._x_types):
+            return _xref, (self._encode_x(obj),)
+        return NotImplemented
+
+
+def dumps(value: Any, x_types: tuple = (), encode_x: Callable[[Any], tuple] | None = None) -> bytes:
+    """Encode ``value``; raises SerializationError before anything is sent."""
+    if _plain(value):
+        return TAG_PLAIN + pickle.dumps(value, _PROTO)
+    encode_x = encode_x or _no_x
+    pickler = getattr(_tls, "pickler", None)
+    if pickler is None or getattr(_tls, "busy", False):  # re-entered from encode_x
+        pickler = _FastPickler()
+        if not getattr(_tls, "busy", False):
+            _tls.pickler = pickler
+    _tls.busy = True
+    try:
+        return pickler.encode(value, x_types, encode_x)
+    except SerializationError:
+        raise
+    except (_NeedDill, pickle.PicklingError, AttributeError, TypeError):
+        pass
+    except RecursionError:
+        raise SerializationError("value is nested too deeply to serialize") from None
+    finally:
+        _tls.busy = False
+    buf = io.BytesIO()
+    buf.write(TAG_DILL)
+    try:
+        _DillPickler(buf, x_types, encode_x).dump(value)
+    except SerializationError:
+        raise
+    except Exception as e:
+        raise SerializationError(f"cannot serialize {type(value).__name__} value: {e}") from None
+    return buf.getvalue()
+
+
+def _no_x(x):
+    raise SerializationError("cross-interfaces cannot be encoded here")
+
+
+class _FastUnpickler(pickle.Unpickler):
+    def __init__(self, f, decode_x):
+        super().__init__(f)
+        self._decode_x = decode_x
+
+    def find_class(self, module, name):
+        if module == __name__ and name == "_xref":
+            return self._decode_x
+        return super().find_class(module, name)
+
+
+class _DillUnpickler(dill.Unpickler):
+    def __init__(self, f, decode_x):
+        super().__init__(f)
+        self._decode_x = decode_x
+
+    def find_class(self, module, name):
+        if module == __name__ and name == "_xref":
+            return self._decode_x
+        return super().find_class(module, name)
+
+
+def loads(data: bytes, decode_x: Callable[[tuple], Any] | None = None) -> Any:
+    """Decode a value stream. A module that cannot be imported raises
+    RemoteImportError naming it; anything else malformed SerializationError."""
+    decode_x = decode_x or _no_x
+    if not data:
+        raise SerializationError("empty value stream")
+    tag = data[:1]
+    if tag == TAG_PLAIN:
+        try:
+            return pickle.loads(memoryview(data)[1:])
+        except ModuleNotFoundError as e:
+            raise RemoteImportError(f"cannot import module {e.name!r}") from None
+        except Exception as e:
+            raise SerializationError(f"cannot decode value: {type(e).__name__}: {e}") from None
+    body = io.BytesIO(memoryview(data)[1:])
+    if tag == TAG_PICKLE:
+        up = _FastUnpickler(body, decode_x)
+    elif tag == TAG_DILL:
+        up = _DillUnpickler(body, decode_x)
+    else:
+        raise SerializationError(f"unknown value stream tag {tag!r}")
+    try:
+        return up.load()
+    except (SerializationError, RemoteImportError):
+        raise
+    except ModuleNotFoundError as e:
+        raise RemoteImportError(f"cannot import module {e.name!r}") from None
+    except Exception as e:
+        # A circuit error raised by decode_x (e.g. a dead owner) keeps its class.
+        from ..errors import CircuitError
+
+        if isinstance(e, CircuitError):
+            raise
+        raise SerializationError(f"cannot decode value: {type(e).__name__}: {e}") from None

@@ -1,0 +1,301 @@
+"""Connections between runtimes, over RPyC.
+
+One RPyC connection per pair of runtimes, used in both directions. RPyC is
+configured for this use, not its defaults: no netrefs of user values (frames
+are ``bytes``), no compression, no request timeout (death is detected by the
+socket: EOF/RST from the kernel, TCP keepalive and TCP_USER_TIMEOUT across
+hosts), TCP_NODELAY, blocking sockets without the 3 s timeout rpyc.connect
+leaves behind, and writes without the O(n²) slicing of ``SocketStream``.
+
+Each connection is served by a small elastic group of threads calling
+``Connection.serve``: RPyC releases its receive lock before dispatching a
+request, so the thread that read a request runs it while another reads on,
+and a slow call never blocks the rest of the connection.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+import time
+from typing import Callable
+
+import rpyc
+from rpyc.core.channel import Channel
+from rpyc.core.protocol import DEFAULT_CONFIG, Connection
+from rpyc.core.stream import SocketStream
+
+RPYC_CONFIG = dict(
+    DEFAULT_CONFIG,
+    allow_public_attrs=False,
+    allow_all_attrs=False,
+    allow_setattr=False,
+    allow_delattr=False,
+    allow_pickle=False,
+    import_custom_exceptions=False,
+    instantiate_custom_exceptions=False,
+    include_local_traceback=False,
+    include_local_version=False,
+    log_exceptions=False,
+    sync_request_timeout=None,
+    propagate_KeyboardInterrupt_locally=True,
+)
+
+_CHUNK = 1 << 20
+
+
+class _Stream(SocketStream):
+    """SocketStream with linear-time large writes and reads."""
+
+    def write(self, data):
+        try:
+            self.sock.sendall(data)
+        except (OSError, ValueError) as e:
+            self.close()
+            raise EOFError(e) from None
+
+    def poll(self, timeout):
+        if timeout is not None and not isinstance(timeout, (int, float)):
+            timeout = timeout.timeleft()  # rpyc passes its Timeout object
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            r, _, _ = select.select([sock], [], [], timeout)
+        except (OSError, ValueError) as e:
+            raise EOFError(e) from None
+        return bool(r)
+
+    def read(self, count):
+        buf = bytearray(count)
+        view = memoryview(buf)
+        got = 0
+        while got < count:
+            try:
+                n = self.sock.recv_into(view[got:], min(count - got, _CHUNK))
+            except socket.timeout:
+                continue
+            except (OSError, ValueError) as e:
+                self.close()
+                raise EOFError(e) from None
+            if not n:
+                self.close()
+                raise EOFError("connection closed by peer")
+            got += n
+        return bytes(buf)
+
+
+def tune_socket(sock: socket.socket) -> None:
+    sock.settimeout(None)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for opt, val in (("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 5000)):
+            if hasattr(socket, opt):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
+                except OSError:
+                    pass
+
+
+def make_connection(sock: socket.socket, service: rpyc.Service) -> Connection:
+    tune_socket(sock)
+    return Connection(service, Channel(_Stream(sock), compress=False), config=RPYC_CONFIG)
+
+
+class Watchdog:
+    """Appoints a new reader for a connection whose reading thread has been
+    running a request for longer than ``DELAY``. Lazy on purpose: waking a
+    follower for every request costs more than the request (GIL hand-offs)."""
+
+    DELAY = 0.002
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._groups: set["ServeGroup"] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, group: "ServeGroup") -> None:
+        if group in self._groups:  # racy read on purpose: the loop re-checks
+            return
+        with self._cond:
+            if group in self._groups:
+                return
+            self._groups.add(group)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="pycircuit-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._groups:
+                    self._cond.wait()
+                self._cond.wait(self.DELAY)
+                groups = list(self._groups)
+            now = time.monotonic()
+            for g in groups:
+                if not g.maybe_appoint(now, self.DELAY):
+                    with self._cond:
+                        self._groups.discard(g)
+                        # watch() skips the lock when it sees g listed; a call
+                        # that began meanwhile must not go unwatched.
+                        if g._busy:
+                            self._groups.add(g)
+
+
+WATCHDOG = Watchdog()
+
+
+class ServeGroup:
+    """The threads that read one connection.
+
+    Rules, chosen to keep thread wake-ups off the hot path:
+
+    * a thread waiting for a reply reads the connection itself (RPyC's
+      ``AsyncResult.wait``); pool threads stay off the socket while callers
+      wait and for ``GRACE`` after the last call, so they do not race them;
+    * otherwise one pool thread, the *poller*, waits for data without holding
+      RPyC's receive lock and runs each request it reads inline;
+    * if a request runs longer than the watchdog's delay, another pool thread
+      becomes poller (one is started if none is idle).
+    """
+
+    GRACE = 0.002
+    MAX_IDLE = 2
+
+    def __init__(self, conn: Connection, name: str, on_close: Callable[[BaseException | None], None],
+                 after_serve: Callable[[], None] = lambda: None):
+        self._conn = conn
+        self._stream = conn._channel.stream
+        self._name = name
+        self._on_close = on_close
+        self._after_serve = after_serve
+        self._cond = threading.Condition(threading.Lock())
+        self._tl = threading.local()
+        self._waiters = 0
+        self._last_call = 0.0
+        self._poller = False
+        self._wanted = False
+        self._idle = 0
+        self._threads = 0
+        self._busy = 0
+        self._busy_since = 0.0
+        self._closed = False
+
+    def start(self) -> None:
+        self._spawn()
+
+    def _spawn(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._threads += 1
+        threading.Thread(target=self._loop, name=f"pycircuit-serve-{self._name}", daemon=True).start()
+
+    # -- callers ------------------------------------------------------------
+    def call_begin(self) -> None:
+        with self._cond:
+            self._waiters += 1
+
+    def call_end(self) -> None:
+        with self._cond:
+            self._waiters -= 1
+            self._last_call = time.monotonic()
+
+    # -- requests -----------------------------------------------------------
+    def enter_call(self) -> None:
+        """A request starts running in this thread, which therefore stops
+        reading; RPyC released its receive lock but wakes a caller waiting
+        for it only after the dispatch, so wake one now."""
+        with self._cond:
+            if getattr(self._tl, "poller", False):
+                self._tl.poller = False
+                self._poller = False
+            if self._busy == 0:
+                self._busy_since = time.monotonic()
+            self._busy += 1
+            waiters = self._waiters
+        WATCHDOG.watch(self)
+        if waiters:
+            ev = self._conn._recv_event
+            with ev:
+                ev.notify_all()
+
+    def exit_call(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            if self._busy:
+                self._busy_since = time.monotonic()
+
+    def maybe_appoint(self, now: float, delay: float) -> bool:
+        """Called by the watchdog; returns False once nothing is running."""
+        spawn = False
+        with self._cond:
+            if self._closed or self._busy == 0:
+                return False
+            if self._poller or self._wanted or now - self._busy_since < delay:
+                return True
+            self._wanted = True
+            if self._idle:
+                self._cond.notify()
+            else:
+                spawn = True
+        if spawn:
+            self._spawn()
+        return True
+
+    # -- pool threads -------------------------------------------------------
+    def _take_role(self) -> bool:
+        """Wait until this thread may poll; False if it should exit."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return False
+                quiet = self._waiters == 0 and time.monotonic() - self._last_call >= self.GRACE
+                if not self._poller and (self._wanted or quiet):
+                    self._poller = True
+                    self._wanted = False
+                    self._tl.poller = True
+                    return True
+                if self._idle >= self.MAX_IDLE and self._poller:
+                    self._threads -= 1
+                    return False
+                self._idle += 1
+                try:
+                    self._cond.wait(None if self._poller else self.GRACE)
+                finally:
+                    self._idle -= 1
+
+    def _drop_role(self) -> None:
+        if getattr(self._tl, "poller", False):
+            self._tl.poller = False
+            with self._cond:
+                self._poller = False
+
+    def _loop(self) -> None:
+        err: BaseException | None = None
+        try:
+            while self._take_role():
+                while getattr(self._tl, "poller", False):
+                    self._stream.poll(None)  # without RPyC's lock: a waiting caller may read it
+                    with self._cond:
+                        yield_to_callers = self._waiters > 0 and not self._wanted
+                    if yield_to_callers:
+                        break
+                    self._conn.serve(None)
+                    self._after_serve()
+                self._drop_role()
+        except BaseException as e:  # EOF, reset, closed: the peer is gone
+            err = e
+        else:
+            return
+        with self._cond:
+            self._threads -= 1
+            first = not self._closed
+            self._closed = True
+            self._cond.notify_all()
+        if first:
+            self._on_close(err)

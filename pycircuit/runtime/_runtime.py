@@ -1,0 +1,624 @@
+"""The runtime: one per process (client, worker or server).
+
+It listens on a TCP port, keeps one RPyC connection per peer runtime, owns the
+lease table of the objects it has handed out, the proxies it holds for other
+runtimes' objects, and its named services. Every cross-call is one RPyC
+request carrying one frame (see ``_wire``) whose payload is a value stream
+(see ``_codec``).
+
+Reference handoff: an ``X`` owned by B that A sends to C travels as (B's
+address, handle). C acquires its own lease from B while decoding; A keeps its
+proxy pinned until C has acquired (for a request, until the reply; for a
+reply, until C's ack), so the object is never freed in between.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import secrets
+import socket
+import threading
+import weakref
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import rpyc
+from rpyc.core import consts
+
+from ..errors import (
+    CircuitError,
+    NetworkError,
+    NoSuchMethodError,
+    ProtocolError,
+    ReleasedError,
+    RemoteImportError,
+    SerializationError,
+    StaleAddressError,
+)
+from ..xref._leases import LeaseTable
+from ..xref._x import X, XPerm
+from . import _codec, _wire
+from ._addr import WorkerAddr, new_worker_id
+from ._link import ServeGroup, make_connection
+from ._remote_exc import decode_exception, encode_exception
+
+HANDLE_ROOT = 1  # the runtime's own service directory (dial, ping)
+HANDLE_MAIN = 2  # a worker's main: runs the spawned function
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    role: str = "client"  # client | worker | server
+    runtime_id: str | None = None
+    host_label: str = ""  # names the host in errors (server ID for workers)
+    connect_timeout: float = 5.0
+    tls: Any = None  # a pycircuit.runtime TLS pair (server ctx, client ctx) or None
+
+
+def resolve_method(obj: Any, method: str) -> Callable:
+    if not method or method.startswith("_"):
+        raise NoSuchMethodError(f"no method {method!r} on type {type(obj).__qualname__} (private names are not remote)")
+    fn = getattr(obj, method, None)
+    if fn is None or not callable(fn):
+        raise NoSuchMethodError(f"no method {method!r} on type {type(obj).__qualname__}")
+    return fn
+
+
+class _Endpoint(rpyc.Service):
+    """The only object a peer can reach through RPyC: five exposed methods
+    taking and returning bytes."""
+
+    def __init__(self, rt: "Runtime", peer: "Peer"):
+        self._rt = rt
+        self._peer = peer
+
+    def exposed_hello(self, frame):
+        return self._rt._on_hello(self._peer, frame)
+
+    def exposed_call(self, frame):
+        return self._rt._on_call(self._peer, frame)
+
+    def exposed_release(self, frame):
+        self._rt._on_release(self._peer, frame)
+
+    def exposed_acquire(self, frame):
+        return self._rt._on_acquire(self._peer, frame)
+
+    def exposed_ack(self, token):
+        self._rt._on_ack(self._peer, token)
+
+
+class Peer:
+    """One connection to another runtime."""
+
+    def __init__(self, rt: "Runtime", sock: socket.socket):
+        self.rt = rt
+        self.id: str | None = None
+        self.addr: WorkerAddr | None = None
+        self.role = ""
+        self.dead = False
+        self.conn = make_connection(sock, _Endpoint(rt, self))
+        self.group = ServeGroup(self.conn, "peer", self._closed, rt._after_serve)
+        self._root = None
+        self._methods: dict[str, Any] = {}
+        self._root_lock = threading.Lock()
+
+    def _closed(self, err):
+        self.rt._peer_lost(self, err)
+
+    def _remote_method(self, name: str):
+        # A cached netref of the bound method makes each call one HANDLE_CALL
+        # request, cheaper than HANDLE_CALLATTR's attribute checks.
+        ref = self._methods.get(name)
+        if ref is None:
+            with self._root_lock:
+                if self._root is None:
+                    self._root = self.conn.root
+                ref = self._methods[name] = getattr(self._root, name)
+        return ref
+
+    def invoke(self, name: str, arg) -> Any:
+        """One synchronous RPyC request to the peer's endpoint."""
+        if self.dead:
+            raise NetworkError(f"runtime {self.addr} is dead (its connection was lost)")
+        group = self.group
+        group.call_begin()
+        try:
+            return self.conn.sync_request(consts.HANDLE_CALL, self._remote_method(name), (arg,), ())
+        except (EOFError, OSError) as e:
+            self.rt._peer_lost(self, e)
+            raise NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}") from None
+        except (ProtocolError, NetworkError):
+            raise
+        except Exception as e:
+            if self.conn.closed:
+                self.rt._peer_lost(self, e)
+                raise NetworkError(f"lost connection to {self.addr}: {e}") from None
+            raise ProtocolError(f"peer {self.addr} failed a {name} request: {type(e).__name__}: {e}") from None
+        finally:
+            group.call_end()
+
+    def post(self, name: str, arg) -> None:
+        """Fire and forget."""
+        if self.dead:
+            return
+        try:
+            self.conn.async_request(consts.HANDLE_CALL, self._remote_method(name), (arg,), ())
+        except Exception:
+            pass
+
+
+class _EncodeCtx:
+    def __init__(self, rt: "Runtime", peer: Peer):
+        self.rt = rt
+        self.peer = peer
+        self.granted: list[int] = []
+        self.pins: list[X] = []
+
+    def encode_x(self, x: X) -> tuple:
+        owner = x._owner
+        if x._local is not None:
+            if not isinstance(x, XPerm):
+                with self.rt._lock:
+                    self.rt._table.grant(x._handle, self.peer.id)
+                self.granted.append(x._handle)
+        elif owner.id != self.peer.id and not isinstance(x, XPerm):
+            self.pins.append(x)
+        return (owner.host, owner.port, owner.pid, owner.id, x._handle, isinstance(x, XPerm))
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return _codec.dumps(value, (X,), self.encode_x)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        with self.rt._lock:
+            for h in self.granted:
+                self.rt._table.release(h, self.peer.id, 1)
+        self.granted.clear()
+
+
+class _DecodeCtx:
+    def __init__(self, rt: "Runtime", sender: Peer):
+        self.rt = rt
+        self.sender = sender
+        self.acquire: dict[WorkerAddr, Counter] | None = None  # made on first need
+        self.proxies: dict[tuple[str, int], X] = {}
+
+    def decode_x(self, desc: tuple) -> X:
+        try:
+            host, port, pid, oid, handle, perm = desc
+            owner = WorkerAddr(str(host), int(port), int(pid), str(oid))
+        except (TypeError, ValueError):
+            raise SerializationError(f"malformed cross-interface descriptor {desc!r}") from None
+        rt = self.rt
+        if oid == rt.id:
+            return rt._local_x(handle, bool(perm))
+        proxy = rt._proxy(owner, handle, bool(perm))
+        if not perm:
+            if oid == self.sender.id:
+                with rt._lock:
+                    proxy._cell[0] += 1
+            else:
+                if self.acquire is None:
+                    self.acquire = defaultdict(Counter)
+                self.acquire[owner][handle] += 1
+                self.proxies[(oid, handle)] = proxy
+        return proxy
+
+    def loads(self, data: bytes) -> Any:
+        return _codec.loads(data, self.decode_x)
+
+    def finish(self) -> None:
+        """Take our own leases on third-party references, from their owners."""
+        if self.acquire is None:
+            return
+        for owner, wanted in self.acquire.items():
+            try:
+                granted = _wire.decode_leases(self.rt.peer(owner).invoke("acquire", _wire.encode_leases(list(wanted.items()))))
+            except CircuitError:
+                continue  # the proxies raise NetworkError/ReleasedError when used
+            with self.rt._lock:
+                for handle, n in granted:
+                    self.proxies[(owner.id, handle)]._cell[0] += n
+
+
+class _Lifecycle:
+    """A worker lives until its main function has been replied to and every
+    run_in_back function has returned."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.main_done = False
+        self.background = 0
+        self.finished = threading.Event()
+
+    def check(self):
+        if self.main_done and self.background == 0:
+            self.finished.set()
+
+
+class Runtime:
+    def __init__(self, cfg: RuntimeConfig):
+        self.cfg = cfg
+        self.id = cfg.runtime_id or new_worker_id()
+        self.pid = os.getpid()
+        self._lock = threading.RLock()
+        self._table = LeaseTable()
+        self._peers: dict[str, Peer] = {}
+        self._all_peers: set[Peer] = set()
+        self._dead: set[str] = set()
+        self._dial_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._proxies: "weakref.WeakValueDictionary[tuple[str, int], X]" = weakref.WeakValueDictionary()
+        self._pending_acks: dict[int, tuple[str, list]] = {}
+        self._services: dict[str, XPerm] = {}
+        self._release_q: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._tl = threading.local()
+        self.lifecycle = _Lifecycle()
+        self.on_peer_lost: list[Callable[[Peer], None]] = []
+        self._closed = False
+
+        self._sock = socket.create_server((cfg.host, cfg.port), backlog=512)
+        host, port = self._sock.getsockname()[:2]
+        self.addr = WorkerAddr(cfg.host if cfg.host not in ("0.0.0.0", "::") else host, port, self.pid, self.id)
+        self.url = self.addr.url
+        self._table.add_static(HANDLE_ROOT, _RootService(self))
+        threading.Thread(target=self._accept_loop, name="pycircuit-accept", daemon=True).start()
+        threading.Thread(target=self._release_loop, name="pycircuit-release", daemon=True).start()
+
+    @property
+    def host_label(self) -> str:
+        return self.cfg.host_label or self.url
+
+    # -- connections ------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                sock, _ = self._sock.accept()
+            except OSError:
+                if self._closed:
+                    return
+                continue
+            threading.Thread(target=self._adopt, args=(sock,), name="pycircuit-adopt", daemon=True).start()
+
+    def _adopt(self, sock: socket.socket) -> None:
+        try:
+            if self.cfg.tls is not None:
+                sock = self.cfg.tls.wrap_server(sock)
+            peer = Peer(self, sock)
+        except Exception:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            return
+        with self._lock:
+            self._all_peers.add(peer)
+        peer.group.start()
+
+    def peer(self, addr: WorkerAddr) -> Peer:
+        p = self._peers.get(addr.id)
+        if p is not None and not p.dead:
+            return p
+        if addr.id in self._dead:
+            raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
+        with self._dial_locks[addr.id]:
+            p = self._peers.get(addr.id)
+            if p is not None and not p.dead:
+                return p
+            if addr.id in self._dead:
+                raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
+            return self._dial(addr)
+
+    def _dial(self, addr: WorkerAddr) -> Peer:
+        try:
+            sock = socket.create_connection((addr.host, addr.port), timeout=self.cfg.connect_timeout)
+            if self.cfg.tls is not None:
+                sock = self.cfg.tls.wrap_client(sock)
+        except OSError as e:
+            raise NetworkError(f"cannot reach {addr}: {e.strerror or e}") from None
+        except CircuitError:
+            raise
+        peer = Peer(self, sock)
+        peer.addr = addr
+        with self._lock:
+            self._all_peers.add(peer)
+        peer.group.start()
+        hello = _wire.Hello(_wire.WIRE_VERSION, self.id, self.url, self.cfg.role, addr.id, str(addr.pid))
+        try:
+            answer = peer.invoke("hello", _wire.encode_hello(hello))
+        except NetworkError as e:
+            raise NetworkError(f"cannot reach {addr}: {e}") from None
+        if isinstance(answer, bytes) and answer.startswith(b"!"):
+            peer.dead = True
+            peer.conn.close()
+            msg = answer[1:].decode("utf-8", "replace")
+            if msg.startswith("stale"):
+                raise StaleAddressError(f"{addr}: {msg}")
+            raise ProtocolError(f"{addr} refused us: {msg}")
+        theirs = _wire.decode_hello(answer)
+        _wire.check_version(_wire.WIRE_VERSION, theirs.version)
+        peer.id, peer.role = theirs.runtime_id, theirs.role
+        with self._lock:
+            self._peers[peer.id] = peer
+        return peer
+
+    def _on_hello(self, peer: Peer, frame: bytes) -> bytes:
+        try:
+            h = _wire.decode_hello(frame)
+            _wire.check_version(_wire.WIRE_VERSION, h.version)
+        except ProtocolError as e:
+            return b"!" + str(e).encode()
+        if (h.want_id and h.want_id != self.id) or (h.want_pid and h.want_pid != str(self.pid)):
+            return b"!" + f"stale address: this port is now runtime {self.url}".encode()
+        try:
+            addr = WorkerAddr.parse(h.url)
+        except CircuitError as e:
+            return b"!" + str(e).encode()
+        peer.id, peer.addr, peer.role = h.runtime_id, addr, h.role
+        with self._lock:
+            cur = self._peers.get(peer.id)
+            if cur is None or cur.dead:
+                self._peers[peer.id] = peer
+        me = _wire.Hello(_wire.WIRE_VERSION, self.id, self.url, self.cfg.role)
+        return _wire.encode_hello(me)
+
+    def _peer_lost(self, peer: Peer, err) -> None:
+        with self._lock:
+            if peer.dead and peer not in self._all_peers:
+                return
+            peer.dead = True
+            self._all_peers.discard(peer)
+            if peer.id is None:
+                return
+            self._dead.add(peer.id)
+            if self._peers.get(peer.id) is peer:
+                del self._peers[peer.id]
+            self._table.drop_holder(peer.id)
+            for token in [t for t, (pid, _) in self._pending_acks.items() if pid == peer.id]:
+                del self._pending_acks[token]
+        for cb in list(self.on_peer_lost):
+            try:
+                cb(peer)
+            except Exception:
+                pass
+
+    def is_dead(self, runtime_id: str) -> bool:
+        return runtime_id in self._dead
+
+    # -- references -------------------------------------------------------
+    def local_ref(self, obj: Any, perm: bool) -> X:
+        if obj is None:
+            raise TypeError("cannot make a cross-interface to None")
+        with self._lock:
+            h = self._table.register(obj, perm)
+        return self._wrap_local(h, obj, perm)
+
+    def _wrap_local(self, h: int, obj: Any, perm: bool) -> X:
+        x = (XPerm if perm else X)(self, self.addr, h, obj)
+        weakref.finalize(x, self._unpin, h)
+        return x
+
+    def _unpin(self, h: int) -> None:
+        with self._lock:
+            self._table.unpin(h)
+
+    def _local_x(self, handle: int, perm: bool) -> X:
+        with self._lock:
+            if handle not in self._table:
+                raise ReleasedError(f"reference H{handle:016x} was released by its owner {self.url}")
+            obj = self._table.get(handle)
+            self._table.pin(handle)
+        return self._wrap_local(handle, obj, perm)
+
+    def _proxy(self, owner: WorkerAddr, handle: int, perm: bool) -> X:
+        key = (owner.id, handle)
+        with self._lock:
+            p = self._proxies.get(key)
+            if p is None:
+                p = (XPerm if perm else X)(self, owner, handle, None, [0])
+                self._proxies[key] = p
+                weakref.finalize(p, self._release_q.put, (owner, handle, p._cell))
+            return p
+
+    def proxy_count(self) -> int:
+        return len(self._proxies)
+
+    def table_size(self) -> int:
+        with self._lock:
+            return len(self._table)
+
+    def table_has(self, handle: int) -> bool:
+        with self._lock:
+            return handle in self._table
+
+    def _release_loop(self) -> None:
+        while True:
+            items = [self._release_q.get()]
+            while True:
+                try:
+                    items.append(self._release_q.get_nowait())
+                except queue.Empty:
+                    break
+            batches: dict[str, Counter] = defaultdict(Counter)
+            for owner, handle, cell in items:
+                with self._lock:
+                    n, cell[0] = cell[0], 0
+                if n:
+                    batches[owner.id][handle] += n
+            for oid, counts in batches.items():
+                p = self._peers.get(oid)
+                if p is not None and not p.dead:
+                    p.post("release", _wire.encode_leases(list(counts.items())))
+
+    def _on_release(self, peer: Peer, frame: bytes) -> None:
+        if peer.id is None:
+            return
+        items = _wire.decode_leases(frame)
+        with self._lock:
+            for handle, n in items:
+                self._table.release(handle, peer.id, n)
+
+    def _on_acquire(self, peer: Peer, frame: bytes) -> bytes:
+        if peer.id is None:
+            return _wire.encode_leases([])
+        granted = []
+        with self._lock:
+            for handle, n in _wire.decode_leases(frame):
+                if handle in self._table and not self._table.is_perm(handle):
+                    self._table.grant(handle, peer.id, n)
+                    granted.append((handle, n))
+        return _wire.encode_leases(granted)
+
+    def _on_ack(self, peer: Peer, token: int) -> None:
+        with self._lock:
+            self._pending_acks.pop(token, None)
+
+    # -- calls --------------------------------------------------------------
+    def call_x(self, x: X, method: str, args: tuple, kwargs: dict) -> Any:
+        if x._local is not None:
+            return resolve_method(x._local, method)(*args, **kwargs)
+        return self.call_remote(x._owner, x._handle, method, args, kwargs)
+
+    def call_remote(self, addr: WorkerAddr, handle: int, method: str, args: tuple, kwargs: dict) -> Any:
+        peer = self.peer(addr)
+        ctx = _EncodeCtx(self, peer)
+        frame = _wire.encode_call(handle, method, ctx.dumps((args, kwargs)))
+        try:
+            raw = peer.invoke("call", frame)
+        except BaseException:
+            ctx.abort()
+            raise
+        reply = _wire.decode_reply(raw)
+        if reply.status == _wire.STATUS_ERROR:
+            raise decode_exception(reply.payload)
+        dctx = _DecodeCtx(self, peer)
+        value = dctx.loads(reply.payload)
+        dctx.finish()
+        if reply.ack:
+            peer.post("ack", reply.ack)
+        del ctx  # the pins of third-party references die only now
+        return value
+
+    def _on_call(self, peer: Peer, frame: bytes) -> bytes:
+        if peer.id is None:
+            return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(ProtocolError("call before hello"), self.url))
+        peer.group.enter_call()
+        try:
+            try:
+                call = _wire.decode_call(frame)
+                with self._lock:
+                    if call.handle not in self._table:
+                        raise ReleasedError(f"reference H{call.handle:016x} is not (or no longer) held by {self.url}")
+                    obj = self._table.get(call.handle)
+                dctx = _DecodeCtx(self, peer)
+                try:
+                    args, kwargs = dctx.loads(call.payload)
+                except RemoteImportError as e:
+                    raise RemoteImportError(f"{e} on host {self.host_label}") from None
+                dctx.finish()
+                result = resolve_method(obj, call.method)(*args, **kwargs)
+            except BaseException as e:  # application errors travel back; the runtime serves on
+                return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(e, self.url))
+            ectx = _EncodeCtx(self, peer)
+            try:
+                payload = ectx.dumps(result)
+            except BaseException as e:
+                return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(e, self.url))
+            token = 0
+            if ectx.pins:
+                token = secrets.randbits(63) or 1
+                with self._lock:
+                    self._pending_acks[token] = (peer.id, ectx.pins)
+            return _wire.encode_reply(_wire.STATUS_OK, token, payload)
+        finally:
+            peer.group.exit_call()
+
+    def _after_serve(self) -> None:
+        if getattr(self._tl, "main_replied", False):
+            self._tl.main_replied = False
+            lc = self.lifecycle
+            with lc.lock:
+                lc.main_done = True
+                lc.check()
+
+    # -- services -----------------------------------------------------------
+    def listen(self, name: str, receiver: Any) -> XPerm:
+        from ..errors import ServiceError
+
+        if not isinstance(name, str) or not name:
+            raise ServiceError("a service name is a non-empty str")
+        with self._lock:
+            if name in self._services:
+                raise ServiceError(f"service {name!r} is already listened to in {self.url}")
+            x = self.local_ref(receiver, perm=True)
+            self._services[name] = x
+        return x
+
+    def dial(self, addr: WorkerAddr, name: str) -> X:
+        if addr.id == self.id:
+            return self._root_dial(name)
+        return self.call_remote(addr, HANDLE_ROOT, "dial", (name,), {})
+
+    def _root_dial(self, name: str) -> X:
+        from ..errors import ServiceError
+
+        x = self._services.get(name)
+        if x is None:
+            raise ServiceError(f"no service {name!r} in {self.url}")
+        return x
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+class _RootService:
+    def __init__(self, rt: Runtime):
+        self._rt = rt
+
+    def dial(self, name: str) -> X:
+        return self._rt._root_dial(name)
+
+    def ping(self) -> str:
+        return self._rt.id
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+_counter = itertools.count()
+
+
+def current(create: bool = True, host: str = "127.0.0.1", tls: Any = None) -> Runtime | None:
+    """This process's runtime (a client runtime is made on first need)."""
+    global _current
+    if _current is None and create:
+        with _current_lock:
+            if _current is None:
+                _current = Runtime(RuntimeConfig(host=host, role="client", tls=tls))
+                from ..acid import install as _install_acid
+
+                _install_acid(_current)
+    return _current
+
+
+def install(rt: Runtime) -> Runtime:
+    """Make ``rt`` this process's runtime (servers and workers)."""
+    global _current
+    with _current_lock:
+        if _current is not None:
+            raise CircuitError("this process already has a pycircuit runtime")
+        _current = rt
+    from ..acid import install as _install_acid
+
+    _install_acid(rt)
+    return rt

@@ -1,0 +1,175 @@
+"""The pycircuit wire format (pure: bytes in, values out; no sockets, threads
+or rpyc).
+
+RPyC carries frames; every frame is one ``bytes`` argument of one RPyC request
+(or its reply), so a cross-call costs exactly one RPyC round trip and RPyC's
+brine never sees user values. All integers are big-endian.
+
+=========  ==================================================================
+frame      layout
+=========  ==================================================================
+HELLO      ``b"PYC" u16 version`` then five length-prefixed UTF-8 strings:
+           runtime id, url, role, wanted id (``""``: any), wanted pid (text)
+CALL       ``u8 kind=1, u64 handle, u16 len, method (UTF-8), payload``
+REPLY      ``u8 status (0 ok, 1 error), u64 ack token (0: none), payload``
+LEASES     ``u32 n`` then n × ``(u64 handle, u32 count)`` (acquire/release)
+=========  ==================================================================
+
+``payload`` is a value stream (see ``_codec``). The version is checked when
+two runtimes meet; peers of other versions refuse each other naming both.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..errors import ProtocolError
+
+WIRE_VERSION = 1
+_MAGIC = b"PYC"
+
+KIND_CALL = 1
+STATUS_OK = 0
+STATUS_ERROR = 1
+
+_CALL_HEAD = struct.Struct("!BQH")
+_REPLY_HEAD = struct.Struct("!BQ")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_LEASE = struct.Struct("!QI")
+MAX_HANDLE = 2**64 - 1
+
+
+class WireError(ProtocolError):
+    """A frame is malformed."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    runtime_id: str
+    url: str
+    role: str
+    want_id: str = ""
+    want_pid: str = ""
+
+
+class Call(NamedTuple):
+    handle: int
+    method: str
+    payload: bytes
+
+
+class Reply(NamedTuple):
+    status: int
+    ack: int
+    payload: bytes
+
+
+def _pack_str(s: str) -> bytes:
+    b = s.encode("utf-8")
+    if len(b) > 0xFFFF:
+        raise WireError("string too long for a frame")
+    return _U16.pack(len(b)) + b
+
+
+def _unpack_str(data: bytes, pos: int) -> tuple[str, int]:
+    if pos + 2 > len(data):
+        raise WireError("truncated frame")
+    (n,) = _U16.unpack_from(data, pos)
+    pos += 2
+    if pos + n > len(data):
+        raise WireError("truncated frame")
+    try:
+        return data[pos : pos + n].decode("utf-8"), pos + n
+    except UnicodeDecodeError as e:
+        raise WireError(f"bad text in frame: {e}") from None
+
+
+def encode_hello(h: Hello) -> bytes:
+    parts = [_MAGIC, _U16.pack(h.version)]
+    for s in (h.runtime_id, h.url, h.role, h.want_id, h.want_pid):
+        parts.append(_pack_str(s))
+    return b"".join(parts)
+
+
+def decode_hello(data: bytes) -> Hello:
+    if not isinstance(data, (bytes, bytearray)) or len(data) < 5 or data[:3] != _MAGIC:
+        raise WireError("not a pycircuit hello")
+    (version,) = _U16.unpack_from(data, 3)
+    pos = 5
+    fields = []
+    for _ in range(5):
+        s, pos = _unpack_str(data, pos)
+        fields.append(s)
+    if pos != len(data):
+        raise WireError("trailing bytes after hello")
+    return Hello(version, *fields)
+
+
+def check_version(mine: int, theirs: int) -> None:
+    if mine != theirs:
+        raise ProtocolError(
+            f"incompatible pycircuit wire protocol: this side speaks version {mine}, "
+            f"the peer speaks version {theirs}"
+        )
+
+
+def encode_call(handle: int, method: str, payload: bytes) -> bytes:
+    m = method.encode("utf-8")
+    if len(m) > 0xFFFF:
+        raise WireError("method name too long")
+    if not 0 <= handle <= MAX_HANDLE:
+        raise WireError("handle out of range")
+    return _CALL_HEAD.pack(KIND_CALL, handle, len(m)) + m + payload
+
+
+def decode_call(data: bytes) -> Call:
+    if type(data) is not bytes or len(data) < _CALL_HEAD.size:
+        raise WireError("truncated call frame")
+    kind, handle, n = _CALL_HEAD.unpack_from(data, 0)
+    if kind != KIND_CALL:
+        raise WireError(f"unknown frame kind {kind}")
+    end = _CALL_HEAD.size + n
+    if end > len(data):
+        raise WireError("truncated call frame")
+    try:
+        method = data[_CALL_HEAD.size : end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("method name is not UTF-8") from None
+    return Call(handle, method, data[end:])
+
+
+def encode_reply(status: int, ack: int, payload: bytes) -> bytes:
+    return _REPLY_HEAD.pack(status, ack) + payload
+
+
+def decode_reply(data: bytes) -> Reply:
+    if type(data) is not bytes or len(data) < _REPLY_HEAD.size:
+        raise WireError("truncated reply frame")
+    status, ack = _REPLY_HEAD.unpack_from(data, 0)
+    if status not in (STATUS_OK, STATUS_ERROR):
+        raise WireError(f"unknown reply status {status}")
+    return Reply(status, ack, data[_REPLY_HEAD.size :])
+
+
+def encode_leases(items: "list[tuple[int, int]]") -> bytes:
+    out = [_U32.pack(len(items))]
+    for handle, count in items:
+        if not (0 <= handle <= MAX_HANDLE and 0 < count < 2**32):
+            raise WireError("lease out of range")
+        out.append(_LEASE.pack(handle, count))
+    return b"".join(out)
+
+
+def decode_leases(data: bytes) -> "list[tuple[int, int]]":
+    if not isinstance(data, (bytes, bytearray)) or len(data) < 4:
+        raise WireError("truncated lease frame")
+    (n,) = _U32.unpack_from(data, 0)
+    if len(data) != 4 + n * _LEASE.size:
+        raise WireError("lease frame length does not match its count")
+    items = [_LEASE.unpack_from(data, 4 + i * _LEASE.size) for i in range(n)]
+    if any(c == 0 for _, c in items):
+        raise WireError("zero lease count")
+    return items
