@@ -141,6 +141,7 @@ class Peer:
             raise ProtocolError(f"peer {self.addr} failed a {name} request: {type(e).__name__}: {e}") from None
         finally:
             group.call_end()
+            self.rt._after_serve()  # this thread may have served a request while waiting
 
     def post(self, name: str, arg) -> None:
         """Fire and forget."""
@@ -235,6 +236,7 @@ class _Lifecycle:
 
     def __init__(self):
         self.lock = threading.Lock()
+        self.main_started = False
         self.main_done = False
         self.background = 0
         self.finished = threading.Event()
@@ -510,6 +512,7 @@ class Runtime:
         if peer.id is None:
             return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(ProtocolError("call before hello"), self.url))
         peer.group.enter_call()
+        call = None
         try:
             try:
                 call = _wire.decode_call(frame)
@@ -525,6 +528,8 @@ class Runtime:
                 dctx.finish()
                 result = resolve_method(obj, call.method)(*args, **kwargs)
             except BaseException as e:  # application errors travel back; the runtime serves on
+                if call is not None and call.handle == HANDLE_MAIN:
+                    self._tl.main_replied = True  # a worker whose function cannot start is done
                 return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(e, self.url))
             ectx = _EncodeCtx(self, peer)
             try:
@@ -573,6 +578,30 @@ class Runtime:
         if x is None:
             raise ServiceError(f"no service {name!r} in {self.url}")
         return x
+
+    # -- export -------------------------------------------------------------
+    def export(self, payload: tuple, stack: str) -> bytes:
+        def encode_x(x: X) -> tuple:
+            if not isinstance(x, XPerm):
+                raise CircuitError(f"only permanent references can be exported; {x!r} is not (use perm_ref)")
+            o = x._owner
+            return (o.host, o.port, o.pid, o.id, x._handle, True)
+
+        return _wire.encode_export(_codec.dumps((tuple(payload), stack), (X,), encode_x))
+
+    def import_(self, blob: bytes) -> tuple[tuple, str]:
+        def decode_x(desc: tuple) -> X:
+            try:
+                host, port, pid, oid, handle, _perm = desc
+                owner = WorkerAddr(str(host), int(port), int(pid), str(oid))
+            except (TypeError, ValueError):
+                raise SerializationError(f"malformed cross-interface descriptor {desc!r}") from None
+            if oid == self.id:
+                return self._local_x(handle, True)
+            return self._proxy(owner, int(handle), True)
+
+        payload, stack = _codec.loads(_wire.decode_export(blob), decode_x)
+        return payload, stack
 
     def close(self) -> None:
         self._closed = True

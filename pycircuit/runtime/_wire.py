@@ -13,6 +13,7 @@ HELLO      ``b"PYC" u16 version`` then five length-prefixed UTF-8 strings:
 CALL       ``u8 kind=1, u64 handle, u16 len, method (UTF-8), payload``
 REPLY      ``u8 status (0 ok, 1 error), u64 ack token (0: none), payload``
 LEASES     ``u32 n`` then n × ``(u64 handle, u32 count)`` (acquire/release)
+EXPORT     ``b"PYCX" u16 version``, value stream of ``(payload, stack text)``
 =========  ==================================================================
 
 ``payload`` is a value stream (see ``_codec``). The version is checked when
@@ -173,3 +174,20 @@ def decode_leases(data: bytes) -> "list[tuple[int, int]]":
     if any(c == 0 for _, c in items):
         raise WireError("zero lease count")
     return items
+
+
+_EXPORT_MAGIC = b"PYCX"
+
+
+def encode_export(stream: bytes) -> bytes:
+    """EXPORT: ``b"PYCX" u16 version`` then a value stream of
+    ``(payload tuple, exporter's stack text)``."""
+    return _EXPORT_MAGIC + _U16.pack(WIRE_VERSION) + stream
+
+
+def decode_export(blob: bytes) -> bytes:
+    if not isinstance(blob, (bytes, bytearray)) or bytes(blob[:4]) != _EXPORT_MAGIC or len(blob) < 6:
+        raise WireError("not a pycircuit export")
+    (version,) = _U16.unpack_from(blob, 4)
+    check_version(WIRE_VERSION, version)
+    return bytes(blob[6:])

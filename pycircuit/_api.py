@@ -1,0 +1,76 @@
+"""Module-level functions of the public API (they act on this process's
+runtime and its default client)."""
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable
+
+from .errors import CircuitError
+from .runtime._addr import WorkerAddr
+from .runtime._runtime import current
+from .spawn._worker import run_in_back
+from .xref._x import X, XPerm
+
+__all__ = ["spawn", "kill", "run_in_back", "ref", "perm_ref", "export", "import_", "listen", "dial", "try_dial"]
+
+
+def spawn(host: Any, anchor: Any, fn: Callable, /, *args: Any, **kwargs: Any) -> tuple[Any, WorkerAddr]:
+    """Run ``fn(*args, **kwargs)`` in a new worker on ``host`` (see Client.spawn)."""
+    from ._client import default_client
+
+    return default_client().spawn(host, anchor, fn, *args, **kwargs)
+
+
+def kill(addr: "WorkerAddr | str") -> None:
+    """Kill the worker at ``addr``."""
+    from ._client import default_client
+
+    default_client().kill(addr)
+
+
+def ref(obj: Any) -> X:
+    """A cross-interface to ``obj``, collected when no holder is left."""
+    if isinstance(obj, XPerm):
+        raise CircuitError("ref of a permanent reference: it is permanent already")
+    if isinstance(obj, X):
+        return obj
+    return current().local_ref(obj, perm=False)
+
+
+def perm_ref(obj: Any) -> XPerm:
+    """A permanent cross-interface to ``obj``: never collected, exportable."""
+    if isinstance(obj, XPerm):
+        return obj
+    if isinstance(obj, X):
+        raise CircuitError("perm_ref of a non-permanent reference: make it from the object itself")
+    return current().local_ref(obj, perm=True)
+
+
+def export(*payload: Any) -> bytes:
+    """Bytes carrying ``payload`` (permanent references allowed, no others)
+    and this stack, for ``import_`` in any process."""
+    stack = "".join(traceback.format_stack()[:-1])
+    return current().export(payload, stack)
+
+
+def import_(blob: bytes) -> tuple[tuple, str]:
+    """``(payload, exporter's stack)`` from an ``export`` blob."""
+    return current().import_(blob)
+
+
+def listen(name: str, receiver: Any) -> XPerm:
+    """Serve ``receiver`` under ``name`` in this process."""
+    return current().listen(name, receiver)
+
+
+def dial(addr: "WorkerAddr | str", name: str) -> X:
+    """The service ``name`` of the runtime at ``addr``."""
+    return current().dial(WorkerAddr.parse(addr), name)
+
+
+def try_dial(addr: "WorkerAddr | str", name: str) -> tuple[X | None, Exception | None]:
+    """Like dial, but returns ``(None, error)`` instead of raising."""
+    try:
+        return dial(addr, name), None
+    except Exception as e:  # noqa: BLE001 - the contract is "never raises"
+        return None, e

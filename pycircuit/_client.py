@@ -1,0 +1,303 @@
+"""Clients of a circuit: ``connect``, ``Client``, ``Host``, ``Anchor``.
+
+A client is a handle on one server (its *dial-in* server) plus this process's
+runtime; calls to other hosts go to their servers directly. The first client
+of a process becomes its default, used by ``pycircuit.spawn`` and friends.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import CircuitError, ElementError, NetworkError
+from .runtime._addr import WorkerAddr, is_server_id, is_worker_id
+from .runtime._runtime import HANDLE_MAIN, current
+from .server._anchors import check_name, parse_path
+
+__all__ = ["connect", "Client", "Host", "Anchor", "default_client"]
+
+EMBEDDED_START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Host:
+    """A live server of the circuit."""
+
+    id: str
+    url: str
+
+    def __str__(self) -> str:
+        return f"/{self.id}"
+
+
+class _Embedded:
+    """A local server owned by this process; it exits when we close its stdin
+    (which the kernel also does if we die)."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--embedded"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, close_fds=True,
+        )
+        line = [b""]
+        reader = threading.Thread(target=lambda: line.__setitem__(0, self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(EMBEDDED_START_TIMEOUT)
+        url = line[0].decode().strip()
+        if not url:
+            self.stop()
+            raise CircuitError("the embedded local server did not start (see its stderr above)")
+        self.url = url
+
+    def stop(self) -> None:
+        p = self.proc
+        if p.poll() is None:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+class Client:
+    """A connection to a circuit through one of its servers."""
+
+    def __init__(self, url: str, _embedded: _Embedded | None = None):
+        self._rt = current()
+        self._embedded = _embedded
+        self._lock = threading.Lock()
+        self.url = url
+        try:
+            addr = WorkerAddr.parse(url)
+        except CircuitError:
+            if _embedded:
+                _embedded.stop()
+            raise
+        try:
+            self._kernel = self._rt.dial(addr, "circuit")
+            info = self._kernel.info()
+        except BaseException:
+            if _embedded:
+                _embedded.stop()
+            raise
+        self.server_id: str = info["id"]
+        self._kernels: dict[str, Any] = {self.server_id: self._kernel}
+        self._urls: dict[str, str] = {self.server_id: url}
+        self._closed = False
+
+    # -- hosts --------------------------------------------------------------
+    def hosts(self) -> list[Host]:
+        """The live servers, sorted by ID."""
+        hosts = [Host(i, u) for i, u in self._kernel.hosts()]
+        with self._lock:
+            for h in hosts:
+                self._urls[h.id] = h.url
+        return sorted(hosts, key=lambda h: h.id)
+
+    def _kernel_of(self, host: "Host | str | WorkerAddr") -> Any:
+        if isinstance(host, Host):
+            sid, url = host.id, host.url
+        elif isinstance(host, WorkerAddr):
+            sid, url = None, host.url
+        elif isinstance(host, str) and is_server_id(host.strip("/")):
+            sid = host.strip("/")
+            url = self._urls.get(sid)
+            if url is None:
+                self.hosts()
+                url = self._urls.get(sid)
+            if url is None:
+                raise CircuitError(f"no live host {sid} in this circuit")
+        elif isinstance(host, str):
+            sid, url = None, WorkerAddr.parse(host).url
+        else:
+            raise TypeError(f"a host is a Host, a server ID or a circuit URL, not {type(host).__name__}")
+        with self._lock:
+            k = self._kernels.get(sid) if sid else None
+        if k is not None:
+            return k
+        k = self._rt.dial(WorkerAddr.parse(url), "circuit")
+        if sid is None:
+            sid = k.info()["id"]
+        with self._lock:
+            self._kernels[sid] = k
+            self._urls[sid] = url
+        return k
+
+    # -- workers ------------------------------------------------------------
+    def spawn(self, host: "Host | str | WorkerAddr", anchor: Any, fn: Callable, /, *args: Any, **kwargs: Any):
+        """Run ``fn(*args, **kwargs)`` in a new worker process on ``host``;
+        returns ``(value, worker address)``."""
+        if not callable(fn):
+            raise TypeError("spawn needs a callable")
+        anchors = _anchor_dirs(anchor)
+        kernel = self._kernel_of(host)
+        addr = WorkerAddr.parse(kernel.spawn(anchors))
+        value = self._rt.call_remote(addr, HANDLE_MAIN, "run", (fn, args, kwargs), {})
+        return value, addr
+
+    def kill(self, addr: "WorkerAddr | str") -> None:
+        """Kill a worker (by address or URL)."""
+        addr = WorkerAddr.parse(addr)
+        for h in self.hosts():
+            if self._kernel_of(h).kill(addr.id):
+                return
+        raise CircuitError(f"no live worker {addr} in this circuit")
+
+    # -- anchors ------------------------------------------------------------
+    def walk(self, path: "str | list[str]") -> "Anchor":
+        return Anchor(self, parse_path(path))
+
+    def close(self) -> None:
+        global _default
+        if self._closed:
+            return
+        self._closed = True
+        with _default_lock:
+            if _default is self:
+                _default = None
+        if self._embedded is not None:
+            self._embedded.stop()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<pycircuit.Client of {self.url}>"
+
+
+def _anchor_dirs(anchor: Any) -> list[list[str]]:
+    if anchor is None:
+        return []
+    items = [anchor] if isinstance(anchor, str) else list(anchor)
+    out = []
+    for a in items:
+        if isinstance(a, str):
+            names = [n for n in a.split("/") if n]
+        elif isinstance(a, (list, tuple)):
+            names = list(a)
+        else:
+            raise ElementError(f"an anchor is a path or a list of paths, not {type(a).__name__}")
+        if names and is_server_id(names[0]):
+            names = names[1:]  # a full path names the host's own anchor
+        out.append([check_name(n) for n in names])
+    return out
+
+
+class Anchor:
+    """A place in the anchor namespace: ``/`` (its children are the servers),
+    ``/X…`` (a server) or below."""
+
+    def __init__(self, client: Client, parts: list[str]):
+        self._c = client
+        self._parts = parts
+
+    @property
+    def path(self) -> str:
+        return "/" + "/".join(self._parts)
+
+    def walk(self, path: "str | list[str]") -> "Anchor":
+        more = [n for n in path.split("/") if n] if isinstance(path, str) else list(path)
+        return Anchor(self._c, self._parts + [check_name(n) for n in more])
+
+    def view(self) -> dict[str, "Anchor"]:
+        """The children of this anchor, by name."""
+        if not self._parts:
+            return {h.id: Anchor(self._c, [h.id]) for h in self._c.hosts()}
+        kernel = self._c._kernel_of(self._parts[0])
+        return {name: Anchor(self._c, self._parts + [name]) for name in kernel.view(self._parts[1:])}
+
+    def get(self) -> Any:
+        """The element here, or None. A worker's anchor gives its address."""
+        if len(self._parts) < 2:
+            return None
+        desc = self._c._kernel_of(self._parts[0]).get(self._parts[1:])
+        if desc is None:
+            return None
+        if desc["kind"] == "worker":
+            return WorkerAddr.parse(desc["url"])
+        return desc
+
+    def scrub(self) -> None:
+        """Remove the element here (a worker is killed)."""
+        el = self.get()
+        if isinstance(el, WorkerAddr):
+            self._c._kernel_of(self._parts[0]).kill(el.id)
+
+    def __repr__(self) -> str:
+        return f"<Anchor {self.path}>"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Anchor) and other._parts == self._parts
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._parts))
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def connect(url: str | None = None, *, discover: str | None = None, key: str | None = None) -> Client:
+    """Connect to a circuit. Without ``url``: ``$CIRCUIT`` (a file holding a
+    URL), then ``$CIRCUIT_DISCOVER``/``discover``; otherwise, outside a
+    worker, an embedded local server owned by this process."""
+    global _default
+    if key is not None:
+        raise CircuitError("keyed circuits are not supported by this build yet")
+    embedded = None
+    if url is None:
+        url = _url_from_env(discover)
+    if url is None:
+        embedded = _Embedded()
+        url = embedded.url
+    client = Client(url, embedded)
+    with _default_lock:
+        if _default is None:
+            _default = client
+    return client
+
+
+def _url_from_env(discover: str | None) -> str | None:
+    path = os.environ.get("CIRCUIT")
+    if path:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError as e:
+            raise CircuitError(f"$CIRCUIT names {path!r}, which cannot be read: {e.strerror}") from None
+    if discover or os.environ.get("CIRCUIT_DISCOVER"):
+        raise CircuitError("discovery is not supported by this build yet")
+    from .spawn._worker import server_url
+
+    return server_url()  # inside a worker: its own server
+
+
+def default_client() -> Client:
+    """The process default client, connecting on first use."""
+    c = _default
+    if c is None:
+        c = connect()
+        if _default is not c:
+            c = _default or c
+    return c
+
+
+@atexit.register
+def _close_default() -> None:
+    c = _default
+    if c is not None:
+        c.close()

@@ -1,0 +1,92 @@
+"""The zygote: a warm, single-threaded process that forks workers.
+
+A fresh interpreter needs ~70 ms to import rpyc and dill; a fork of a process
+that already imported them gives a worker in a few milliseconds. The server
+itself has threads, and forking a threaded process is unsafe (locks held by
+other threads stay held in the child), so each server starts one zygote that
+never starts a thread.
+
+Protocol (one JSON object per line): the server writes orders to the
+zygote's stdin, ``{"token": T, "dir": D}``; the zygote writes events to its
+stdout, ``{"ev": "forked", "token": T, "pid": P}`` and
+``{"ev": "exit", "pid": P, "status": S}`` (``S`` is the raw wait status). The
+zygote exits when its stdin closes, that is when the server dies.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+
+# Imported here, before any fork, so that workers start warm.
+import dill  # noqa: F401
+import psutil  # noqa: F401
+import rpyc  # noqa: F401
+
+from ..acid import _sampler  # noqa: F401
+from ..runtime import _runtime  # noqa: F401
+from . import _worker
+
+
+def _emit(out, **event) -> None:
+    out.write(json.dumps(event).encode() + b"\n")
+
+
+def _reap(out) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _emit(out, ev="exit", pid=pid, status=status)
+
+
+def main(argv: list[str]) -> None:
+    server_url, server_id, host = argv
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wfd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we go
+    out = os.fdopen(1, "wb", buffering=0)
+    inp = os.fdopen(0, "rb", buffering=0)
+    pending = b""
+    while True:
+        try:
+            ready, _, _ = select.select([inp, rfd], [], [])
+        except InterruptedError:
+            continue
+        if rfd in ready:
+            try:
+                while os.read(rfd, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            _reap(out)
+        if inp in ready:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                order = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    os.close(rfd)
+                    os.close(wfd)
+                    _worker.child_main(server_url, server_id, host, order["token"], order["dir"])
+                    os._exit(70)  # not reached: child_main exits itself
+                _emit(out, ev="forked", token=order["token"], pid=pid)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
