@@ -34,7 +34,7 @@ def stop_process(p: subprocess.Popen, grace: float = 5.0) -> None:
             p.wait()
 
 
-def test_env() -> dict:
+def child_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests")] + [p for p in sys.path if p])
     env.pop("CIRCUIT", None)
@@ -44,7 +44,7 @@ def test_env() -> dict:
 
 def start_server(*extra: str) -> tuple[subprocess.Popen, str]:
     p = subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", *extra],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=test_env(), text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True)
     url = p.stdout.readline().strip()
     if not url:
         stop_process(p)

@@ -307,6 +307,8 @@ class Runtime:
     def peer(self, addr: WorkerAddr) -> Peer:
         p = self._peers.get(addr.id)
         if p is not None and not p.dead:
+            if p.addr is not None and p.addr.pid != addr.pid:
+                raise StaleAddressError(f"{addr}: stale address: runtime {addr.id} is {p.addr}")
             return p
         if addr.id in self._dead:
             raise NetworkError(f"runtime {addr} is dead (its connection was lost)")

@@ -1,0 +1,203 @@
+"""Cross-interfaces: calls, printed form, by-value arguments, nested and
+caller-side references, remote exceptions, handoff and garbage collection
+(issue 2, points 4-7), observed in real worker processes."""
+from __future__ import annotations
+
+import gc
+import os
+import re
+import signal
+import threading
+
+import pytest
+
+import pycircuit
+from circuit_helpers import AppError, Box, Counter, daemon
+from conftest import wait_until
+
+X_RE = re.compile(r"^X://H[0-9a-f]{16}@circuit://127\.0\.0\.1:\d+/\d+/Q[0-9a-f]{16}$")
+
+
+@pytest.fixture
+def served(client, host):
+    """A daemon worker serving a Counter; killed afterwards."""
+    x, addr = client.spawn(host, None, daemon)
+    try:
+        yield x, addr
+    finally:
+        try:
+            client.kill(addr)
+        except pycircuit.CircuitError:
+            pass
+
+
+def test_call_and_sugar(served):
+    x, addr = served
+    assert x.call("incr", 2) == 2
+    assert x.incr(by=3) == 5
+    assert x.get() == 5
+    assert x.addr == addr
+
+
+def test_printed_form(served):
+    x, addr = served
+    assert X_RE.match(str(x)) and str(addr) in repr(x)
+    p = pycircuit.perm_ref(Counter())
+    assert str(p).startswith("XPERM://H")
+
+
+def test_ref_rules():
+    x = pycircuit.ref(Counter())
+    p = pycircuit.perm_ref(Counter())
+    assert isinstance(p, pycircuit.XPerm) and isinstance(p, pycircuit.X)
+    with pytest.raises(pycircuit.CircuitError):
+        pycircuit.ref(p)
+    with pytest.raises(pycircuit.CircuitError):
+        pycircuit.perm_ref(x)
+
+
+def test_arguments_travel_by_value(client, host):
+    data = {"k": [1, 2]}
+
+    def mutate(d):
+        d["k"].append(3)
+        return d
+
+    res, _ = client.spawn(host, None, mutate, data)
+    assert res == {"k": [1, 2, 3]} and data == {"k": [1, 2]}
+
+
+def test_nested_references_including_caller_objects(client, host, served):
+    x, _ = served
+    mine = Counter()
+    payload = {"remote": [x], "local": Box("box", pycircuit.ref(mine)), "t": (1, {"deep": {x}})}
+
+    def use(p):
+        a = p["remote"][0].incr(10)
+        b = p["local"].ref.incr(5)          # calls back into the test process
+        c = next(iter(p["t"][1]["deep"])).incr(1)
+        return a, b, c, p["local"].label
+
+    out, _ = client.spawn(host, None, use, payload)
+    assert out == (10, 5, 11, "box")
+    assert mine.n == 5
+
+
+def test_remote_exception_own_class_with_traceback(served):
+    x, _ = served
+    with pytest.raises(AppError) as ei:
+        x.fail()
+    notes = "\n".join(getattr(ei.value, "__notes__", []))
+    assert "counter says no" in str(ei.value)
+    assert "in fail" in notes and "circuit://" in notes
+    assert x.incr() == 1  # keeps serving
+
+
+def test_unimportable_remote_exception_becomes_remote_error(client, host):
+    def main():
+        import importlib, sys, tempfile
+        d = tempfile.mkdtemp()
+        with open(d + "/remote_only_mod.py", "w") as f:
+            f.write("class RemoteOnly(Exception):\n    pass\n")
+        sys.path.insert(0, d)
+        raise importlib.import_module("remote_only_mod").RemoteOnly("private trouble")
+
+    with pytest.raises(pycircuit.RemoteError) as ei:
+        client.spawn(host, None, main)
+    assert ei.value.remote_type.endswith("RemoteOnly")
+    assert "private trouble" in str(ei.value)
+    assert "in main" in "\n".join(ei.value.__notes__)
+
+
+def test_unknown_method_names_method_and_type(served):
+    x, _ = served
+    with pytest.raises(pycircuit.errors.NoSuchMethodError) as ei:
+        x.nosuch()
+    assert "nosuch" in str(ei.value) and "Counter" in str(ei.value)
+    with pytest.raises(pycircuit.errors.NoSuchMethodError):
+        x.call("_secret")
+    assert x.get() == 0
+
+
+def test_unserializable_argument_fails_before_sending(served):
+    x, _ = served
+    with pytest.raises(pycircuit.SerializationError):
+        x.incr(i for i in range(3))
+    assert x.get() == 0
+
+
+def test_handoff_survives_the_middle_worker(client, host, served):
+    """B owns x; A receives it and hands it to C, then exits; C keeps using x."""
+    x, _ = served
+
+    def middle(xr, host_id):
+        import pycircuit
+
+        def holder(r):
+            import threading, pycircuit
+
+            class User:
+                def use(self):
+                    return r.incr(100)
+            pycircuit.run_in_back(threading.Event().wait)
+            return pycircuit.ref(User())
+
+        user, caddr = pycircuit.spawn(host_id, None, holder, xr)
+        return user, caddr
+
+    (user, caddr), aaddr = client.spawn(host, None, middle, x, host.id)
+    try:
+        wait_until(lambda: not os.path.exists(f"/proc/{aaddr.pid}") or
+                   open(f"/proc/{aaddr.pid}/stat").read().split()[2] == "Z", what="A exits")
+        assert user.use() == 100
+        assert x.get() == 100
+    finally:
+        client.kill(caddr)
+
+
+def test_gc_after_holder_drops_proxy(served):
+    x, _ = served
+    probe = pycircuit.dial(x.addr, "probe")
+    factory = pycircuit.dial(x.addr, "factory")
+    base = probe.table_size()
+    many = factory.make(20)
+    assert probe.table_size() == base + 20
+    assert many[3].incr() == 1
+    del many
+    gc.collect()
+    wait_until(lambda: probe.table_size() == base, what="owner frees dropped references")
+
+
+def test_gc_after_holder_is_killed(client, host, served):
+    x, _ = served
+    probe = pycircuit.dial(x.addr, "probe")
+    factory = pycircuit.dial(x.addr, "factory")
+    base = probe.table_size()
+
+    def holder(f):
+        import threading, pycircuit
+        held = f.make(7)
+        pycircuit.run_in_back(lambda: (threading.Event().wait(), held))
+        return len(held)
+
+    n, haddr = client.spawn(host, None, holder, factory)
+    assert n == 7
+    assert probe.table_size() == base + 7
+    os.kill(haddr.pid, signal.SIGKILL)
+    wait_until(lambda: probe.table_size() == base, what="owner frees leases of a killed holder")
+
+
+def test_permanent_references_are_never_freed(served):
+    x, _ = served
+    probe = pycircuit.dial(x.addr, "probe")
+    factory = pycircuit.dial(x.addr, "factory")
+    base = probe.table_size()
+    perm = factory.make_perm()
+    plain = factory.make(1)
+    handle = perm.handle
+    assert isinstance(perm, pycircuit.XPerm) and probe.table_size() == base + 2
+    del perm, plain
+    gc.collect()
+    # the plain reference's release is processed; the permanent one stays
+    wait_until(lambda: probe.table_size() == base + 1, what="plain reference freed")
+    assert probe.has(handle)
