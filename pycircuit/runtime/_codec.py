@@ -17,7 +17,9 @@ the runtime; this module only finds the references.
 from __future__ import annotations
 
 import io
+import importlib
 import pickle
+import sys
 import threading
 import types
 from typing import Any, Callable
@@ -122,6 +124,11 @@ class _DillPickler(dill.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, self._x_types):
             return _xref, (self._encode_x(obj),)
+        if type(obj) is types.ModuleType and obj.__name__ != "__main__" and obj.__name__ in sys.modules:
+            # dill saves a module outside site-packages *with its whole
+            # __dict__* (so an editable install or a project module drags its
+            # locks and thread-locals along); import it by name instead.
+            return importlib.import_module, (obj.__name__,)
         return NotImplemented
 
 
