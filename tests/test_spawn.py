@@ -110,6 +110,23 @@ def test_run_in_back_keeps_worker_alive_until_background_returns(client, host):
     wait_until(lambda: gone(addr.pid), what="worker exit after background returned")
 
 
+def stoppable():
+    import pycircuit
+    from circuit_helpers import Gate
+    g = Gate()
+    pycircuit.listen("gate", g)
+    pycircuit.run_in_back(g.wait)
+    return "up"
+
+
+def test_call_that_ends_the_last_background_function_gets_its_reply(client, host):
+    # The worker may exit only after the reply of the call that released it.
+    for _ in range(15):
+        _, addr = client.spawn(host, None, stoppable)
+        assert pycircuit.dial(addr, "gate").open() is None
+        wait_until(lambda: gone(addr.pid), what="worker exit")
+
+
 def test_run_in_back_outside_a_worker_raises():
     with pytest.raises(pycircuit.CircuitError):
         pycircuit.run_in_back(print)

@@ -290,6 +290,7 @@ class ServeGroup:
                 self._drop_role()
         except BaseException as e:  # EOF, reset, closed: the peer is gone
             err = e
+            self._after_serve()  # settle what this thread served, replied or not
         else:
             return
         with self._cond:

@@ -239,10 +239,16 @@ class _Lifecycle:
         self.main_started = False
         self.main_done = False
         self.background = 0
+        self.inflight = 0  # requests whose reply has not left yet
+        self.handoffs = 0  # replies carrying third-party references, not yet acked
         self.finished = threading.Event()
 
     def check(self):
-        if self.main_done and self.background == 0:
+        # Without the inflight test, a call that makes the last background
+        # function return (say, setting its event) would lose its reply.
+        # Without the handoffs test, a worker returning a reference it holds
+        # would drop its lease before the receiver acquired its own.
+        if self.main_done and self.background == 0 and self.inflight == 0 and self.handoffs == 0:
             self.finished.set()
 
 
@@ -385,8 +391,11 @@ class Runtime:
             if self._peers.get(peer.id) is peer:
                 del self._peers[peer.id]
             self._table.drop_holder(peer.id)
-            for token in [t for t, (pid, _) in self._pending_acks.items() if pid == peer.id]:
+            gone = [t for t, (pid, _) in self._pending_acks.items() if pid == peer.id]
+            for token in gone:
                 del self._pending_acks[token]
+        if gone:
+            self._handoffs_settled(len(gone))
         for cb in list(self.on_peer_lost):
             try:
                 cb(peer)
@@ -482,7 +491,15 @@ class Runtime:
 
     def _on_ack(self, peer: Peer, token: int) -> None:
         with self._lock:
-            self._pending_acks.pop(token, None)
+            settled = self._pending_acks.pop(token, None) is not None
+        if settled:
+            self._handoffs_settled(1)
+
+    def _handoffs_settled(self, n: int) -> None:
+        lc = self.lifecycle
+        with lc.lock:
+            lc.handoffs -= n
+            lc.check()
 
     # -- calls --------------------------------------------------------------
     def call_x(self, x: X, method: str, args: tuple, kwargs: dict) -> Any:
@@ -514,6 +531,9 @@ class Runtime:
         if peer.id is None:
             return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(ProtocolError("call before hello"), self.url))
         peer.group.enter_call()
+        lc = self.lifecycle
+        with lc.lock:
+            lc.inflight += 1
         call = None
         try:
             try:
@@ -541,19 +561,32 @@ class Runtime:
             token = 0
             if ectx.pins:
                 token = secrets.randbits(63) or 1
+                with self.lifecycle.lock:  # counted first: the ack may come at once
+                    self.lifecycle.handoffs += 1
                 with self._lock:
                     self._pending_acks[token] = (peer.id, ectx.pins)
             return _wire.encode_reply(_wire.STATUS_OK, token, payload)
         finally:
             peer.group.exit_call()
+            # Its reply leaves when this returns; _after_serve settles it.
+            self._tl.unreplied = getattr(self._tl, "unreplied", 0) + 1
 
     def _after_serve(self) -> None:
-        if getattr(self._tl, "main_replied", False):
-            self._tl.main_replied = False
-            lc = self.lifecycle
-            with lc.lock:
+        """Runs in a serving thread after RPyC has sent the replies of the
+        requests this thread finished."""
+        tl = self._tl
+        done = getattr(tl, "unreplied", 0)
+        main = getattr(tl, "main_replied", False)
+        if not done and not main:
+            return
+        tl.unreplied = 0
+        tl.main_replied = False
+        lc = self.lifecycle
+        with lc.lock:
+            lc.inflight -= done
+            if main:
                 lc.main_done = True
-                lc.check()
+            lc.check()
 
     # -- services -----------------------------------------------------------
     def listen(self, name: str, receiver: Any) -> XPerm:
