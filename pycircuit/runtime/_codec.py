@@ -136,23 +136,24 @@ def dumps(value: Any, x_types: tuple = (), encode_x: Callable[[Any], tuple] | No
     """Encode ``value``; raises SerializationError before anything is sent."""
     if _plain(value):
         return TAG_PLAIN + pickle.dumps(value, _PROTO)
-    encode_x = encode_x or _no_x
+    encode_x = _once(encode_x) if encode_x is not None else _no_x
     pickler = getattr(_tls, "pickler", None)
-    if pickler is None or getattr(_tls, "busy", False):  # re-entered from encode_x
+    was_busy = getattr(_tls, "busy", False)
+    if pickler is None or was_busy:  # re-entered from encode_x
         pickler = _FastPickler()
-        if not getattr(_tls, "busy", False):
+        if not was_busy:
             _tls.pickler = pickler
     _tls.busy = True
     try:
         return pickler.encode(value, x_types, encode_x)
     except SerializationError:
         raise
-    except (_NeedDill, pickle.PicklingError, AttributeError, TypeError):
-        pass
     except RecursionError:
         raise SerializationError("value is nested too deeply to serialize") from None
+    except Exception:  # _NeedDill, PicklingError, TypeError, a failing __reduce__, ...: try dill
+        pass
     finally:
-        _tls.busy = False
+        _tls.busy = was_busy  # a nested call must not free the outer pickler
     buf = io.BytesIO()
     buf.write(TAG_DILL)
     try:
@@ -166,6 +167,20 @@ def dumps(value: Any, x_types: tuple = (), encode_x: Callable[[Any], tuple] | No
 
 def _no_x(x):
     raise SerializationError("cross-interfaces cannot be encoded here")
+
+
+def _once(encode_x: Callable[[Any], tuple]) -> Callable[[Any], tuple]:
+    """``encode_x`` at most once per object per ``dumps``: a fast attempt that
+    falls back to dill must not hand out a second lease for one reference."""
+    done: dict[int, tuple] = {}
+
+    def once(x):
+        hit = done.get(id(x))
+        if hit is None:
+            hit = done[id(x)] = (x, encode_x(x))  # keeps x alive, so its id stays its own
+        return hit[1]
+
+    return once
 
 
 class _FastUnpickler(pickle.Unpickler):

@@ -68,9 +68,11 @@ class AnchorTree:
             raise ElementError("the server anchor itself cannot hold an element")
         if element is None:
             raise ValueError("element is None")
+        for name in path:  # validate first: a bad name must not leave empty anchors
+            check_name(name)
         node = self._root
         for name in path:
-            node = node.children.setdefault(check_name(name), _Node())
+            node = node.children.setdefault(name, _Node())
         if node.element is not None:
             raise ElementError(f"anchor /{'/'.join(path)} already holds an element")
         node.element = element
