@@ -7,13 +7,16 @@ of a process becomes its default, used by ``pycircuit.spawn`` and friends.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import _elements
 from .errors import CircuitError, ElementError, NetworkError
 from .runtime._addr import WorkerAddr, is_server_id, is_worker_id
 from .runtime._runtime import HANDLE_MAIN, current
@@ -39,11 +42,13 @@ class _Embedded:
     """A local server owned by this process; it exits when we close its stdin
     (which the kernel also does if we die)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_path: str | None = None) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env.pop("CIRCUIT_KEY", None)  # it uses our key, or none
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--embedded"],
+            [sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--embedded",
+             *(["--key", key_path] if key_path else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, close_fds=True,
         )
         line = [b""]
@@ -74,12 +79,14 @@ class Client:
     """A connection to a circuit through one of its servers."""
 
     def __init__(self, url: str, _embedded: _Embedded | None = None):
-        self._rt = current()
         self._embedded = _embedded
         self._lock = threading.Lock()
         self.url = url
         try:
             addr = WorkerAddr.parse(url)
+            # Our own runtime must be reachable from the circuit's workers,
+            # which call back into it: listen where the server sees us from.
+            self._rt = current(host=_local_ip_toward(addr.host))
         except CircuitError:
             if _embedded:
                 _embedded.stop()
@@ -179,6 +186,20 @@ class Client:
         return f"<pycircuit.Client of {self.url}>"
 
 
+def _local_ip_toward(host: str) -> str:
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return "127.0.0.1"
+    except ValueError:
+        pass
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))  # UDP connect sends nothing; it picks the route
+            return s.getsockname()[0]
+    except OSError as e:
+        raise NetworkError(f"no route to circuit host {host}: {e.strerror or e}") from None
+
+
 def _anchor_dirs(anchor: Any) -> list[list[str]]:
     if anchor is None:
         return []
@@ -220,22 +241,64 @@ class Anchor:
         kernel = self._c._kernel_of(self._parts[0])
         return {name: Anchor(self._c, self._parts + [name]) for name in kernel.view(self._parts[1:])}
 
+    def _kernel(self) -> Any:
+        if not self._parts:
+            raise ElementError("cannot create elements outside of servers")
+        return self._c._kernel_of(self._parts[0])
+
     def get(self) -> Any:
-        """The element here, or None. A worker's anchor gives its address."""
-        if len(self._parts) < 2:
+        """The element here, or None: a worker's address, a handle for a
+        process, channel or subscription, else the element's description."""
+        if not self._parts:
             return None
-        desc = self._c._kernel_of(self._parts[0]).get(self._parts[1:])
+        kernel = self._kernel()
+        desc = kernel.get(self._parts[1:])
         if desc is None:
             return None
-        if desc["kind"] == "worker":
+        kind = desc["kind"]
+        if kind == "worker":
             return WorkerAddr.parse(desc["url"])
+        if kind in ("proc", "chan", "@join", "@leave"):
+            return _elements.handle(kernel, self._parts[0], self._parts[1:], kind)
         return desc
+
+    def peek(self) -> Any:
+        """The element's state (JSON-able), or None for an empty anchor."""
+        if not self._parts:
+            return None
+        return self._kernel().peek(self._parts[1:])
 
     def scrub(self) -> None:
         """Remove the element here (a worker is killed)."""
-        el = self.get()
-        if isinstance(el, WorkerAddr):
-            self._c._kernel_of(self._parts[0]).kill(el.id)
+        if len(self._parts) < 2:
+            raise ElementError("server anchors cannot be scrubbed" if self._parts else "cannot scrub /")
+        self._kernel().scrub(self._parts[1:])
+
+    def _make(self, kind: str, spec: Any = None) -> "_elements.Element":
+        if len(self._parts) < 2:
+            raise ElementError("cannot create elements outside of servers" if not self._parts
+                               else "anchor already has an element (the server itself)")
+        kernel = self._kernel()
+        kernel.make(self._parts[1:], kind, spec)
+        return _elements.handle(kernel, self._parts[0], self._parts[1:], kind)
+
+    def make_proc(self, cmd: Any) -> "_elements.Proc":
+        """Start an OS process on this anchor's host (never blocks on it);
+        ``cmd`` is a ``pycircuit.Cmd`` or its JSON dict."""
+        from .server._proc import Cmd
+
+        if isinstance(cmd, Cmd):
+            cmd = cmd.to_json()
+        return self._make("proc", dict(cmd))
+
+    def make_chan(self, cap: int) -> "_elements.Chan":
+        return self._make("chan", cap)
+
+    def make_on_join(self) -> "_elements.Subscription":
+        return self._make("@join")
+
+    def make_on_leave(self) -> "_elements.Subscription":
+        return self._make("@leave")
 
     def __repr__(self) -> str:
         return f"<Anchor {self.path}>"
@@ -256,19 +319,42 @@ def connect(url: str | None = None, *, discover: str | None = None, key: str | N
     URL), then ``$CIRCUIT_DISCOVER``/``discover``; otherwise, outside a
     worker, an embedded local server owned by this process."""
     global _default
-    if key is not None:
-        raise CircuitError("keyed circuits are not supported by this build yet")
+    tls = _cluster_key(key)
     embedded = None
     if url is None:
         url = _url_from_env(discover)
     if url is None:
-        embedded = _Embedded()
+        embedded = _Embedded(tls.path if tls is not None else None)
         url = embedded.url
+    if tls is not None and current(create=False) is None:
+        try:
+            host = _local_ip_toward(WorkerAddr.parse(url).host)
+        except CircuitError:
+            host = "127.0.0.1"  # Client reports the bad URL
+        current(host=host, tls=tls)  # this process's runtime speaks TLS with the key
     client = Client(url, embedded)
     with _default_lock:
         if _default is None:
             _default = client
     return client
+
+
+def _cluster_key(key: str | None) -> Any:
+    """The cluster key this process's runtime is to use: ``key``, else
+    ``$CIRCUIT_KEY``; None for none. A runtime's key is fixed when it is
+    made: an explicit key that differs from it is an error."""
+    from .runtime._tls import load_key
+
+    rt = current(create=False)
+    if rt is None:
+        path = key or os.environ.get("CIRCUIT_KEY")
+        return load_key(path) if path else None
+    if key is not None:  # $CIRCUIT_KEY gives way to the key of an existing runtime (say, a worker's)
+        have = getattr(rt.cfg.tls, "fingerprint", None)
+        if have != load_key(key).fingerprint:
+            raise CircuitError(f"this process's pycircuit runtime already runs {'with another' if have else 'without a'} "
+                               f"cluster key; a process uses one key (connect with key= before anything else)")
+    return rt.cfg.tls
 
 
 def _url_from_env(discover: str | None) -> str | None:

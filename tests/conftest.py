@@ -3,6 +3,7 @@ kill), and a deadline-based wait helper (no sleeps as synchronisation)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -75,3 +76,40 @@ def client(server):
 @pytest.fixture(scope="module")
 def host(client):
     return client.hosts()[0]
+
+
+PYCIRCUIT = shutil.which("pycircuit")
+
+
+def cli(cmd: str, *args: str, url: str | None = None, input: str | bytes | None = None,
+        timeout: float = 30, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``pycircuit`` command (the installed console script)."""
+    argv = [PYCIRCUIT] if PYCIRCUIT else [sys.executable, "-m", "pycircuit.cli"]
+    argv += [cmd] + (["-d", url] if url else []) + list(args)
+    text = not isinstance(input, bytes)
+    return subprocess.run(argv, input=input, capture_output=True, timeout=timeout, env=env or child_env(), text=text)
+
+
+class Servers:
+    """Servers started by a test, stopped in reverse order even on failure."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *extra: str) -> str:
+        p, url = start_server(*extra)
+        self.procs.append(p)
+        return url
+
+    def close(self):
+        for p in reversed(self.procs):
+            stop_process(p)
+
+
+@pytest.fixture
+def servers():
+    s = Servers()
+    try:
+        yield s
+    finally:
+        s.close()

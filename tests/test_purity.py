@@ -21,6 +21,7 @@ PURE = {
     "pycircuit.runtime._codec": "runtime/_codec.py",
     "pycircuit.runtime._addr": "runtime/_addr.py",
     "pycircuit.xref._leases": "xref/_leases.py",
+    "pycircuit.server._members": "server/_members.py",
     "pycircuit.server._anchors": "server/_anchors.py",
 }
 

@@ -9,10 +9,11 @@ import sys
 import threading
 
 from ..errors import CircuitError
+from ..runtime._addr import WorkerAddr
+from . import _commands as C
+from ._commands import UsageError
 
-
-class UsageError(CircuitError):
-    pass
+DISCOVER_TIMEOUT = 3.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,12 +38,37 @@ def _is_loopback(host: str) -> bool:
 def cmd_start(args) -> int:
     from ..server._server import Server, ServerConfig
 
-    host, port = _split_addr(args.addr)
-    if not _is_loopback(host) and not args.insecure:
+    if args.addr:
+        host, port = _split_addr(args.addr)
+    elif args.iface:
+        from ..server._discovery import interface_address
+
+        host, port = interface_address(args.iface), 0
+    else:
+        host, port = "127.0.0.1", 0
+    if args.join:
+        WorkerAddr.parse(args.join)  # a typo fails now, not after start-up
+    key_path = args.key or os.environ.get("CIRCUIT_KEY") or None
+    key = None
+    if key_path:
+        from ..runtime._tls import load_key
+
+        key = load_key(key_path)
+    if key is None and not _is_loopback(host) and not args.insecure:
         raise UsageError(f"refusing to listen on non-loopback address {host} without a key (use --key, or --insecure)")
-    server = Server(ServerConfig(host=host, port=port, var_dir=args.var))
+    lock = _lock_var(args.var) if args.var else None
+    server = Server(ServerConfig(host=host, port=port, var_dir=args.var, tls=key, docker=args.docker))
     sys.stdout.write(server.url + "\n")
     sys.stdout.flush()
+    if not args.embedded:
+        print(f"pycircuit: server {server.id} at {server.url}", file=sys.stderr)
+    if args.join:
+        try:
+            server.cluster.join(args.join)
+        except CircuitError as e:
+            print(f"pycircuit: cannot join {args.join} ({_one_line(e)}); running alone", file=sys.stderr)
+    if args.discover is not None:
+        server.start_discovery()
     stop = server.stopped
     if args.embedded:
         # Owned by a client program: go when it goes (our stdin closes).
@@ -58,6 +84,29 @@ def cmd_start(args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.close()
+    del lock
+    return 0
+
+
+def _lock_var(path: str):
+    """One server per --var directory: hold an exclusive lock file."""
+    import fcntl
+
+    os.makedirs(path, exist_ok=True)
+    f = open(os.path.join(path, "lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise CircuitError(f"cannot obtain lock on {path}: another server is using it") from None
+    return f
+
+
+def cmd_keygen(args) -> int:
+    from ..runtime._tls import keygen
+
+    sys.stdout.write(keygen())
+    sys.stdout.flush()
     return 0
 
 
@@ -65,12 +114,109 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pycircuit", description="Run and debug Python across a cluster.")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     s = sub.add_parser("start", help="run a server on this host")
-    s.add_argument("-a", "--addr", default="127.0.0.1:0", help="HOST:PORT to listen on (port 0 picks one)")
+    s.add_argument("-a", "--addr", default=None, help="HOST:PORT to listen on (port 0 picks one; default 127.0.0.1:0)")
+    s.add_argument("--if", dest="iface", metavar="IFACE", help="listen on this interface's address (when no -a)")
+    s.add_argument("-j", "--join", metavar="URL", help="join the circuit of this server")
+    s.add_argument("--discover", nargs="?", const="", default=None, metavar="IFACE",
+                   help="find and join other servers by multicast DNS on the server's interface")
+    s.add_argument("--docker", action="store_true", help="enable docker elements")
     s.add_argument("--var", default=None, help="directory for worker output and state")
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback address without a key")
+    s.add_argument("--key", metavar="FILE", default=None,
+                   help="cluster key file (from `pycircuit keygen`; default $CIRCUIT_KEY): mutual TLS on every connection")
     s.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_start)
+    k = sub.add_parser("keygen", help="print a new cluster key (save it to a file readable only by you)")
+    k.set_defaults(func=cmd_keygen)
+    _client_commands(sub)
     return p
+
+
+def _client_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dial-in (else $CIRCUIT, a file holding a URL)")
+    g.add_argument("-d", "--dial", metavar="URL", help="a server's circuit URL")
+    g.add_argument("--discover", metavar="IFACE", nargs="?", const="", default=None,
+                   help="find a server by multicast DNS on IFACE (default: $CIRCUIT_DISCOVER, else lo)")
+    g.add_argument("--key", metavar="FILE", help="the cluster key (default: $CIRCUIT_KEY)")
+
+
+# name, handler, help, positional arguments (dest, nargs, metavar)
+_COMMANDS = [
+    ("ls", C.cmd_ls, "list anchors (a final /... recurses)", [("paths", "*", "PATH")]),
+    ("peek", C.cmd_peek, "print an element's state as JSON", [("path", None, "PATH")]),
+    ("scrub", C.cmd_scrub, "remove the element at PATH", [("path", None, "PATH")]),
+    ("mkproc", C.cmd_mkproc, "run a process (JSON Cmd on stdin)", [("path", None, "PATH")]),
+    ("signal", C.cmd_signal, "signal a process", [("signal", None, "SIG"), ("path", None, "PATH")]),
+    ("wait", C.cmd_wait, "wait for a process to finish", [("path", None, "PATH")]),
+    ("waitall", C.cmd_waitall, "wait for the processes whose paths are on stdin", []),
+    ("stdin", C.cmd_stdin, "copy stdin to a process's stdin, then close it", [("path", None, "PATH")]),
+    ("stdout", C.cmd_stdout, "copy a process's stdout here", [("path", None, "PATH")]),
+    ("stderr", C.cmd_stderr, "copy a process's stderr here", [("path", None, "PATH")]),
+    ("mkchan", C.cmd_mkchan, "make a channel", [("path", None, "PATH"), ("cap", None, "CAP")]),
+    ("send", C.cmd_send, "send stdin as one message", [("path", None, "PATH")]),
+    ("recv", C.cmd_recv, "receive a message or membership event", [("path", None, "PATH")]),
+    ("close", C.cmd_close, "close a channel", [("path", None, "PATH")]),
+    ("mk@join", C.cmd_mkjoin, "subscribe to servers joining", [("path", None, "PATH")]),
+    ("mk@leave", C.cmd_mkleave, "subscribe to servers leaving", [("path", None, "PATH")]),
+    ("join", C.cmd_join, "make SERVER join the circuit of URL", [("server", None, "SERVER"), ("url", None, "URL")]),
+    ("suicide", C.cmd_suicide, "stop a server", [("server", None, "SERVER")]),
+    ("stk", C.cmd_stk, "stacks of a server or worker", [("target", None, "PATH|URL")]),
+    ("cpu", C.cmd_cpu, "CPU profile (collapsed stacks)", [("target", None, "PATH|URL"), ("seconds", None, "SECONDS")]),
+    ("mem", C.cmd_mem, "memory statistics and heap profile", [("target", None, "PATH|URL")]),
+    ("kill", C.cmd_kill, "kill workers", [("targets", "+", "PATH|URL")]),
+]
+
+
+def _client_commands(sub) -> None:
+    for name, fn, help_, positionals in _COMMANDS:
+        p = sub.add_parser(name, help=help_)
+        for dest, nargs, metavar in positionals:
+            p.add_argument(dest, nargs=nargs, metavar=metavar)
+        if name == "ls":
+            p.add_argument("-l", "--long", action="store_true", help="show element kinds")
+            p.add_argument("--depth", action="store_true", help="children before parents")
+        if name == "mkproc":
+            p.add_argument("--scrub", action="store_true", help="remove the element when the process is done")
+        _client_opts(p)
+        p.set_defaults(func=_with_client(fn))
+
+
+def _with_client(fn):
+    def run(args) -> int:
+        c = _dial_in(args)
+        try:
+            return fn(c, args)
+        finally:
+            c.close()
+    return run
+
+
+def _dial_in(args):
+    """--dial, then --discover/$CIRCUIT_DISCOVER, then $CIRCUIT; never an
+    embedded server (a command-line client needs a real circuit)."""
+    from .._client import connect
+
+    key = args.key or os.environ.get("CIRCUIT_KEY") or None
+    if args.dial:
+        return connect(args.dial, key=key)
+    discover = args.discover if args.discover is not None else os.environ.get("CIRCUIT_DISCOVER")
+    if discover is not None:
+        return connect(discover=discover or "lo", key=key)
+    if os.environ.get("CIRCUIT"):
+        return connect(key=key)
+    raise UsageError("no circuit to dial: use -d URL or --discover, or set $CIRCUIT to a file holding a URL")
+
+
+def _tool(cmd: str):
+    def entry() -> int:
+        return main([cmd] + sys.argv[1:])
+    return entry
+
+
+main_4ls = _tool("ls")
+main_4stk = _tool("stk")
+main_4cpu = _tool("cpu")
+main_4kill = _tool("kill")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +227,19 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("missing command (try: pycircuit --help)")
         return args.func(args)
     except CircuitError as e:
-        print(f"pycircuit: {e}", file=sys.stderr)
+        print(f"pycircuit: {_one_line(e)}", file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug, or an OS error: still one line (PYCIRCUIT_DEBUG=1 shows all)
+        if os.environ.get("PYCIRCUIT_DEBUG"):
+            raise
+        print(f"pycircuit: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

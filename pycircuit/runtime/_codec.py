@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import dill
 
-from ..errors import RemoteImportError, SerializationError
+from ..errors import CircuitError, RemoteImportError, SerializationError
 
 TAG_PLAIN = b"p"
 TAG_PICKLE = b"P"
@@ -146,7 +146,7 @@ def dumps(value: Any, x_types: tuple = (), encode_x: Callable[[Any], tuple] | No
     _tls.busy = True
     try:
         return pickler.encode(value, x_types, encode_x)
-    except SerializationError:
+    except CircuitError:  # from encode_x: the hook's own verdict, unchanged
         raise
     except RecursionError:
         raise SerializationError("value is nested too deeply to serialize") from None
@@ -158,7 +158,7 @@ def dumps(value: Any, x_types: tuple = (), encode_x: Callable[[Any], tuple] | No
     buf.write(TAG_DILL)
     try:
         _DillPickler(buf, x_types, encode_x).dump(value)
-    except SerializationError:
+    except CircuitError:
         raise
     except Exception as e:
         raise SerializationError(f"cannot serialize {type(value).__name__} value: {e}") from None

@@ -344,7 +344,10 @@ class Runtime:
         try:
             answer = peer.invoke("hello", _wire.encode_hello(hello))
         except NetworkError as e:
-            raise NetworkError(f"cannot reach {addr}: {e}") from None
+            # A server with a cluster key drops a plain peer at its first bytes.
+            hint = "" if self.cfg.tls is not None else \
+                " (if the circuit uses a cluster key, this process needs it too: key=, --key or $CIRCUIT_KEY)"
+            raise NetworkError(f"cannot reach {addr}: {e}{hint}") from None
         if isinstance(answer, bytes) and answer.startswith(b"!"):
             peer.dead = True
             peer.conn.close()
@@ -404,6 +407,25 @@ class Runtime:
 
     def is_dead(self, runtime_id: str) -> bool:
         return runtime_id in self._dead
+
+    def revive(self, runtime_id: str) -> None:
+        """Allow dialling a runtime again after its connection was lost.
+        Only for servers (membership heals partitions): a worker that was
+        lost stays dead for this process, as the API promises."""
+        with self._lock:
+            self._dead.discard(runtime_id)
+
+    def drop(self, runtime_id: str) -> None:
+        """Close the connection to a runtime judged unreachable; calls
+        waiting on it raise NetworkError."""
+        with self._lock:
+            p = self._peers.get(runtime_id)
+        if p is not None:
+            try:
+                p.conn.close()
+            except Exception:
+                pass
+            self._peer_lost(p, None)
 
     # -- references -------------------------------------------------------
     def local_ref(self, obj: Any, perm: bool) -> X:

@@ -17,6 +17,9 @@ from ..runtime._addr import WorkerAddr, is_worker_id, new_server_id
 from ..runtime._runtime import Runtime, RuntimeConfig, install
 from ..spawn._spawner import Spawner, WorkerRecord
 from ._anchors import AnchorTree, check_name
+from ._cluster import Cluster, ClusterConfig
+from ._kernel import Kernel
+from ._members import JOIN, Event
 
 SPAWN_TIMEOUT = 30.0
 
@@ -28,6 +31,9 @@ class ServerConfig:
     var_dir: str | None = None
     server_id: str | None = None
     tls: Any = None
+    cluster: ClusterConfig = ClusterConfig()
+    docker: bool = False
+    discover_every: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,11 @@ class WorkerElement:
 
     url: str
     pid: int
+    id: str
     kind: str = "worker"
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "url": self.url, "pid": self.pid}
+        return {"kind": self.kind, "url": self.url, "pid": self.pid, "id": self.id}
 
 
 class Server:
@@ -53,11 +60,53 @@ class Server:
         self.url = self.rt.url
         self.started = time.time()
         self.anchors = AnchorTree()
-        self._lock = threading.Lock()
-        self.spawner = Spawner(self.url, self.id, self.rt.addr.host, self.var, self._worker_exited)
+        self.lock = threading.RLock()
+        self.spawner = Spawner(self.url, self.id, self.rt.addr.host, self.var, self._worker_exited,
+                               key_path=getattr(cfg.tls, "path", ""))  # workers use the server's key
+        self._subs: list = []
+        self.cluster = Cluster(self.rt, self.id, self._member_event, cfg.cluster)
         self.kernel = Kernel(self)
         self.rt.listen("circuit", self.kernel)
         self.stopped = threading.Event()
+        self.cluster.start()
+
+    # -- elements -----------------------------------------------------------
+    def describe(self) -> dict:
+        """The server element at the server's own anchor."""
+        joined = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started))
+        return {"kind": "server", "Addr": self.url, "Joined": joined}
+
+    def attach(self, path: list, element: Any) -> None:
+        with self.lock:
+            try:
+                self.anchors.set(list(path), element)
+            except ElementError as e:
+                if "already" in str(e):
+                    raise ElementError("anchor already has an element") from None
+                raise
+
+    def detach(self, path: list, element: Any) -> None:
+        with self.lock:
+            self.anchors.remove(list(path), element)
+            if element in self._subs:
+                self._subs.remove(element)
+
+    def subscribe(self, kind: str, path: list) -> Any:
+        from ._subs import Subscription
+
+        with self.lock:
+            initial = [f"/{mid}" for mid, _ in self.cluster.alive()] if kind == "@join" else []
+            sub = Subscription(kind, f"/{self.id}/{'/'.join(path)}", initial)
+            self.attach(path, sub)
+            self._subs.append(sub)
+        return sub
+
+    def _member_event(self, ev: Event) -> None:
+        kind = "@join" if ev.kind == JOIN else "@leave"
+        with self.lock:
+            subs = [s for s in self._subs if s.kind == kind]
+        for s in subs:
+            s.publish(f"/{ev.id}")
 
     # -- workers ------------------------------------------------------------
     def spawn(self, anchors: list) -> str:
@@ -78,8 +127,8 @@ class Server:
         rec = self.spawner.registered(token, url, addr.id, addr.pid)
         if rec is None:
             raise SpawnError("unknown spawn token")
-        element = WorkerElement(url, addr.pid)
-        with self._lock:
+        element = WorkerElement(url, addr.pid, addr.id)
+        with self.lock:
             for p in rec.anchors:
                 try:
                     self.anchors.set(p + [addr.id], element)
@@ -89,7 +138,7 @@ class Server:
     def _worker_exited(self, rec: WorkerRecord, remains: dict) -> None:
         if rec.id is None:
             return
-        with self._lock:
+        with self.lock:
             for p in rec.anchors:
                 self.anchors.remove(p + [rec.id])
 
@@ -100,7 +149,37 @@ class Server:
         _kill(rec.pid)
         return True
 
+    # -- discovery ----------------------------------------------------------
+    def start_discovery(self) -> None:
+        """Announce this server by multicast DNS on its own interface only,
+        and keep joining the servers found there."""
+        from ._discovery import announce
+
+        ip = self.rt.addr.host
+        self._announcement = announce(self.url, ip)
+        threading.Thread(target=self._discover_loop, args=(ip,), name="pycircuit-discover", daemon=True).start()
+
+    def _discover_loop(self, ip: str) -> None:
+        from ._discovery import browse
+
+        while not self.stopped.is_set():
+            try:
+                urls = browse(ip, timeout=self.cfg.discover_every, want=1000)
+            except CircuitError:
+                urls = []
+            known = {u for _, u in self.cluster.alive()}
+            for url in urls:
+                if url not in known:
+                    try:
+                        self.cluster.join(url)
+                    except CircuitError:
+                        pass
+
     def close(self) -> None:
+        ann = getattr(self, "_announcement", None)
+        if ann is not None:
+            ann.close()
+        self.cluster.stop()
         for rec in self.spawner.live():
             if rec.pid:
                 _kill(rec.pid)
@@ -114,68 +193,3 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-class Kernel:
-    """The ``circuit`` service of a server: what clients and workers call."""
-
-    def __init__(self, server: Server):
-        self._s = server
-
-    def info(self) -> dict:
-        s = self._s
-        return {"id": s.id, "url": s.url, "pid": os.getpid(), "started": s.started}
-
-    def hosts(self) -> list[tuple[str, str]]:
-        return [(self._s.id, self._s.url)]
-
-    def spawn(self, anchors: list) -> str:
-        return self._s.spawn(anchors)
-
-    def register(self, token: str, url: str) -> None:
-        self._s.register(token, url)
-
-    def kill(self, worker_id: str) -> bool:
-        if not is_worker_id(worker_id):
-            raise CircuitError(f"not a worker ID: {worker_id!r}")
-        return self._s.kill(worker_id)
-
-    def view(self, path: list) -> dict:
-        """Children of the anchor at ``path`` (below this server): name →
-        description of its element, or None for a bare anchor."""
-        with self._s._lock:
-            kids = self._s.anchors.children(list(path))
-        return {name: (el.describe() if el is not None else None) for name, el in kids.items()}
-
-    def get(self, path: list) -> dict | None:
-        with self._s._lock:
-            el = self._s.anchors.get(list(path))
-        return el.describe() if el is not None else None
-
-    def workers(self) -> list[dict]:
-        return [{"id": r.id, "url": r.url, "pid": r.pid, "anchors": r.anchors} for r in self._s.spawner.live()]
-
-    def remains(self, worker_id: str | None = None) -> Any:
-        if worker_id is None:
-            return self._s.spawner.remains.all()
-        return self._s.spawner.remains.get(worker_id)
-
-    def fault_stack(self, worker_id: str, timeout: float = 2.0) -> str:
-        """Stacks of a worker via faulthandler (works while it holds the GIL)."""
-        rec = self._s.spawner.find(worker_id)
-        if rec is None or rec.pid is None:
-            raise CircuitError(f"no live worker {worker_id} on host {self._s.id}")
-        path = os.path.join(rec.wdir, "stack")
-        before = os.path.getsize(path) if os.path.exists(path) else 0
-        os.kill(rec.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        last = -1
-        while time.monotonic() < deadline:
-            size = os.path.getsize(path) if os.path.exists(path) else 0
-            if size > before and size == last:
-                with open(path, "rb") as f:
-                    f.seek(before)
-                    return f.read().decode("utf-8", "replace")
-            last = size
-            time.sleep(0.01)
-        raise CircuitError(f"worker {worker_id} wrote no stack within {timeout} s")

@@ -1,0 +1,160 @@
+"""Client-side handles of elements (process, channel, subscriptions).
+
+Every method is one kernel call on the element's server. Blocking calls are
+made in slices of at most the server's MAX_BLOCK, so a client that goes away
+mid-wait never pins a server thread for long; the client loops until its
+own deadline.
+"""
+from __future__ import annotations
+
+import io
+import time
+from typing import Any, NamedTuple
+
+from .errors import ElementError
+
+
+class ProcStat(NamedTuple):
+    cmd: dict
+    exit: str | None
+    phase: str
+
+
+def _sliced(call, timeout: float | None) -> Any:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return call(left)
+        except ElementError as e:
+            if str(e) != "timeout" or (deadline is not None and time.monotonic() >= deadline):
+                raise
+
+
+class Element:
+    kind = "?"
+
+    def __init__(self, kernel: Any, server_id: str, path: list[str]) -> None:
+        self._k = kernel
+        self._sid = server_id
+        self._path = list(path)
+
+    @property
+    def path(self) -> str:
+        return "/" + "/".join([self._sid] + self._path)
+
+    def _op(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._k.op(self._path, name, args, kwargs)
+
+    def peek(self) -> Any:
+        return self._op("peek")
+
+    def scrub(self) -> None:
+        self._k.scrub(self._path)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path}>"
+
+
+class _Writer(io.RawIOBase):
+    def __init__(self, proc: "Proc") -> None:
+        self._p = proc
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        data = bytes(b)
+        self._p._op("stdin_write", data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._p._op("stdin_close")
+            finally:
+                super().close()
+
+
+class _Reader(io.RawIOBase):
+    def __init__(self, proc: "Proc", stream: str) -> None:
+        self._p = proc
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        data = _sliced(lambda t: self._p._op("read", self._stream, len(buf), timeout=t), None)
+        buf[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._p._op("close_stream", self._stream)
+            finally:
+                super().close()
+
+
+class Proc(Element):
+    """A process element: the OS process it runs keeps running if the
+    element is scrubbed; ``signal("KILL")`` ends it."""
+
+    kind = "proc"
+
+    @property
+    def stdin(self) -> io.RawIOBase:
+        return _Writer(self)
+
+    @property
+    def stdout(self) -> io.RawIOBase:
+        return _Reader(self, "stdout")
+
+    @property
+    def stderr(self) -> io.RawIOBase:
+        return _Reader(self, "stderr")
+
+    def signal(self, name: str) -> None:
+        self._op("signal", name)
+
+    def peek(self) -> ProcStat:
+        d = self._op("peek")
+        return ProcStat(d["Cmd"], d["Exit"], d["Phase"])
+
+    def wait(self, timeout: float | None = None) -> ProcStat:
+        d = _sliced(lambda t: self._op("wait", timeout=t), timeout)
+        return ProcStat(d["Cmd"], d["Exit"], d["Phase"])
+
+
+class Chan(Element):
+    kind = "chan"
+
+    def send(self, msg: bytes, timeout: float | None = None) -> None:
+        if not isinstance(msg, (bytes, bytearray, memoryview)):
+            raise TypeError("channel messages are bytes")
+        _sliced(lambda t: self._op("send", bytes(msg), timeout=t), timeout)
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        return _sliced(lambda t: self._op("recv", timeout=t), timeout)
+
+    def close(self) -> None:
+        self._op("close")
+
+
+class Subscription(Element):
+    """``@join`` / ``@leave``: each event is a server path ``/X…``."""
+
+    kind = "@join"
+
+    def recv(self, timeout: float | None = None) -> str:
+        return _sliced(lambda t: self._op("recv", timeout=t), timeout)
+
+
+def handle(kernel: Any, server_id: str, path: list[str], kind: str) -> Element:
+    cls = {"proc": Proc, "chan": Chan, "@join": Subscription, "@leave": Subscription}.get(kind)
+    if cls is None:
+        raise ElementError(f"no client handle for {kind!r} elements")
+    el = cls(kernel, server_id, path)
+    el.kind = kind
+    return el

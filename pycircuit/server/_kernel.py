@@ -1,0 +1,197 @@
+"""The ``circuit`` service of a server: what clients, workers and other
+servers call. Paths here are lists of names *below* this server's anchor.
+
+Only the methods of this class are callable remotely; element methods are
+reached through ``op`` and only when listed in ``_OPS`` for their kind.
+Blocking element operations take a timeout, and clients call them in
+bounded slices, so a client that dies mid-wait leaves no server thread
+blocked for long.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from ..errors import CircuitError, ElementError
+from ..runtime._addr import is_worker_id
+
+MAX_BLOCK = 5.0  # longest a single blocking call may wait on the server
+
+_OPS: dict[str, frozenset[str]] = {
+    "proc": frozenset({"stdin_write", "stdin_close", "read", "close_stream", "signal", "peek", "wait"}),
+    "chan": frozenset({"send", "recv", "close", "peek"}),
+    "@join": frozenset({"recv", "peek"}),
+    "@leave": frozenset({"recv", "peek"}),
+}
+_BLOCKING = frozenset({"read", "wait", "send", "recv"})
+
+
+class Kernel:
+    def __init__(self, server: Any) -> None:
+        self._s = server
+
+    # -- identity and membership ------------------------------------------------
+    def info(self) -> dict:
+        s = self._s
+        return {"id": s.id, "url": s.url, "pid": os.getpid(), "started": s.started, "docker": False}
+
+    def hosts(self) -> list[tuple[str, str]]:
+        return self._s.cluster.alive()
+
+    def gossip(self, from_id: str, from_url: str) -> tuple:
+        return self._s.cluster.gossip_in(str(from_id), str(from_url))
+
+    def bye(self, member_id: str) -> None:
+        self._s.cluster.bye(str(member_id))
+
+    def join(self, url: str) -> str:
+        return self._s.cluster.join(str(url))
+
+    def suicide(self) -> None:
+        """Stop this server (after the reply has left)."""
+        threading.Timer(0.05, self._s.stopped.set).start()
+
+    # -- workers ------------------------------------------------------------------
+    def spawn(self, anchors: list) -> str:
+        return self._s.spawn(anchors)
+
+    def register(self, token: str, url: str) -> None:
+        self._s.register(token, url)
+
+    def kill(self, worker_id: str) -> bool:
+        if not is_worker_id(worker_id):
+            raise CircuitError(f"not a worker ID: {worker_id!r}")
+        return self._s.kill(worker_id)
+
+    def workers(self) -> list[dict]:
+        return [{"id": r.id, "url": r.url, "pid": r.pid, "anchors": r.anchors} for r in self._s.spawner.live()]
+
+    def remains(self, worker_id: str | None = None) -> Any:
+        if worker_id is None:
+            return self._s.spawner.remains.all()
+        return self._s.spawner.remains.get(worker_id)
+
+    def fault_stack(self, worker_id: str, timeout: float = 2.0) -> str:
+        """Stacks of a worker via faulthandler (works while it holds the GIL)."""
+        rec = self._s.spawner.find(worker_id)
+        if rec is None or rec.pid is None:
+            raise CircuitError(f"no live worker {worker_id} on host {self._s.id}")
+        path = os.path.join(rec.wdir, "stack")
+        before = os.path.getsize(path) if os.path.exists(path) else 0
+        os.kill(rec.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:  # faulthandler writes from a signal handler: poll the file
+            size = os.path.getsize(path) if os.path.exists(path) else 0
+            if size > before and size == last:
+                with open(path, "rb") as f:
+                    f.seek(before)
+                    return f.read().decode("utf-8", "replace")
+            last = size
+            time.sleep(0.01)
+        raise CircuitError(f"worker {worker_id} wrote no stack within {timeout} s")
+
+    # -- anchors ------------------------------------------------------------------
+    def view(self, path: list) -> dict:
+        """Children of the anchor at ``path``: name → element kind, or None."""
+        with self._s.lock:
+            kids = self._s.anchors.children(list(path))
+        return {name: (el.kind if el is not None else None) for name, el in kids.items()}
+
+    def tree(self, path: list) -> list[tuple[list, str | None]]:
+        """Every anchor below ``path`` (depth first, parents first) with its kind."""
+        out: list[tuple[list, str | None]] = []
+        with self._s.lock:
+            stack = [list(path)]
+            while stack:
+                p = stack.pop()
+                kids = self._s.anchors.children(p)
+                for name in sorted(kids, reverse=True):
+                    stack.append(p + [name])
+                if p != list(path):
+                    out.append((p, _kind(self._s.anchors.get(p))))
+        out.sort(key=lambda item: item[0])
+        return out
+
+    def get(self, path: list) -> dict | None:
+        """The element's description (kind plus peek), or None."""
+        if not path:
+            return self._s.describe()
+        el = self._element(path, None)
+        return el.describe() if el is not None else None
+
+    def peek(self, path: list) -> Any:
+        if not path:
+            d = self._s.describe()
+            d.pop("kind")
+            return d
+        el = self._element(path, None)
+        if el is None:
+            return None
+        d = el.describe()
+        d.pop("kind", None)
+        return d
+
+    def make(self, path: list, kind: str, spec: Any = None) -> None:
+        path = list(path)
+        if not path:
+            raise ElementError("anchor already has an element (the server itself)")
+        from ._chan import ChanElement  # element modules load on first use
+        from ._proc import Cmd, ProcElement
+
+        if kind == "proc":
+            cmd = spec if isinstance(spec, Cmd) else Cmd.from_json(dict(spec or {}))
+            el: Any = ProcElement(cmd, on_done=lambda p, path=path: self._s.detach(path, p))
+            self._s.attach(path, el)
+            try:
+                el.start()
+            except ElementError:
+                raise  # the element stays, in phase "unknown", as the original did
+            return
+        if kind == "chan":
+            el = ChanElement(spec)
+        elif kind in ("@join", "@leave"):
+            el = self._s.subscribe(kind, path)
+            return
+        else:
+            raise ElementError(f"unknown element kind {kind!r}")
+        self._s.attach(path, el)
+
+    def scrub(self, path: list) -> None:
+        path = list(path)
+        if not path:
+            raise ElementError("server anchors cannot be scrubbed")
+        with self._s.lock:
+            el = self._s.anchors.get(path)
+        if el is None:
+            return
+        if el.kind == "worker":
+            self._s.kill(el.id)
+            return
+        self._s.detach(path, el)
+        el.scrub()
+
+    def op(self, path: list, name: str, args: tuple = (), kwargs: dict | None = None) -> Any:
+        el = self._element(list(path), None, required=True)
+        allowed = _OPS.get(el.kind, frozenset())
+        if name not in allowed:
+            raise ElementError(f"a {el.kind} element has no operation {name!r}")
+        kwargs = dict(kwargs or {})
+        if name in _BLOCKING:
+            t = kwargs.get("timeout")
+            kwargs["timeout"] = MAX_BLOCK if t is None else min(float(t), MAX_BLOCK)
+        return getattr(el, name)(*args, **kwargs)
+
+    def _element(self, path: list, default: Any, required: bool = False) -> Any:
+        with self._s.lock:
+            el = self._s.anchors.get(path)
+        if el is None and required:
+            raise ElementError(f"no element at /{self._s.id}/{'/'.join(path)}")
+        return el if el is not None else default
+
+
+def _kind(el: Any) -> str | None:
+    return None if el is None else el.kind

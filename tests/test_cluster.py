@@ -1,0 +1,107 @@
+"""Membership on one machine (servers on loopback), driven through the real
+``pycircuit`` command and the Python client. The same behaviour across real
+separate hosts is in test_multihost.py."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pycircuit
+from conftest import child_env, cli, stop_process, wait_until
+
+
+def ids(url: str) -> list[str]:
+    r = cli("ls", "/", url=url)
+    assert r.returncode == 0, r.stderr
+    return [ln.strip("/") for ln in r.stdout.split()]
+
+
+def server_id(url: str) -> str:
+    c = pycircuit.Client(url)
+    try:
+        return c.server_id
+    finally:
+        c.close()
+
+
+def test_three_servers_join_and_list_each_other(servers):
+    a = servers.start()
+    b = servers.start("-j", a)
+    c = servers.start("-j", b)  # joins through b: a is learned by gossip
+    want = sorted(server_id(u) for u in (a, b, c))
+    for u in (a, b, c):
+        wait_until(lambda u=u: ids(u) == want, 10, what=f"{u} sees all three")
+
+
+def test_killed_server_is_dropped_and_reported_to_leave(servers):
+    a = servers.start()
+    b = servers.start("-j", a)
+    victim = servers.start("-j", a)
+    vid = server_id(victim)
+    with pycircuit.connect(a) as c:
+        aid = c.server_id
+        wait_until(lambda: len(c.hosts()) == 3, 10, what="three members")
+        leave = c.walk([aid, "watch", "leave"]).make_on_leave()
+        join = c.walk([aid, "watch", "join"]).make_on_join()
+        initial = sorted(join.recv(timeout=5) for _ in range(3))
+        assert initial == sorted(f"/{h.id}" for h in c.hosts())  # @join starts with every known server
+        os.kill(pycircuit.WorkerAddr.parse(victim).pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        assert leave.recv(timeout=10) == f"/{vid}"
+        took = time.monotonic() - t0
+        assert took < 5, f"leave reported after {took:.1f} s"
+        wait_until(lambda: vid not in [h.id for h in c.hosts()], 5, what="dropped from /")
+        assert vid not in ids(b)
+        assert leave.peek()["Pending"] == 0
+        # a newcomer is reported to @join
+        d = servers.start("-j", b)
+        assert join.recv(timeout=10) == f"/{server_id(d)}"
+
+
+def test_join_command_merges_two_clusters(servers):
+    a = servers.start()
+    b = servers.start("-j", a)
+    c = servers.start()
+    d = servers.start("-j", c)
+    wait_until(lambda: len(ids(a)) == 2 and len(ids(c)) == 2, 10)
+    r = cli("join", f"/{server_id(a)}", c, url=a)
+    assert r.returncode == 0, r.stderr
+    want = sorted(server_id(u) for u in (a, b, c, d))
+    for u in (a, b, c, d):
+        wait_until(lambda u=u: ids(u) == want, 10, what=f"{u} sees the merged circuit")
+
+
+def test_suicide_stops_the_server_and_the_others_drop_it(servers):
+    a = servers.start()
+    b = servers.start("-j", a)
+    bid = server_id(b)
+    wait_until(lambda: bid in ids(a), 10)
+    r = cli("suicide", f"/{bid}", url=a)
+    assert r.returncode == 0, r.stderr
+    proc = servers.procs[1]
+    proc.wait(timeout=10)
+    wait_until(lambda: ids(a) == [server_id(a)], 5, what="a drops b")
+
+
+def test_join_of_unreachable_server_runs_alone_and_says_so(servers, tmp_path):
+    dead = "circuit://127.0.0.1:9/1/Q0123456789abcdef"
+    a = servers.start("-j", dead)
+    assert ids(a) == [server_id(a)]
+    p = servers.procs[0]
+    p.terminate()
+    _, err = p.communicate(timeout=10)
+    assert f"cannot join {dead}" in err and "running alone" in err
+
+
+def test_var_dir_is_locked(servers, tmp_path):
+    servers.start("--var", str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "pycircuit.cli", "start", "--var", str(tmp_path)],
+                       capture_output=True, text=True, timeout=30, env=child_env())
+    assert p.returncode != 0
+    assert "obtain lock" in p.stderr and "Traceback" not in p.stderr
+    assert p.stdout == ""
