@@ -13,8 +13,10 @@ Layers, bottom up (a module imports only from layers below it):
 from . import errors
 from ._api import dial, export, import_, kill, listen, perm_ref, ref, run_in_back, spawn, try_dial
 from ._client import Anchor, Client, Host, connect
+from ._elements import Chan, Proc, ProcStat, Subscription
 from .errors import (
     CircuitError,
+    ElementError,
     NetworkError,
     ProtocolError,
     ReleasedError,
@@ -26,6 +28,7 @@ from .errors import (
     StaleAddressError,
 )
 from .runtime._addr import WorkerAddr
+from .server._proc import Cmd
 from .xref._x import X, XPerm
 
 __version__ = "0.1.0"
@@ -36,6 +39,8 @@ __all__ = [
     "ref", "perm_ref", "X", "XPerm", "export", "import_",
     "listen", "dial", "try_dial",
     "WorkerAddr", "errors",
+    "Cmd", "Proc", "ProcStat", "Chan", "Subscription",
     "CircuitError", "NetworkError", "RemoteError", "ProtocolError", "StaleAddressError",
     "SerializationError", "RemoteImportError", "ReleasedError", "ServiceError", "SpawnError",
+    "ElementError",
 ]

@@ -22,7 +22,7 @@ def _frame_label(code) -> str:
 def profile(seconds: float, interval: float = 0.005) -> str:
     seconds = float(seconds)
     if not 0 < seconds <= MAX_SECONDS:
-        raise ValueError(f"cpu_profile: seconds must be in (0, {MAX_SECONDS:.0f}], got {seconds}")
+        raise ValueError(f"cpu_profile: seconds must be in (0, {MAX_SECONDS:.0f}] (at most one hour), got {seconds}")
     me = threading.get_ident()
     names = {}
     counts: Counter = Counter()
