@@ -365,11 +365,23 @@ def _url_from_env(discover: str | None) -> str | None:
                 return f.read().strip()
         except OSError as e:
             raise CircuitError(f"$CIRCUIT names {path!r}, which cannot be read: {e.strerror}") from None
-    if discover or os.environ.get("CIRCUIT_DISCOVER"):
-        raise CircuitError("discovery is not supported by this build yet")
+    iface = discover or os.environ.get("CIRCUIT_DISCOVER")
+    if iface:
+        return discover_url(iface)
     from .spawn._worker import server_url
 
     return server_url()  # inside a worker: its own server
+
+
+DISCOVER_TIMEOUT = 3.0
+
+
+def discover_url(iface: str, timeout: float = DISCOVER_TIMEOUT) -> str:
+    """A server's URL found by multicast DNS on one interface (a name such
+    as ``eth0`` or an address); raises CircuitError if none answers."""
+    from .server._discovery import browse, interface_address
+
+    return browse(interface_address(iface), timeout=timeout, want=1)[0]
 
 
 def default_client() -> Client:

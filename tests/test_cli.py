@@ -201,3 +201,30 @@ def test_user_mistakes_are_one_line_and_nonzero(two):
     one_line_error(cli("nonsense"), "invalid choice")
     assert ok(cli("peek", f"/{x1}/empty/anchor", url=a)).strip() == "null"
     assert cli("ls", "/", url=a).returncode == 0  # the server survived every mistake
+
+
+def test_stk_of_a_worker_stuck_in_c_code(two, tmp_path):
+    """The worker holds the GIL in a regex: acid cannot answer, so stk falls
+    back to the server's faulthandler dump."""
+    a, _, (x1, _) = two
+    go, inside = str(tmp_path / "go"), str(tmp_path / "inside")
+
+    def stuck(go, inside):
+        import os, re, time, pycircuit
+
+        def spin_in_regex():
+            while not os.path.exists(go):
+                time.sleep(0.01)
+            open(inside, "w").close()
+            re.match(r"(a+)+$", "a" * 64 + "b")
+        pycircuit.run_in_back(spin_in_regex)
+
+    with pycircuit.connect(a) as c:
+        _, addr = c.spawn(x1, ["stuck"], stuck, go, inside)
+        try:
+            open(go, "w").close()
+            wait_until(lambda: os.path.exists(inside), 10)
+            out = ok(cli("stk", f"/{x1}/stuck/{addr.id}", url=a, timeout=60))
+            assert "spin_in_regex" in out
+        finally:
+            c.kill(addr)

@@ -13,7 +13,6 @@ from ..runtime._addr import WorkerAddr
 from . import _commands as C
 from ._commands import UsageError
 
-DISCOVER_TIMEOUT = 3.0
 
 
 class _Parser(argparse.ArgumentParser):
