@@ -1,0 +1,138 @@
+"""The cluster across real separate hosts: network namespaces on a bridge,
+each with its own address, servers and clients running inside them."""
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import PYCIRCUIT, wait_until
+from netns import hosts, requires_netns, requires_nft
+
+pytestmark = requires_netns
+
+
+def pc(host, cmd, *args, url=None, input=None, timeout=30):
+    argv = [PYCIRCUIT] if PYCIRCUIT else [sys.executable, "-m", "pycircuit.cli"]
+    argv += [cmd] + (["-d", url] if url else []) + list(args)
+    return host.run(argv, input=input, timeout=timeout)
+
+
+def listed(host, url):
+    r = pc(host, "ls", "/", url=url)
+    return r.stdout.split() if r.returncode == 0 else None
+
+
+@pytest.fixture
+def three():
+    with hosts(3) as c:
+        urls = []
+        for i, h in enumerate(c):
+            extra = ("-j", urls[0]) if urls else ()
+            _, url = h.start_server(*extra)
+            urls.append(url)
+        yield c, urls
+
+
+def server_ids(c, urls):
+    # each server's own ID, asked of itself from host 1
+    got = []
+    for u in urls:
+        r = c[0].python("import sys, pycircuit; print(pycircuit.Client(sys.argv[1]).server_id)", u)
+        assert r.returncode == 0, r.stderr
+        got.append(r.stdout.strip())
+    return got
+
+
+def test_three_hosts_join_and_list_each_other(three):
+    c, urls = three
+    want = sorted(f"/{i}" for i in server_ids(c, urls))
+    for h, u in zip(c, urls):
+        # each host asks a server on another host
+        other = urls[(urls.index(u) + 1) % 3]
+        wait_until(lambda h=h, other=other: listed(h, other) == want, 15, what=f"{h} lists all three")
+
+
+def test_spawn_on_a_remote_host_and_call_back(three):
+    c, urls = three
+    code = textwrap.dedent("""
+        import os, socket, sys, pycircuit
+        class Sink:
+            def __init__(self): self.got = []
+            def put(self, who): self.got.append(who); return len(self.got)
+        def work(sink):
+            import os, socket
+            return sink.put(os.environ.get("PYCIRCUIT_PROBE", "") + socket.gethostname() + str(os.getpid()))
+        with pycircuit.connect(sys.argv[1]) as cl:
+            hosts = cl.hosts()
+            assert len(hosts) == 3, hosts
+            target = [h for h in hosts if h.url.split("/")[2].split(":")[0] == sys.argv[2]][0]
+            sink = Sink()
+            n, addr = pycircuit.spawn(target, None, work, pycircuit.ref(sink))
+            assert n == 1 and addr.host == sys.argv[2], (n, addr)
+            print("ok", addr)
+    """)
+    wait_until(lambda: len(listed(c[2], urls[0]) or []) == 3, 15)
+    # a client on host 3, dialling host 1's server, spawns on host 2; the worker calls back into host 3
+    r = c[2].python(code, urls[0], c[1].ip, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"ok circuit://{c[1].ip}:")
+
+
+def test_killed_host_is_dropped_and_reported(three):
+    c, urls = three
+    ids = server_ids(c, urls)
+    wait_until(lambda: len(listed(c[0], urls[0]) or []) == 3, 15)
+    r = pc(c[0], "mk@leave", f"/{ids[0]}/leaves", url=urls[0])
+    assert r.returncode == 0, r.stderr
+    t0 = time.monotonic()
+    c[2].crash()
+    r = pc(c[0], "recv", f"/{ids[0]}/leaves", url=urls[0], timeout=30)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"/{ids[2]}"
+    assert took < 6, f"leave took {took:.1f} s"
+    assert listed(c[1], urls[1]) == sorted(f"/{i}" for i in ids[:2])
+
+
+@requires_nft
+def test_partition_and_heal(three):
+    c, urls = three
+    ids = server_ids(c, urls)
+    everyone = sorted(f"/{i}" for i in ids)
+    wait_until(lambda: listed(c[0], urls[0]) == everyone, 15)
+    c[2].partition()
+    rest = sorted(f"/{i}" for i in ids[:2])
+    wait_until(lambda: listed(c[0], urls[0]) == rest, 15, what="host 3 dropped by host 1")
+    # host 3 is alone on its side of the cut
+    wait_until(lambda: listed(c[2], urls[2]) == [f"/{ids[2]}"], 15, what="host 3 sees itself alone")
+    c[2].heal()
+    wait_until(lambda: listed(c[0], urls[0]) == everyone, 20, what="healed: host 3 seen again")
+    wait_until(lambda: listed(c[2], urls[2]) == everyone, 20, what="healed: host 3 sees all")
+
+
+def test_discovery_across_hosts():
+    with hosts(3) as c:
+        _, u1 = c[0].start_server("--discover")
+        _, u2 = c[1].start_server("--discover")
+        ids = set()
+        for u in (u1, u2):
+            r = c[0].python("import sys, pycircuit; print(pycircuit.Client(sys.argv[1]).server_id)", u)
+            ids.add("/" + r.stdout.strip())
+        # the servers find each other by multicast DNS, nobody joins by hand
+        wait_until(lambda: set(listed(c[0], u1) or []) == ids, 20, what="servers discover each other")
+        # a client on host 3 finds a server by discovery on its interface
+        r = pc(c[2], "ls", "--discover", "eth0", "/")
+        assert r.returncode == 0, r.stderr
+        assert set(r.stdout.split()) == ids
+
+
+def test_discovery_with_nobody_gives_up_clearly():
+    with hosts(1) as c:
+        t0 = time.monotonic()
+        r = pc(c[0], "ls", "--discover", "eth0", "/")
+        assert r.returncode != 0 and "found no pycircuit server" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert time.monotonic() - t0 < 15
