@@ -136,3 +136,15 @@ def test_discovery_with_nobody_gives_up_clearly():
         assert r.returncode != 0 and "found no pycircuit server" in r.stderr
         assert "Traceback" not in r.stderr
         assert time.monotonic() - t0 < 15
+
+
+def test_start_on_an_interface_by_name():
+    import subprocess
+    with hosts(2) as c:
+        p = c[0].popen([sys.executable, "-m", "pycircuit.cli", "start", "--if", "eth0", "--insecure"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        url = p.stdout.readline().strip()
+        assert url.startswith(f"circuit://{c[0].ip}:"), url
+        assert len(listed(c[1], url)) == 1  # reachable from the other host
+        r = c[0].run([sys.executable, "-m", "pycircuit.cli", "start", "-a", f"{c[0].ip}:0"])
+        assert r.returncode != 0 and "non-loopback" in r.stderr and "Traceback" not in r.stderr
