@@ -13,7 +13,7 @@ Layers, bottom up (a module imports only from layers below it):
 from . import errors
 from ._api import dial, export, import_, kill, listen, perm_ref, ref, run_in_back, spawn, try_dial
 from ._client import Anchor, Client, Host, connect
-from ._elements import Chan, Proc, ProcStat, Subscription
+from ._elements import Chan, Container, Nameserver, Proc, ProcStat, Subscription
 from .errors import (
     CircuitError,
     ElementError,
@@ -39,7 +39,7 @@ __all__ = [
     "ref", "perm_ref", "X", "XPerm", "export", "import_",
     "listen", "dial", "try_dial",
     "WorkerAddr", "errors",
-    "Cmd", "Proc", "ProcStat", "Chan", "Subscription",
+    "Cmd", "Proc", "ProcStat", "Chan", "Subscription", "Container", "Nameserver",
     "CircuitError", "NetworkError", "RemoteError", "ProtocolError", "StaleAddressError",
     "SerializationError", "RemoteImportError", "ReleasedError", "ServiceError", "SpawnError",
     "ElementError",

@@ -258,7 +258,7 @@ class Anchor:
         kind = desc["kind"]
         if kind == "worker":
             return WorkerAddr.parse(desc["url"])
-        if kind in ("proc", "chan", "@join", "@leave"):
+        if kind in ("proc", "chan", "@join", "@leave", "docker", "dns"):
             return _elements.handle(kernel, self._parts[0], self._parts[1:], kind)
         return desc
 
@@ -293,6 +293,16 @@ class Anchor:
 
     def make_chan(self, cap: int) -> "_elements.Chan":
         return self._make("chan", cap)
+
+    def make_nameserver(self, addr: str | None = None) -> "_elements.Nameserver":
+        """A DNS server on this anchor's host at ``addr`` (HOST:PORT; a free
+        loopback port when None)."""
+        return self._make("dns", addr)
+
+    def make_docker(self, spec: dict) -> "_elements.Container":
+        """Run a container (the seed's JSON keys: Image, Memory, CpuShares,
+        Volume, Dir, Entry, Env, Path, Args, Scrub) on a ``--docker`` server."""
+        return self._make("docker", dict(spec))
 
     def make_on_join(self) -> "_elements.Subscription":
         return self._make("@join")

@@ -97,11 +97,8 @@ class _Reader(io.RawIOBase):
                 super().close()
 
 
-class Proc(Element):
-    """A process element: the OS process it runs keeps running if the
-    element is scrubbed; ``signal("KILL")`` ends it."""
-
-    kind = "proc"
+class _Stdio(Element):
+    """What processes and containers share: standard files and signals."""
 
     @property
     def stdin(self) -> io.RawIOBase:
@@ -118,13 +115,47 @@ class Proc(Element):
     def signal(self, name: str) -> None:
         self._op("signal", name)
 
+    def _wait(self, timeout: float | None) -> Any:
+        return _sliced(lambda t: self._op("wait", timeout=t), timeout)
+
+
+class Proc(_Stdio):
+    """A process element: the OS process it runs keeps running if the
+    element is scrubbed; ``signal("KILL")`` ends it."""
+
+    kind = "proc"
+
     def peek(self) -> ProcStat:
         d = self._op("peek")
         return ProcStat(d["Cmd"], d["Exit"], d["Phase"])
 
     def wait(self, timeout: float | None = None) -> ProcStat:
-        d = _sliced(lambda t: self._op("wait", timeout=t), timeout)
+        d = self._wait(timeout)
         return ProcStat(d["Cmd"], d["Exit"], d["Phase"])
+
+
+class Container(_Stdio):
+    """A docker element; ``peek``/``wait`` give the container's inspect data."""
+
+    kind = "docker"
+
+    def peek(self) -> dict:
+        return self._op("peek")
+
+    def wait(self, timeout: float | None = None) -> dict:
+        return self._wait(timeout)
+
+
+class Nameserver(Element):
+    """A DNS server element: ``set("www 60 IN A 10.0.0.1")``, ``unset("www")``."""
+
+    kind = "dns"
+
+    def set(self, rr: str) -> None:
+        self._op("set", rr)
+
+    def unset(self, name: str) -> None:
+        self._op("unset", name)
 
 
 class Chan(Element):
@@ -152,7 +183,8 @@ class Subscription(Element):
 
 
 def handle(kernel: Any, server_id: str, path: list[str], kind: str) -> Element:
-    cls = {"proc": Proc, "chan": Chan, "@join": Subscription, "@leave": Subscription}.get(kind)
+    cls = {"proc": Proc, "chan": Chan, "@join": Subscription, "@leave": Subscription,
+           "docker": Container, "dns": Nameserver}.get(kind)
     if cls is None:
         raise ElementError(f"no client handle for {kind!r} elements")
     el = cls(kernel, server_id, path)

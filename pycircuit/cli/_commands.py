@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from .._client import Anchor, Client
-from .._elements import Chan, Proc, Subscription
+from .._elements import Chan, Container, Nameserver, Proc, Subscription, _Stdio
 from ..errors import CircuitError, ElementError
 from ..runtime._addr import WorkerAddr, is_server_id
 from ..server._anchors import parse_path
@@ -101,40 +101,71 @@ def cmd_scrub(c: Client, args) -> int:
 
 
 # -- processes -----------------------------------------------------------------------
-def cmd_mkproc(c: Client, args) -> int:
+def _read_json(what: str) -> dict:
     text = sys.stdin.read()
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UsageError(f"parse error in the command JSON: {e}") from None
+        raise UsageError(f"parse error in the {what} JSON: {e}") from None
     if not isinstance(spec, dict):
-        raise UsageError("parse error: the command JSON is an object like {\"Path\": \"/bin/ls\"}")
+        raise UsageError(f"parse error: the {what} JSON is an object")
+    return spec
+
+
+def cmd_mkproc(c: Client, args) -> int:
+    spec = _read_json("command")
     if args.scrub:
         spec = {k: v for k, v in spec.items() if k.lower() != "scrub"} | {"Scrub": True}
     _anchor(c, args.path).make_proc(spec)
     return 0
 
 
+def cmd_mkdkr(c: Client, args) -> int:
+    spec = _read_json("container")
+    if args.scrub:
+        spec = {k: v for k, v in spec.items() if k.lower() != "scrub"} | {"Scrub": True}
+    _anchor(c, args.path).make_docker(spec)
+    return 0
+
+
+def cmd_mkdns(c: Client, args) -> int:
+    ns = _anchor(c, args.path).make_nameserver(args.addr)
+    _out(ns.peek()["Address"])
+    return 0
+
+
+def cmd_set(c: Client, args) -> int:
+    _element(c, args.path, Nameserver).set(" ".join(args.rr))
+    return 0
+
+
+def cmd_unset(c: Client, args) -> int:
+    _element(c, args.path, Nameserver).unset(args.name)
+    return 0
+
+
 def cmd_signal(c: Client, args) -> int:
-    _element(c, args.path, Proc).signal(args.signal)
+    _element(c, args.path, _Stdio).signal(args.signal)
     return 0
 
 
 def _print_stat(st) -> None:
-    _out(json.dumps({"Cmd": st.cmd, "Exit": st.exit, "Phase": st.phase}, indent=2, sort_keys=True))
+    if isinstance(st, tuple):  # a process's ProcStat
+        st = {"Cmd": st.cmd, "Exit": st.exit, "Phase": st.phase}
+    _out(json.dumps(st, indent=2, sort_keys=True, default=str))
 
 
 def cmd_wait(c: Client, args) -> int:
-    _print_stat(_element(c, args.path, Proc).wait())
+    _print_stat(_element(c, args.path, _Stdio).wait())
     return 0
 
 
 def cmd_waitall(c: Client, args) -> int:
     paths = [ln.strip() for ln in sys.stdin if ln.strip()]
-    procs = [_element(c, p, Proc) for p in paths]
+    procs = [_element(c, p, _Stdio) for p in paths]
     errors: list[str] = []
 
-    def wait(p: Proc) -> None:
+    def wait(p: _Stdio) -> None:
         try:
             p.wait()
         except CircuitError as e:
@@ -150,7 +181,7 @@ def cmd_waitall(c: Client, args) -> int:
 
 
 def cmd_stdin(c: Client, args) -> int:
-    w = _element(c, args.path, Proc).stdin
+    w = _element(c, args.path, _Stdio).stdin
     src = sys.stdin.buffer
     while True:
         chunk = src.read1(1 << 16) if hasattr(src, "read1") else src.read(1 << 16)
@@ -172,11 +203,11 @@ def _copy_out(reader) -> int:
 
 
 def cmd_stdout(c: Client, args) -> int:
-    return _copy_out(_element(c, args.path, Proc).stdout)
+    return _copy_out(_element(c, args.path, _Stdio).stdout)
 
 
 def cmd_stderr(c: Client, args) -> int:
-    return _copy_out(_element(c, args.path, Proc).stderr)
+    return _copy_out(_element(c, args.path, _Stdio).stderr)
 
 
 # -- channels and subscriptions ----------------------------------------------------

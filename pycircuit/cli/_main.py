@@ -159,6 +159,10 @@ _COMMANDS = [
     ("mk@leave", C.cmd_mkleave, "subscribe to servers leaving", [("path", None, "PATH")]),
     ("join", C.cmd_join, "make SERVER join the circuit of URL", [("server", None, "SERVER"), ("url", None, "URL")]),
     ("suicide", C.cmd_suicide, "stop a server", [("server", None, "SERVER")]),
+    ("mkdns", C.cmd_mkdns, "run a nameserver (prints its address)", [("path", None, "PATH"), ("addr", "?", "ADDR")]),
+    ("set", C.cmd_set, "add a DNS record (zone-file syntax)", [("path", None, "PATH"), ("rr", "+", "RR")]),
+    ("unset", C.cmd_unset, "remove a name's DNS records", [("path", None, "PATH"), ("name", None, "NAME")]),
+    ("mkdkr", C.cmd_mkdkr, "run a docker container (JSON on stdin)", [("path", None, "PATH")]),
     ("stk", C.cmd_stk, "stacks of a server or worker", [("target", None, "PATH|URL")]),
     ("cpu", C.cmd_cpu, "CPU profile (collapsed stacks)", [("target", None, "PATH|URL"), ("seconds", None, "SECONDS")]),
     ("mem", C.cmd_mem, "memory statistics and heap profile", [("target", None, "PATH|URL")]),
@@ -174,7 +178,7 @@ def _client_commands(sub) -> None:
         if name == "ls":
             p.add_argument("-l", "--long", action="store_true", help="show element kinds")
             p.add_argument("--depth", action="store_true", help="children before parents")
-        if name == "mkproc":
+        if name in ("mkproc", "mkdkr"):
             p.add_argument("--scrub", action="store_true", help="remove the element when the process is done")
         _client_opts(p)
         p.set_defaults(func=_with_client(fn))

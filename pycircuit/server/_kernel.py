@@ -23,6 +23,8 @@ MAX_BLOCK = 5.0  # longest a single blocking call may wait on the server
 _OPS: dict[str, frozenset[str]] = {
     "proc": frozenset({"stdin_write", "stdin_close", "read", "close_stream", "signal", "peek", "wait"}),
     "chan": frozenset({"send", "recv", "close", "peek"}),
+    "docker": frozenset({"stdin_write", "stdin_close", "read", "close_stream", "signal", "peek", "wait"}),
+    "dns": frozenset({"set", "unset", "peek"}),
     "@join": frozenset({"recv", "peek"}),
     "@leave": frozenset({"recv", "peek"}),
 }
@@ -36,7 +38,7 @@ class Kernel:
     # -- identity and membership ------------------------------------------------
     def info(self) -> dict:
         s = self._s
-        return {"id": s.id, "url": s.url, "pid": os.getpid(), "started": s.started, "docker": False}
+        return {"id": s.id, "url": s.url, "pid": os.getpid(), "started": s.started, "docker": s.cfg.docker}
 
     def hosts(self) -> list[tuple[str, str]]:
         return self._s.cluster.alive()
@@ -151,6 +153,20 @@ class Kernel:
             except ElementError:
                 raise  # the element stays, in phase "unknown", as the original did
             return
+        if kind == "docker":
+            self._make_docker(path, spec)
+            return
+        if kind == "dns":
+            from ._dns import DnsElement
+
+            el = DnsElement(spec)
+            el.start()  # a busy port fails here, before the anchor is taken
+            try:
+                self._s.attach(path, el)
+            except BaseException:
+                el.scrub()
+                raise
+            return
         if kind == "chan":
             el = ChanElement(spec)
         elif kind in ("@join", "@leave"):
@@ -159,6 +175,21 @@ class Kernel:
         else:
             raise ElementError(f"unknown element kind {kind!r}")
         self._s.attach(path, el)
+
+    def _make_docker(self, path: list, spec: Any) -> None:
+        if not self._s.cfg.docker:
+            raise ElementError("docker not enabled on this server")
+        from ._docker import DockerElement, DockerSpec, docker_client_factory
+
+        ds = DockerSpec.from_json(dict(spec or {}))
+        el = DockerElement(ds, lambda: docker_client_factory(None),
+                           on_done=lambda e, path=path: self._s.detach(path, e))
+        self._s.attach(path, el)
+        try:
+            el.start()
+        except BaseException:
+            self._s.detach(path, el)  # nothing runs: leave the anchor free
+            raise
 
     def scrub(self, path: list) -> None:
         path = list(path)
