@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from . import _elements
 from .errors import CircuitError, ElementError, NetworkError
-from .runtime._addr import WorkerAddr, is_server_id, is_worker_id
+from .runtime._addr import WorkerAddr, is_server_id
 from .runtime._runtime import HANDLE_MAIN, current
 from .server._anchors import check_name, parse_path
 

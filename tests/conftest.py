@@ -43,9 +43,9 @@ def child_env() -> dict:
     return env
 
 
-def start_server(*extra: str) -> tuple[subprocess.Popen, str]:
+def start_server(*extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     p = subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", *extra],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or child_env(), text=True)
     url = p.stdout.readline().strip()
     if not url:
         stop_process(p)
@@ -78,6 +78,22 @@ def host(client):
     return client.hosts()[0]
 
 
+@pytest.fixture
+def served(client, host):
+    """A daemon worker (tests/circuit_helpers.daemon); killed afterwards."""
+    import pycircuit
+    from circuit_helpers import daemon
+
+    x, addr = client.spawn(host, None, daemon)
+    try:
+        yield x, addr
+    finally:
+        try:
+            client.kill(addr)
+        except pycircuit.CircuitError:
+            pass
+
+
 PYCIRCUIT = shutil.which("pycircuit")
 
 
@@ -96,8 +112,8 @@ class Servers:
     def __init__(self):
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, *extra: str) -> str:
-        p, url = start_server(*extra)
+    def start(self, *extra: str, env: dict | None = None) -> str:
+        p, url = start_server(*extra, env=env)
         self.procs.append(p)
         return url
 

@@ -45,7 +45,7 @@ from typing import Iterator, Sequence
 
 import pytest
 
-from conftest import child_env
+from conftest import child_env, stop_process
 
 __all__ = ["Cluster", "Host", "hosts", "requires_netns", "requires_nft", "netns_unavailable",
            "nft_unavailable", "list_netns", "NetnsError"]
@@ -286,13 +286,7 @@ def _read_line(p: subprocess.Popen, timeout: float) -> bytes:
 
 
 def _stop(p: subprocess.Popen, grace: float = 5.0) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(grace)
+    stop_process(p, grace)
 
 
 # ---------------------------------------------------------------- cluster

@@ -9,10 +9,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import pycircuit
-from conftest import child_env, cli, stop_process, wait_until
+from conftest import child_env, cli, wait_until
 
 
 def ids(url: str) -> list[str]:

@@ -13,20 +13,8 @@ import time
 import pytest
 
 import pycircuit
-from circuit_helpers import Counter, daemon
+from circuit_helpers import Counter
 from conftest import child_env, wait_until
-
-
-@pytest.fixture
-def served(client, host):
-    x, addr = client.spawn(host, None, daemon)
-    try:
-        yield x, addr
-    finally:
-        try:
-            client.kill(addr)
-        except pycircuit.CircuitError:
-            pass
 
 
 # -- services --------------------------------------------------------------

@@ -7,28 +7,14 @@ import gc
 import os
 import re
 import signal
-import threading
 
 import pytest
 
 import pycircuit
-from circuit_helpers import AppError, Box, Counter, daemon
+from circuit_helpers import AppError, Box, Counter
 from conftest import wait_until
 
 X_RE = re.compile(r"^X://H[0-9a-f]{16}@circuit://127\.0\.0\.1:\d+/\d+/Q[0-9a-f]{16}$")
-
-
-@pytest.fixture
-def served(client, host):
-    """A daemon worker serving a Counter; killed afterwards."""
-    x, addr = client.spawn(host, None, daemon)
-    try:
-        yield x, addr
-    finally:
-        try:
-            client.kill(addr)
-        except pycircuit.CircuitError:
-            pass
 
 
 def test_call_and_sugar(served):

@@ -2,7 +2,6 @@
 debugger). Layer: above ``runtime`` (it only needs ``Runtime.listen``)."""
 from __future__ import annotations
 
-import faulthandler
 import gc
 import io
 import os

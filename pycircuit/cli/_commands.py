@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from .._client import Anchor, Client
-from .._elements import Chan, Container, Nameserver, Proc, Subscription, _Stdio
+from .._elements import Chan, Nameserver, Subscription, _Stdio
 from ..errors import CircuitError, ElementError
 from ..runtime._addr import WorkerAddr, is_server_id
 from ..server._anchors import parse_path

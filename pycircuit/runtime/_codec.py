@@ -183,7 +183,9 @@ def _once(encode_x: Callable[[Any], tuple]) -> Callable[[Any], tuple]:
     return once
 
 
-class _FastUnpickler(pickle.Unpickler):
+class _XUnpickling:
+    """Revives cross-interface descriptors through the caller's hook."""
+
     def __init__(self, f, decode_x):
         super().__init__(f)
         self._decode_x = decode_x
@@ -194,15 +196,12 @@ class _FastUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-class _DillUnpickler(dill.Unpickler):
-    def __init__(self, f, decode_x):
-        super().__init__(f)
-        self._decode_x = decode_x
+class _FastUnpickler(_XUnpickling, pickle.Unpickler):
+    pass
 
-    def find_class(self, module, name):
-        if module == __name__ and name == "_xref":
-            return self._decode_x
-        return super().find_class(module, name)
+
+class _DillUnpickler(_XUnpickling, dill.Unpickler):
+    pass
 
 
 def loads(data: bytes, decode_x: Callable[[tuple], Any] | None = None) -> Any:

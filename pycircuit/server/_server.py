@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CircuitError, ElementError, SpawnError
-from ..runtime._addr import WorkerAddr, is_worker_id, new_server_id
+from ..runtime._addr import WorkerAddr, new_server_id
 from ..runtime._runtime import Runtime, RuntimeConfig, install
 from ..spawn._spawner import Spawner, WorkerRecord
 from ._anchors import AnchorTree, check_name
