@@ -1,0 +1,659 @@
+"""Docker elements: one container run on behalf of a user.
+
+Standalone and thread-safe, like :mod:`._proc`: the server's kernel wraps a
+:class:`DockerElement` and hands its methods to remote callers. The element
+talks to a Docker daemon through the ``docker`` SDK (never the ``docker`` CLI).
+
+Standard streams: the container is created with ``OpenStdin``/``StdinOnce``
+and no TTY, and *before* it is started we open three attach connections, one
+per stream (stdin only, stdout only, stderr only). Attaching before starting
+loses no output: dockerd wires an attach to the container's streams before it
+answers the request. One connection per stream keeps the streams independent,
+as pipes are for a process: an unread stdout holds up stdout only. Closing
+stdin half-closes the stdin connection; because of ``StdinOnce`` dockerd then
+closes the container's stdin, which reads EOF.
+
+Differences from :class:`._proc.ProcElement`:
+
+* A container is *done* once it has exited and its output has arrived (it may
+  still be unread); ``wait`` does not also need stdin closed and the output read.
+* ``peek``/``wait`` give the container's inspect data (``State.ExitCode`` ...).
+* ``scrub`` removes the container (killing it if it runs) and its anonymous
+  volumes; the process element's OS process, in contrast, kept running.
+* Unread output is buffered up to 1 MiB per stream; beyond that the container
+  feels back-pressure. dockerd gives a consumer 2 s after the container's exit
+  and then drops what it could not deliver, so a container that writes more
+  than ~1 MiB nobody reads and then exits loses the rest.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import docker
+import requests
+from docker import errors as _derrors
+
+from ..errors import ElementError
+from ._proc import parse_signal
+
+__all__ = ["DockerSpec", "DockerElement", "docker_client_factory", "LABEL", "NAME_PREFIX"]
+
+_log = logging.getLogger(__name__)
+
+LABEL = "pycircuit.element"   # every container we create carries this label ...
+NAME_PREFIX = "pycircuit-"    # ... and a name starting with this
+_OUTPUT_LIMIT = 1 << 20       # bytes buffered per output stream before the container feels back-pressure
+_CHUNK = 1 << 16
+_EOF_GRACE = 10.0             # after the exit, how long output connections get to reach EOF
+
+# Errors the SDK lets through when the daemon is unreachable or misbehaves.
+_API_ERRORS = (_derrors.DockerException, requests.RequestException, OSError)
+
+
+def docker_client_factory(host: str | None = None) -> docker.DockerClient:
+    """A client for ``host`` (``"unix:///run/docker.sock"``, ``"tcp://h:2375"``);
+    with ``host=None`` the environment decides (``DOCKER_HOST`` etc., as the docker CLI)."""
+    try:
+        if host is None:
+            return docker.from_env()
+        return docker.DockerClient(base_url=host)
+    except _API_ERRORS as e:
+        raise ElementError(f"docker daemon unavailable: {e}") from None
+
+
+def _explain(e: BaseException) -> str:
+    if isinstance(e, _derrors.APIError):
+        return str(e.explanation or e)
+    return str(e) or type(e).__name__
+
+
+# --------------------------------------------------------------------------- spec
+
+# lower-case JSON key → (field, canonical key)
+_KEYS = {
+    "image": ("image", "Image"), "memory": ("memory", "Memory"),
+    "cpushares": ("cpu_shares", "CpuShares"), "lxc": ("lxc", "Lxc"),
+    "volume": ("volume", "Volume"), "dir": ("dir", "Dir"), "entry": ("entry", "Entry"),
+    "env": ("env", "Env"), "path": ("path", "Path"), "args": ("args", "Args"),
+    "scrub": ("scrub", "Scrub"),
+}
+
+
+def _str_list(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
+            or not all(isinstance(v, str) for v in value):
+        raise ElementError(f"{key} must be a list of strings")
+    return tuple(value)
+
+
+def _opt_str(key: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ElementError(f"{key} must be a string")
+    return value or None  # "" means "not given", as Go's zero value did
+
+
+@dataclass(frozen=True)
+class DockerSpec:
+    """What container to run. ``path``/``args`` form the command (the image's
+    default command when both are empty); ``entry`` replaces the image's
+    entrypoint; ``env=None`` keeps the image's environment, otherwise these
+    ``"KEY=VALUE"`` entries are added to it. ``volume`` entries are container
+    paths (anonymous volumes) or ``"host:container[:ro]"`` bind mounts."""
+
+    image: str
+    memory: int = 0          # bytes; 0 = no limit
+    cpu_shares: int = 0      # 0 = the daemon's default
+    lxc: tuple[str, ...] = ()
+    volume: tuple[str, ...] = ()
+    dir: str | None = None
+    entry: str | None = None
+    env: tuple[str, ...] | None = None
+    path: str | None = None
+    args: tuple[str, ...] = ()
+    scrub: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if not isinstance(self.image, str) or not self.image:
+            raise ElementError("Image must be a non-empty string")
+        for key, value in (("Memory", self.memory), ("CpuShares", self.cpu_shares)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ElementError(f"{key} must be a non-negative integer")
+        set_("lxc", _str_list("Lxc", self.lxc))
+        if self.lxc:
+            raise ElementError("Lxc options are not supported: LXC no longer exists in Docker")
+        set_("volume", _str_list("Volume", self.volume))
+        for v in self.volume:
+            if not v:
+                raise ElementError("Volume entries must be non-empty")
+        if self.env is not None:
+            env = _str_list("Env", self.env)
+            for entry in env:
+                if "=" not in entry:
+                    raise ElementError(f"Env entries are KEY=VALUE strings, not {entry!r}")
+            set_("env", env)
+        set_("dir", _opt_str("Dir", self.dir))
+        set_("entry", _opt_str("Entry", self.entry))
+        set_("path", _opt_str("Path", self.path))
+        set_("args", _str_list("Args", self.args))
+        if not isinstance(self.scrub, bool):
+            raise ElementError("Scrub must be true or false")
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "DockerSpec":
+        """Build from the seed's JSON shape; keys are case-insensitive, null means "not given"."""
+        if not isinstance(obj, dict):
+            raise ElementError("a docker spec is a JSON object")
+        fields: dict[str, Any] = {}
+        for key, value in obj.items():
+            known = _KEYS.get(key.lower()) if isinstance(key, str) else None
+            if known is None:
+                raise ElementError(f"unknown docker spec key {key!r}")
+            name = known[0]
+            if name in fields:
+                raise ElementError(f"duplicate docker spec key {key!r}")
+            fields[name] = value
+        if fields.get("image") is None:
+            raise ElementError("docker spec has no Image")
+        return cls(**{k: v for k, v in fields.items() if v is not None})
+
+    def to_json(self) -> dict:
+        return {
+            "Image": self.image,
+            "Memory": self.memory,
+            "CpuShares": self.cpu_shares,
+            "Lxc": list(self.lxc),
+            "Volume": list(self.volume),
+            "Dir": self.dir,
+            "Entry": self.entry,
+            "Env": None if self.env is None else list(self.env),
+            "Path": self.path,
+            "Args": list(self.args),
+            "Scrub": self.scrub,
+        }
+
+    @property
+    def command(self) -> list[str] | None:
+        cmd = ([self.path] if self.path else []) + list(self.args)
+        return cmd or None
+
+    def _create_kwargs(self, api: Any, name: str) -> dict:
+        binds = [v for v in self.volume if ":" in v]
+        volumes = [v for v in self.volume if ":" not in v]
+        host_config = api.create_host_config(
+            network_mode="none",
+            mem_limit=self.memory or None,
+            cpu_shares=self.cpu_shares or None,
+            binds=binds or None,
+        )
+        return dict(
+            image=self.image,
+            command=self.command,
+            # detach=False with stdin_open=True makes the SDK set StdinOnce and AttachStd*.
+            stdin_open=True, tty=False, detach=False,
+            environment=None if self.env is None else list(self.env),
+            working_dir=self.dir,
+            # A list, so the SDK does not shell-split it: Entry is one executable, as --entrypoint.
+            entrypoint=[self.entry] if self.entry else None,
+            volumes=volumes or None,
+            host_config=host_config,
+            labels={LABEL: "docker"},
+            name=name,
+        )
+
+
+# --------------------------------------------------------------------------- attach connections
+
+class _Conn:
+    """One hijacked attach connection (socket-like)."""
+
+    def __init__(self, api: Any, cid: str, **streams: int) -> None:
+        self._io = api.attach_socket(cid, params={"stream": 1, **streams})
+        # A socket.SocketIO over plain sockets (unix, tcp); an SSL socket for https.
+        self.sock = getattr(self._io, "_sock", self._io)
+        try:
+            self.sock.settimeout(None)  # the client's request timeout must not cut a quiet stream
+        except (AttributeError, OSError):
+            pass
+
+    def shutdown(self, how: int) -> None:
+        try:
+            self.sock.shutdown(how)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.shutdown(socket.SHUT_RDWR)
+        for f in (self._io, self.sock):
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 -- closing is best effort
+                pass
+
+
+class _Output:
+    """stdout or stderr: a pump thread demultiplexes the attach connection
+    (8-byte frame headers: stream, 0, 0, 0, big-endian length) into a bounded
+    buffer. Closing discards buffered and future data while the pump keeps
+    draining, so the container never blocks on output nobody will read."""
+
+    def __init__(self, name: str, conn: _Conn, on_eof: Callable[[], None]) -> None:
+        self._conn = conn
+        self._on_eof = on_eof
+        self._cond = threading.Condition()
+        self._buf = bytearray()
+        self._eof = False
+        self._closed = False
+        self._unbounded = False  # set once the container has exited: drain to EOF at once
+        threading.Thread(target=self._pump, name=f"docker-{name}", daemon=True).start()
+
+    def _pump(self) -> None:
+        raw = bytearray()
+        left = 0  # payload bytes still due in the current frame
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(
+                        lambda: self._closed or self._unbounded or len(self._buf) < _OUTPUT_LIMIT)
+                try:
+                    chunk = self._conn.sock.recv(_CHUNK)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                raw += chunk
+                payload = bytearray()
+                while raw:
+                    if left == 0:
+                        if len(raw) < 8:
+                            break
+                        left = struct.unpack(">I", raw[4:8])[0]
+                        del raw[:8]
+                        continue
+                    n = min(left, len(raw))
+                    payload += raw[:n]
+                    del raw[:n]
+                    left -= n
+                if payload:
+                    with self._cond:
+                        if not self._closed:
+                            self._buf += payload
+                        self._cond.notify_all()
+        finally:
+            self._conn.close()
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
+            self._on_eof()
+
+    def unbound(self) -> None:
+        with self._cond:
+            self._unbounded = True
+            self._cond.notify_all()
+
+    def wait_eof(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._eof, timeout)
+
+    def abort(self) -> None:
+        """Cut the connection (the pump then ends)."""
+        self._conn.shutdown(socket.SHUT_RDWR)
+
+    def read(self, max_bytes: int, timeout: float | None) -> bytes:
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
+            raise ElementError("max_bytes must be a positive integer")
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._buf or self._eof or self._closed, timeout):
+                raise ElementError("timeout")
+            if self._closed:
+                return b""
+            data = bytes(self._buf[:max_bytes])
+            del self._buf[:max_bytes]
+            self._cond.notify_all()
+            return data
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._buf.clear()
+            self._cond.notify_all()
+
+
+# --------------------------------------------------------------------------- the element
+
+class DockerElement:
+    kind = "docker"
+
+    def __init__(self, spec: DockerSpec, client_factory: Callable[[], docker.DockerClient],
+                 on_done: Callable[["DockerElement"], None] = lambda el: None) -> None:
+        if not isinstance(spec, DockerSpec):
+            raise ElementError("DockerElement needs a DockerSpec")
+        self._spec = spec
+        self._factory = client_factory
+        self._on_done = on_done
+        self._start_lock = threading.Lock()  # scrub waits for a start in flight
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._api: Any = None
+        self._id: str | None = None
+        self._name: str | None = None
+        self._started = False
+        self._exited = False
+        self._done = False
+        self._scrubbed = False
+        self._last: dict | None = None  # the latest inspect data (final once done)
+        self._error: str | None = None  # why start failed
+        self._stdin: _Conn | None = None
+        self._stdin_closed = False       # by the user (or scrub)
+        self._stdin_dead = False         # the container exited: writes fail
+        self._stdin_shut = False         # EOF sent
+        self._stdin_busy = False         # a write is in flight: its writer finishes the close
+        self._stdin_wlock = threading.Lock()  # one writer at a time keeps writes whole and ordered
+        self._outputs: dict[str, _Output] = {}
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Create and start the container; failure raises ElementError and leaves no container."""
+        with self._start_lock:
+            with self._lock:
+                if self._started:
+                    raise ElementError("container already started")
+                if self._scrubbed:
+                    raise ElementError("aborted")
+                self._started = True
+            try:
+                client = self._factory()
+            except ElementError as e:
+                raise self._failed(str(e)) from None
+            except _API_ERRORS as e:
+                raise self._failed(f"docker daemon unavailable: {_explain(e)}") from None
+            api = self._api = getattr(client, "api", client)  # a DockerClient, or an APIClient
+            name = NAME_PREFIX + secrets.token_hex(8)
+            try:
+                cid = api.create_container(**self._spec._create_kwargs(api, name))["Id"]
+            except _derrors.ImageNotFound:
+                raise self._failed(f"no such image: {self._spec.image}") from None
+            except _API_ERRORS as e:
+                raise self._failed(f"docker create: {_explain(e)}") from None
+            conns: list[_Conn] = []
+            try:
+                stdin = _Conn(api, cid, stdin=1)
+                conns.append(stdin)
+                for stream in ("stdout", "stderr"):
+                    conns.append(_Conn(api, cid, **{stream: 1}))
+                with self._lock:
+                    self._id, self._name = cid, name
+                    self._stdin = stdin
+                    for stream, conn in zip(("stdout", "stderr"), conns[1:]):
+                        self._outputs[stream] = _Output(stream, conn, self._check_done)
+                api.start(cid)
+            except BaseException as e:
+                for conn in conns:
+                    conn.close()
+                self._remove_quietly(cid)
+                with self._lock:
+                    self._id = None
+                    self._stdin = None
+                    self._outputs.clear()
+                if not isinstance(e, _API_ERRORS):
+                    self._failed(f"docker start: {_explain(e)}")
+                    raise
+                raise self._failed(f"docker start: {_explain(e)}") from None
+            self._last = self._inspect_quiet() or self._last
+            threading.Thread(target=self._reap, name=f"docker-reaper-{cid[:12]}", daemon=True).start()
+
+    def _failed(self, reason: str) -> ElementError:
+        with self._lock:
+            self._error = reason
+            self._done = True  # nothing will ever run: wait returns at once
+            self._cond.notify_all()
+        return ElementError(reason)
+
+    def _inspect_quiet(self) -> dict | None:
+        try:
+            return self._api.inspect_container(self._id)
+        except _API_ERRORS:
+            return None
+
+    def _remove_quietly(self, cid: str) -> None:
+        try:
+            self._api.remove_container(cid, v=True, force=True)
+        except _derrors.NotFound:
+            pass
+        except _API_ERRORS as e:
+            _log.warning("could not remove container %s: %s", cid[:12], _explain(e))
+
+    def _reap(self) -> None:
+        cid = self._id
+        try:
+            self._api.wait(cid)  # no timeout: blocks until the container is not running
+        except _derrors.NotFound:
+            pass  # removed (scrubbed)
+        except _API_ERRORS as e:
+            _log.warning("waiting for container %s failed: %s", cid[:12], _explain(e))
+        info = self._inspect_quiet()
+        with self._lock:
+            self._exited = True
+            if info is not None:
+                self._last = info
+            self._stdin_dead = True
+            if not self._stdin_busy:
+                self._close_stdin_conn_locked()
+            outputs = list(self._outputs.values())
+        # The container has exited: what is still in flight is bounded, so take it all.
+        for out in outputs:
+            out.unbound()
+        for out in outputs:
+            if not out.wait_eof(_EOF_GRACE):
+                _log.warning("container %s: output did not end after exit", cid[:12])
+                out.abort()
+        self._check_done()
+
+    def _check_done(self) -> None:
+        with self._lock:
+            if self._done or not self._exited:
+                return
+            if not all(out._eof for out in self._outputs.values()):
+                return
+            self._done = True
+            self._cond.notify_all()
+            # A user scrub already detached us: the anchor may hold something else now.
+            fire = self._spec.scrub and not self._scrubbed
+            cid = self._id
+        if fire:
+            self._remove_quietly(cid)
+            try:
+                self._on_done(self)
+            except Exception:
+                _log.exception("on_done callback of container %s failed", cid[:12])
+
+    def scrub(self) -> None:
+        """Detach and remove the container (killing it if it runs) with its
+        anonymous volumes; waits then fail with "aborted"."""
+        with self._start_lock:
+            with self._lock:
+                if self._scrubbed:
+                    return
+                self._scrubbed = True
+                self._stdin_closed = True
+                if not self._stdin_busy:
+                    self._close_stdin_conn_locked()
+                self._cond.notify_all()
+                cid = self._id
+                outputs = list(self._outputs.values())
+            for out in outputs:
+                out.close()
+            if cid is None:
+                return
+            try:
+                self._api.remove_container(cid, v=True, force=True)
+            except _derrors.NotFound:
+                pass
+            except _derrors.APIError as e:
+                if e.status_code != 409:  # 409: a removal (auto-scrub) is already under way
+                    raise ElementError(f"docker remove: {_explain(e)}") from None
+            except _API_ERRORS as e:
+                raise ElementError(f"docker remove: {_explain(e)}") from None
+            finally:
+                for out in outputs:
+                    out.abort()
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def id(self) -> str | None:
+        """The container's ID (None before start)."""
+        return self._id
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def spec(self) -> DockerSpec:
+        return self._spec
+
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return self._done
+
+    def _placeholder(self) -> dict:
+        state: dict[str, Any] = {"Status": "unknown", "Running": False}
+        if self._error is not None:
+            state["Error"] = self._error
+        return {"Id": None, "Name": None, "Config": {"Image": self._spec.image}, "State": state}
+
+    def _peek_locked(self) -> dict:
+        return dict(self._last) if self._last is not None else self._placeholder()
+
+    def peek(self) -> dict:
+        """The container's inspect data (``docker inspect``)."""
+        with self._lock:
+            cid = self._id
+            if cid is None or self._done or self._scrubbed:
+                return self._peek_locked()
+        try:
+            info = self._api.inspect_container(cid)
+        except _derrors.NotFound:
+            with self._lock:
+                return self._peek_locked()
+        except _API_ERRORS as e:
+            raise ElementError(f"docker inspect: {_explain(e)}") from None
+        with self._lock:
+            if not self._done:
+                self._last = info
+        return info
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, **self.peek()}
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """The inspect data once the container has exited."""
+        with self._lock:
+            if self._scrubbed:
+                raise ElementError("aborted")
+            # A scrub that comes after completion does not rob pending waiters of the result.
+            if not self._cond.wait_for(lambda: self._done or self._scrubbed, timeout):
+                raise ElementError("timeout")
+            if not self._done:
+                raise ElementError("aborted")
+            return self._peek_locked()
+
+    # ----------------------------------------------------------------- control
+
+    def _require_started(self) -> None:
+        if self._id is None:
+            raise ElementError("container not started")
+
+    def signal(self, name: str) -> None:
+        signum = parse_signal(name)
+        with self._lock:
+            self._require_started()
+            if self._exited:
+                raise ElementError("process already finished")
+            cid = self._id
+        try:
+            self._api.kill(cid, signal=signum)
+        except _derrors.APIError as e:
+            if e.status_code in (404, 409):  # gone, or "is not running"
+                raise ElementError("process already finished") from None
+            raise ElementError(f"signal: {_explain(e)}") from None
+        except _API_ERRORS as e:
+            raise ElementError(f"signal: {_explain(e)}") from None
+
+    # ----------------------------------------------------------------- standard streams
+
+    def _close_stdin_conn_locked(self) -> None:
+        """Send EOF if the user closed stdin, and drop the connection once nothing needs it."""
+        conn = self._stdin
+        if conn is None:
+            return
+        if self._stdin_closed and not self._stdin_shut:
+            self._stdin_shut = True
+            conn.shutdown(socket.SHUT_WR)  # dockerd closes the container's stdin (StdinOnce)
+        if self._stdin_dead or self._scrubbed:
+            self._stdin = None
+            conn.close()
+
+    def stdin_write(self, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ElementError("stdin takes bytes")
+        self._require_started()
+        with self._stdin_wlock:
+            with self._lock:
+                if self._stdin_closed:
+                    raise ElementError("stdin closed")
+                if self._stdin_dead or self._stdin is None:
+                    raise ElementError("broken pipe")
+                self._stdin_busy = True
+                sock = self._stdin.sock
+            try:
+                sock.sendall(memoryview(data).cast("B"))
+            except (BrokenPipeError, ConnectionResetError):
+                raise ElementError("broken pipe") from None
+            except OSError as e:
+                raise ElementError(f"stdin: {e.strerror or e}") from None
+            finally:
+                with self._lock:
+                    self._stdin_busy = False
+                    self._close_stdin_conn_locked()
+
+    def stdin_close(self) -> None:
+        """Idempotent; a write in flight finishes first (its writer sends the EOF)."""
+        self._require_started()
+        with self._lock:
+            self._stdin_closed = True
+            if not self._stdin_busy:
+                self._close_stdin_conn_locked()
+
+    def _output(self, stream: str) -> _Output:
+        self._require_started()
+        out = self._outputs.get(stream)
+        if out is None:
+            raise ElementError(f"unknown output stream {stream!r} (stdout or stderr)")
+        return out
+
+    def read(self, stream: str, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
+        """Up to ``max_bytes`` of ``stream``; blocks until some data or EOF (``b""``).
+        After ``close_stream`` or ``scrub`` it returns ``b""``."""
+        return self._output(stream).read(max_bytes, timeout)
+
+    def close_stream(self, stream: str) -> None:
+        """Discard the rest of ``stream`` ("stdin" closes standard input)."""
+        if stream == "stdin":
+            self.stdin_close()
+        else:
+            self._output(stream).close()
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "exited" if self._exited else \
+            "running" if self._id else "unstarted"
+        return f"<DockerElement {self._id and self._id[:12]} {self._spec.image!r} {state}>"
