@@ -102,8 +102,8 @@ class Spawner:
     """Starts the zygote and turns its events into worker records."""
 
     def __init__(self, server_url: str, server_id: str, host: str, var_dir: str,
-                 on_exit: Callable[[WorkerRecord, dict], None]):
-        self._args = [server_url, server_id, host]
+                 on_exit: Callable[[WorkerRecord, dict], None], key_path: str = ""):
+        self._args = [server_url, server_id, host, key_path or ""]  # key_path: the cluster key of workers
         self._var = os.path.join(var_dir, "workers")
         os.makedirs(self._var, exist_ok=True)
         self._on_exit = on_exit

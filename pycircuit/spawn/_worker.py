@@ -105,8 +105,10 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: str) -> None:
-    """Entry point of a freshly forked worker; never returns."""
+def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: str, key: Any = "") -> None:
+    """Entry point of a freshly forked worker; never returns. With ``key``
+    (the server's cluster key: a loaded ClusterKey or its file path) the
+    worker speaks TLS."""
     global _server_url
     try:
         os.setsid()  # signals aimed at the server's process group spare workers
@@ -117,7 +119,12 @@ def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: st
         faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
         faulthandler.enable(file=sys.stderr, all_threads=True)
         _server_url = server_url_
-        rt = install(Runtime(RuntimeConfig(host=host, role="worker", host_label=server_id)))
+        tls = key or None
+        if isinstance(tls, str):
+            from ..runtime._tls import load_key
+
+            tls = load_key(tls)
+        rt = install(Runtime(RuntimeConfig(host=host, role="worker", host_label=server_id, tls=tls)))
         rt._table.add_static(HANDLE_MAIN, WorkerMain(rt))
         server = WorkerAddr.parse(server_url_)
         rt.on_peer_lost.append(lambda p: p.id == server.id and _exit(EXIT_SERVER_LOST))

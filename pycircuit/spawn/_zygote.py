@@ -21,6 +21,10 @@ import signal
 import sys
 
 # Imported here, before any fork, so that workers start warm.
+import encodings.idna  # noqa: F401  (socket.create_connection imports it lazily: ~1 ms a spawn)
+import stringprep  # noqa: F401
+import unicodedata  # noqa: F401
+
 import dill  # noqa: F401
 import psutil  # noqa: F401
 import rpyc  # noqa: F401
@@ -46,7 +50,15 @@ def _reap(out) -> None:
 
 
 def main(argv: list[str]) -> None:
-    server_url, server_id, host = argv
+    server_url, server_id, host, *rest = argv
+    key = rest[0] if rest else ""  # the cluster key file, if the server has one
+    if key:  # loaded once: forked workers inherit it (a few ms each otherwise)
+        from ..runtime._tls import load_key
+
+        try:
+            key = load_key(key)
+        except Exception:
+            pass  # each worker loads it by path, and reports why it cannot
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
     os.set_blocking(wfd, False)
@@ -83,7 +95,7 @@ def main(argv: list[str]) -> None:
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
                     os.close(rfd)
                     os.close(wfd)
-                    _worker.child_main(server_url, server_id, host, order["token"], order["dir"])
+                    _worker.child_main(server_url, server_id, host, order["token"], order["dir"], key)
                     os._exit(70)  # not reached: child_main exits itself
                 _emit(out, ev="forked", token=order["token"], pid=pid)
 
