@@ -188,3 +188,20 @@ def test_fault_stack_of_worker_stuck_in_c(client, host, tmp_path):
         assert "spin_in_regex" in text and "Thread" in text
     finally:
         client.kill(addr)
+
+
+def test_a_bogus_frame_length_does_not_make_the_server_allocate_it(client, server):
+    """Six stray bytes (the start of a TLS ClientHello) announce a huge RPyC
+    frame; the server must not reserve it up front."""
+    import socket
+    import psutil
+
+    addr = pycircuit.WorkerAddr.parse(server)
+    proc = psutil.Process(addr.pid)
+    before = proc.memory_info().rss
+    with socket.create_connection((addr.host, addr.port)) as s:
+        s.sendall(b"\x16\x03\x01\x02\x00\x01\xff\xff\xff\xff")
+        time.sleep(0.3)  # give a careless reader time to allocate (this asserts an absence)
+        grown = proc.memory_info().rss - before
+    assert grown < 64 * 1024 * 1024, f"server grew by {grown >> 20} MiB"
+    assert pycircuit.dial(server, "acid").ping()  # and still serves

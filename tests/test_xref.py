@@ -187,3 +187,45 @@ def test_permanent_references_are_never_freed(served):
     # the plain reference's release is processed; the permanent one stays
     wait_until(lambda: probe.table_size() == base + 1, what="plain reference freed")
     assert probe.has(handle)
+
+
+def callback_server(cb):
+    import threading
+    import pycircuit
+
+    class Caller:
+        def hit_back(self, n, size):
+            blob = b"y" * size
+            return sum(len(cb.echo(blob)) for _ in range(n))
+    pycircuit.run_in_back(threading.Event().wait)
+    return pycircuit.ref(Caller())
+
+
+def test_concurrent_nested_callbacks_do_not_deadlock(client, host):
+    """Two caller threads; the worker calls back into the caller while
+    serving each (the first callback on a fresh connection used to take a
+    lock that a nested request on the same thread wanted again)."""
+    import threading
+
+    class Echo:
+        def echo(self, b):
+            return b
+
+    x, addr = client.spawn(host, None, callback_server, pycircuit.ref(Echo()))
+    try:
+        results, errors = [], []
+
+        def run(size):
+            try:
+                results.append(x.hit_back(20, size))
+            except Exception as e:  # reported below
+                errors.append(e)
+        threads = [threading.Thread(target=run, args=(s,)) for s in (10, 100_000, 10, 1000)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), "deadlocked"
+        assert not errors and sorted(results) == sorted([200, 2_000_000, 200, 20_000])
+    finally:
+        client.kill(addr)

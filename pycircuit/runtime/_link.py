@@ -68,12 +68,23 @@ class _Stream(SocketStream):
         return bool(r)
 
     def read(self, count):
-        buf = bytearray(count)
+        # The frame length comes from the peer: allocate as data arrives, so
+        # six stray bytes cannot make us reserve gigabytes.
+        if count <= _CHUNK:
+            return self._read_into(bytearray(count))
+        parts, left = [], count
+        while left:
+            part = self._read_into(bytearray(min(left, _CHUNK)))
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+
+    def _read_into(self, buf: bytearray) -> bytes:
         view = memoryview(buf)
-        got = 0
+        count, got = len(buf), 0
         while got < count:
             try:
-                n = self.sock.recv_into(view[got:], min(count - got, _CHUNK))
+                n = self.sock.recv_into(view[got:], count - got)
             except socket.timeout:
                 continue
             except (OSError, ValueError) as e:

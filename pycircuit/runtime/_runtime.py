@@ -105,7 +105,6 @@ class Peer:
         self.group = ServeGroup(self.conn, "peer", self._closed, rt._after_serve)
         self._root = None
         self._methods: dict[str, Any] = {}
-        self._root_lock = threading.Lock()
 
     def _closed(self, err):
         self.rt._peer_lost(self, err)
@@ -113,12 +112,15 @@ class Peer:
     def _remote_method(self, name: str):
         # A cached netref of the bound method makes each call one HANDLE_CALL
         # request, cheaper than HANDLE_CALLATTR's attribute checks.
+        # No lock around the fetch: while it waits for the peer, this thread
+        # may serve a nested request that needs the same method (a callback),
+        # and would deadlock on itself. Racing fetches are harmless.
         ref = self._methods.get(name)
         if ref is None:
-            with self._root_lock:
-                if self._root is None:
-                    self._root = self.conn.root
-                ref = self._methods[name] = getattr(self._root, name)
+            root = self._root
+            if root is None:
+                root = self._root = self.conn.root
+            ref = self._methods.setdefault(name, getattr(root, name))
         return ref
 
     def invoke(self, name: str, arg) -> Any:
