@@ -165,3 +165,28 @@ def test_spawn_many_concurrently(client, host):
     with cf.ThreadPoolExecutor(8) as ex:
         results = list(ex.map(lambda i: client.spawn(host, None, add, i, i)[0], range(24)))
     assert results == [2 * i for i in range(24)]
+
+
+def _zygote_children(server_url: str) -> set[int]:
+    server = psutil.Process(pycircuit.WorkerAddr.parse(server_url).pid)
+    zygotes = [p for p in server.children() if "pycircuit.spawn._zygote" in " ".join(p.cmdline())]
+    return {c.pid for z in zygotes for c in z.children()}
+
+
+def test_spawn_hands_out_a_spare_forked_ahead_and_hides_spares(servers):
+    url = servers.start("--spares", "1")
+    with pycircuit.connect(url) as c:
+        kernel = c._kernel_of(c.hosts()[0])
+        wait_until(lambda: kernel.info()["spares"] == 1, 10, what="a spare is ready")
+        spare = _zygote_children(url)
+        assert kernel.workers() == [] and kernel.remains() == []  # spares are nobody's yet
+        out, addr = c.spawn(c.hosts()[0], ["d"], pid)
+        assert out == addr.pid and addr.pid in spare  # the spawn took the spare
+        wait_until(lambda: len(_zygote_children(url) - spare) == 1, 10, what="a new spare replaces it")
+
+
+def test_spawn_without_spares(servers):
+    url = servers.start("--spares", "0")
+    with pycircuit.connect(url) as c:
+        assert c.spawn(c.hosts()[0], None, add, 2, 3)[0] == 5
+        assert _zygote_children(url) == set() or all(gone(p) for p in _zygote_children(url))

@@ -56,7 +56,8 @@ def cmd_start(args) -> int:
     if key is None and not _is_loopback(host) and not args.insecure:
         raise UsageError(f"refusing to listen on non-loopback address {host} without a key (use --key, or --insecure)")
     lock = _lock_var(args.var) if args.var else None
-    server = Server(ServerConfig(host=host, port=port, var_dir=args.var, tls=key, docker=args.docker))
+    server = Server(ServerConfig(host=host, port=port, var_dir=args.var, tls=key, docker=args.docker,
+                                 spares=max(0, args.spares)))
     sys.stdout.write(server.url + "\n")
     sys.stdout.flush()
     if not args.embedded:
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--discover", nargs="?", const="", default=None, metavar="IFACE",
                    help="find and join other servers by multicast DNS on the server's interface")
     s.add_argument("--docker", action="store_true", help="enable docker elements")
+    s.add_argument("--spares", type=int, default=2, metavar="N",
+                   help="workers kept forked ahead of demand, for fast spawns (default 2)")
     s.add_argument("--var", default=None, help="directory for worker output and state")
     s.add_argument("--insecure", action="store_true", help="allow a non-loopback address without a key")
     s.add_argument("--key", metavar="FILE", default=None,

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import rpyc
 from rpyc.core import consts
+from rpyc.core import netref as rpyc_netref
 
 from ..errors import (
     CircuitError,
@@ -69,27 +70,33 @@ def resolve_method(obj: Any, method: str) -> Callable:
 
 
 class _Endpoint(rpyc.Service):
-    """The only object a peer can reach through RPyC: five exposed methods
-    taking and returning bytes."""
+    """The only object a peer can reach through RPyC. A peer calls the
+    endpoint itself (RPyC's HANDLE_CALL on the root) with an operation name
+    and a bytes frame: one request a call, and no per-method attribute
+    lookups when a connection starts."""
 
     def __init__(self, rt: "Runtime", peer: "Peer"):
         self._rt = rt
         self._peer = peer
+        self._ops = {
+            "hello": lambda f: rt._on_hello(peer, f),
+            "call": lambda f: rt._on_call(peer, f),
+            "release": lambda f: rt._on_release(peer, f),
+            "acquire": lambda f: rt._on_acquire(peer, f),
+            "ack": lambda t: rt._on_ack(peer, t),
+        }
 
-    def exposed_hello(self, frame):
-        return self._rt._on_hello(self._peer, frame)
+    def __call__(self, op, arg):
+        handler = self._ops.get(op)
+        if handler is None:
+            raise ProtocolError(f"unknown endpoint operation {op!r}")
+        return handler(arg)
 
-    def exposed_call(self, frame):
-        return self._rt._on_call(self._peer, frame)
 
-    def exposed_release(self, frame):
-        self._rt._on_release(self._peer, frame)
-
-    def exposed_acquire(self, frame):
-        return self._rt._on_acquire(self._peer, frame)
-
-    def exposed_ack(self, token):
-        self._rt._on_ack(self._peer, token)
+# The root of every peer is an _Endpoint: give RPyC its netref class up
+# front, or each new connection pays a HANDLE_INSPECT round trip for it.
+_ENDPOINT_NAME = f"{_Endpoint.__module__}.{_Endpoint.__qualname__}"
+rpyc_netref.builtin_classes_cache[_ENDPOINT_NAME] = rpyc_netref.class_factory((_ENDPOINT_NAME, 0, 0), [])
 
 
 class Peer:
@@ -104,24 +111,18 @@ class Peer:
         self.conn = make_connection(sock, _Endpoint(rt, self))
         self.group = ServeGroup(self.conn, "peer", self._closed, rt._after_serve)
         self._root = None
-        self._methods: dict[str, Any] = {}
 
     def _closed(self, err):
         self.rt._peer_lost(self, err)
 
-    def _remote_method(self, name: str):
-        # A cached netref of the bound method makes each call one HANDLE_CALL
-        # request, cheaper than HANDLE_CALLATTR's attribute checks.
+    def _endpoint(self):
         # No lock around the fetch: while it waits for the peer, this thread
-        # may serve a nested request that needs the same method (a callback),
-        # and would deadlock on itself. Racing fetches are harmless.
-        ref = self._methods.get(name)
-        if ref is None:
-            root = self._root
-            if root is None:
-                root = self._root = self.conn.root
-            ref = self._methods.setdefault(name, getattr(root, name))
-        return ref
+        # may serve a nested request that needs it too (a callback), and
+        # would deadlock on itself. Racing fetches are harmless.
+        root = self._root
+        if root is None:
+            root = self._root = self.conn.root
+        return root
 
     def invoke(self, name: str, arg) -> Any:
         """One synchronous RPyC request to the peer's endpoint."""
@@ -130,7 +131,7 @@ class Peer:
         group = self.group
         group.call_begin()
         try:
-            return self.conn.sync_request(consts.HANDLE_CALL, self._remote_method(name), (arg,), ())
+            return self.conn.sync_request(consts.HANDLE_CALL, self._endpoint(), (name, arg), ())
         except (EOFError, OSError) as e:
             self.rt._peer_lost(self, e)
             raise NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}") from None
@@ -150,7 +151,7 @@ class Peer:
         if self.dead:
             return
         try:
-            self.conn.async_request(consts.HANDLE_CALL, self._remote_method(name), (arg,), ())
+            self.conn.async_request(consts.HANDLE_CALL, self._endpoint(), (name, arg), ())
         except Exception:
             pass
 

@@ -38,7 +38,8 @@ class Kernel:
     # -- identity and membership ------------------------------------------------
     def info(self) -> dict:
         s = self._s
-        return {"id": s.id, "url": s.url, "pid": os.getpid(), "started": s.started, "docker": s.cfg.docker}
+        return {"id": s.id, "url": s.url, "pid": os.getpid(), "started": s.started, "docker": s.cfg.docker,
+                "spares": len(s._spares)}
 
     def hosts(self) -> list[tuple[str, str]]:
         return self._s.cluster.alive()

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import CircuitError, ElementError, SpawnError
 from ..runtime._addr import WorkerAddr, new_server_id
-from ..runtime._runtime import Runtime, RuntimeConfig, install
+from ..runtime._runtime import HANDLE_MAIN, Runtime, RuntimeConfig, install
 from ..spawn._spawner import Spawner, WorkerRecord
 from ._anchors import AnchorTree, check_name
 from ._cluster import Cluster, ClusterConfig
@@ -33,6 +33,7 @@ class ServerConfig:
     tls: Any = None
     cluster: ClusterConfig = ClusterConfig()
     docker: bool = False
+    spares: int = 2  # workers kept forked ahead of demand
     discover_every: float = 2.0
 
 
@@ -68,7 +69,10 @@ class Server:
         self.kernel = Kernel(self)
         self.rt.listen("circuit", self.kernel)
         self.stopped = threading.Event()
+        self._spares: list[WorkerRecord] = []
+        self._spares_coming = 0
         self.cluster.start()
+        self._replenish()
 
     # -- elements -----------------------------------------------------------
     def describe(self) -> dict:
@@ -111,8 +115,17 @@ class Server:
     # -- workers ------------------------------------------------------------
     def spawn(self, anchors: list) -> str:
         paths = [[check_name(n) for n in p] for p in anchors]
+        rec = self._take_spare(paths)
+        if rec is None:
+            rec = self._order(paths, spare=False)
+        else:
+            self._list(rec)
+        self._replenish()
+        return rec.url
+
+    def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)
-        rec = self.spawner.order(token, paths)
+        rec = self.spawner.order(token, paths, spare=spare)
         if not rec.ready.wait(SPAWN_TIMEOUT):
             self.spawner.forget(rec)
             if rec.pid:
@@ -120,22 +133,66 @@ class Server:
             raise SpawnError(f"worker did not start on host {self.id} within {SPAWN_TIMEOUT:.0f} s")
         if rec.failure:
             raise SpawnError(f"worker failed to start on host {self.id}: {rec.failure}")
-        return rec.url
+        return rec
+
+    # Spares: workers forked and registered ahead of demand, so a spawn costs
+    # one call to the spare instead of a fork, a boot and a registration.
+    def _take_spare(self, paths: list) -> WorkerRecord | None:
+        while True:
+            with self.lock:
+                if not self._spares:
+                    return None
+                rec = self._spares.pop()
+            rec.anchors, rec.assigned = paths, True
+            try:
+                self.rt.call_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "assign", (), {})
+                return rec
+            except CircuitError:
+                continue  # it died meanwhile; its exit is reported as usual
+
+    def _replenish(self) -> None:
+        with self.lock:
+            want = self.cfg.spares - len(self._spares) - self._spares_coming
+            if want <= 0 or self.stopped.is_set():
+                return
+            self._spares_coming += want
+        for _ in range(want):
+            threading.Thread(target=self._make_spare, name="pycircuit-spare", daemon=True).start()
+
+    def _make_spare(self) -> None:
+        try:
+            rec = self._order([], spare=True)
+            # Fetch the spare's endpoint now, so that assigning it later
+            # costs one round trip on a warm connection.
+            self.rt.peer(WorkerAddr.parse(rec.url))._endpoint()
+        except CircuitError:
+            rec = None
+        with self.lock:
+            self._spares_coming -= 1
+            if rec is not None:
+                self._spares.append(rec)
 
     def register(self, token: str, url: str) -> None:
         addr = WorkerAddr.parse(url)
         rec = self.spawner.registered(token, url, addr.id, addr.pid)
         if rec is None:
             raise SpawnError("unknown spawn token")
-        element = WorkerElement(url, addr.pid, addr.id)
+        self._list(rec)
+
+    def _list(self, rec: WorkerRecord) -> None:
+        """Show a worker in the anchor tree, under each of its directories."""
+        element = WorkerElement(rec.url, rec.pid, rec.id)
         with self.lock:
             for p in rec.anchors:
                 try:
-                    self.anchors.set(p + [addr.id], element)
+                    self.anchors.set(p + [rec.id], element)
                 except ElementError:
                     pass
 
     def _worker_exited(self, rec: WorkerRecord, remains: dict) -> None:
+        with self.lock:
+            if rec in self._spares:
+                self._spares.remove(rec)
         if rec.id is None:
             return
         with self.lock:
@@ -180,7 +237,8 @@ class Server:
         if ann is not None:
             ann.close()
         self.cluster.stop()
-        for rec in self.spawner.live():
+        self.stopped.set()  # no more spares
+        for rec in self.spawner.live(spares=True):
             if rec.pid:
                 _kill(rec.pid)
         self.spawner.close()

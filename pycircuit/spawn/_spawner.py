@@ -62,6 +62,12 @@ class WorkerRecord:
     id: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     failure: str | None = None
+    spare: bool = False  # forked ahead of demand; not anybody's until assigned
+    assigned: bool = False
+
+    @property
+    def visible(self) -> bool:
+        return bool(self.url) and (self.assigned or not self.spare)
 
 
 class Remains:
@@ -158,23 +164,24 @@ class Spawner:
             "cause": cause, "stdout": _tail(os.path.join(rec.wdir, "stdout")),
             "stderr": _tail(os.path.join(rec.wdir, "stderr")), "started": rec.started, "died": time.time(),
         }
-        self.remains.add(rec.id or rec.token, remains)
+        if not rec.spare or rec.assigned:  # a spare nobody used leaves no remains
+            self.remains.add(rec.id or rec.token, remains)
         shutil.rmtree(rec.wdir, ignore_errors=True)
         if rec.url is None:
             rec.failure = f"{cause}; stderr: {remains['stderr'].strip()[-800:] or '(empty)'}"
             rec.ready.set()
         self._on_exit(rec, remains)
 
-    def order(self, token: str, anchors: list) -> WorkerRecord:
+    def order(self, token: str, anchors: list, spare: bool = False) -> WorkerRecord:
         wdir = os.path.join(self._var, token)
         os.makedirs(wdir, exist_ok=True)
-        rec = WorkerRecord(token, wdir, anchors)
+        rec = WorkerRecord(token, wdir, anchors, spare=spare)
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
             self._by_token[token] = rec
             try:
-                self._proc.stdin.write(json.dumps({"token": token, "dir": wdir}).encode() + b"\n")
+                self._proc.stdin.write(json.dumps({"token": token, "dir": wdir, "spare": spare}).encode() + b"\n")
                 self._proc.stdin.flush()
             except OSError as e:
                 del self._by_token[token]
@@ -198,14 +205,15 @@ class Spawner:
             self._exited(rec, status)
         return rec
 
-    def live(self) -> list[WorkerRecord]:
+    def live(self, spares: bool = False) -> list[WorkerRecord]:
+        """Running workers (unassigned spares only when asked)."""
         with self._lock:
-            return [r for r in self._by_token.values() if r.url]
+            return [r for r in self._by_token.values() if r.url and (spares or r.visible)]
 
     def find(self, wid: str) -> WorkerRecord | None:
         with self._lock:
             for r in self._by_token.values():
-                if r.id == wid:
+                if r.id == wid and r.visible:
                     return r
         return None
 

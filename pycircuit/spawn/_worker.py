@@ -42,8 +42,15 @@ class WorkerMain:
 
     def __init__(self, rt: Runtime):
         self._rt = rt
+        self.assigned = threading.Event()
+
+    def assign(self) -> None:
+        """The server handed this (spare) worker to a spawner: its function
+        is due now."""
+        self.assigned.set()
 
     def run(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        self.assigned.set()
         lc = self._rt.lifecycle
         with lc.lock:
             if lc.main_started:
@@ -105,10 +112,12 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: str, key: Any = "") -> None:
+def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: str, key: Any = "",
+               spare: bool = False) -> None:
     """Entry point of a freshly forked worker; never returns. With ``key``
     (the server's cluster key: a loaded ClusterKey or its file path) the
-    worker speaks TLS."""
+    worker speaks TLS. A ``spare`` waits to be assigned before its function
+    deadline starts."""
     global _server_url
     try:
         os.setsid()  # signals aimed at the server's process group spare workers
@@ -125,7 +134,8 @@ def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: st
 
             tls = load_key(tls)
         rt = install(Runtime(RuntimeConfig(host=host, role="worker", host_label=server_id, tls=tls)))
-        rt._table.add_static(HANDLE_MAIN, WorkerMain(rt))
+        main = WorkerMain(rt)
+        rt._table.add_static(HANDLE_MAIN, main)
         server = WorkerAddr.parse(server_url_)
         rt.on_peer_lost.append(lambda p: p.id == server.id and _exit(EXIT_SERVER_LOST))
         kernel = rt.dial(server, "circuit")
@@ -133,6 +143,8 @@ def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: st
     except BaseException:
         traceback.print_exc()
         _exit(EXIT_BOOT_FAILED)
+    if spare:  # forked ahead of demand: waits (without a deadline) to be handed out
+        main.assigned.wait()
     lc = rt.lifecycle
     if not lc.finished.wait(MAIN_TIMEOUT):
         with lc.lock:

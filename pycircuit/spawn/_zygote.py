@@ -14,6 +14,7 @@ zygote exits when its stdin closes, that is when the server dies.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -59,6 +60,10 @@ def main(argv: list[str]) -> None:
             key = load_key(key)
         except Exception:
             pass  # each worker loads it by path, and reports why it cannot
+    # Everything imported so far is shared with every worker: keep the
+    # collector from touching (and so copying) those pages in each child.
+    gc.collect()
+    gc.freeze()
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
     os.set_blocking(wfd, False)
@@ -95,7 +100,8 @@ def main(argv: list[str]) -> None:
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
                     os.close(rfd)
                     os.close(wfd)
-                    _worker.child_main(server_url, server_id, host, order["token"], order["dir"], key)
+                    _worker.child_main(server_url, server_id, host, order["token"], order["dir"], key,
+                                       spare=bool(order.get("spare")))
                     os._exit(70)  # not reached: child_main exits itself
                 _emit(out, ev="forked", token=order["token"], pid=pid)
 
