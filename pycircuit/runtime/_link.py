@@ -22,6 +22,8 @@ import time
 from typing import Callable
 
 import rpyc
+from rpyc.core import brine, consts
+from rpyc.core.async_ import AsyncResult
 from rpyc.core.channel import Channel
 from rpyc.core.protocol import DEFAULT_CONFIG, Connection
 from rpyc.core.stream import SocketStream
@@ -40,6 +42,7 @@ RPYC_CONFIG = dict(
     log_exceptions=False,
     sync_request_timeout=None,
     propagate_KeyboardInterrupt_locally=True,
+    bind_threads=False,  # the fast request path below assumes unbound frames
 )
 
 _CHUNK = 1 << 20
@@ -110,9 +113,60 @@ def tune_socket(sock: socket.socket) -> None:
                     pass
 
 
+_REQUEST = brine.I1.pack(consts.MSG_REQUEST)
+_NO_KWARGS = brine.dump((consts.LABEL_VALUE, ()))
+
+
+def endpoint_call_head(id_pack: tuple) -> bytes:
+    """The constant middle of a HANDLE_CALL request on the netref ``id_pack``."""
+    return (brine.TAG_TUP2 + brine.dump(consts.HANDLE_CALL) + brine.TAG_TUP2 + brine.dump(consts.LABEL_TUPLE)
+            + brine.TAG_TUP3 + brine.dump((consts.LABEL_LOCAL_REF, id_pack)))
+
+
+def encode_endpoint_call(seq: int, head: bytes, op: str, arg) -> bytes:
+    """Exactly the bytes RPyC's ``sync_request(HANDLE_CALL, root, (op, arg), ())``
+    sends (a test checks), built from a cached head instead of boxing and
+    brine-walking the whole message: about 20 brine calls fewer a request."""
+    return _REQUEST + brine.TAG_TUP2 + brine.dump(seq) + head + brine.dump((consts.LABEL_VALUE, (op, arg))) + _NO_KWARGS
+
+
+class _Connection(Connection):
+    """RPyC's connection plus one fast request: calling the peer's root."""
+
+    _head: bytes | None = None
+
+    def endpoint_request(self, root, op: str, arg) -> AsyncResult:
+        head = self._head
+        if head is None:
+            head = self._head = endpoint_call_head(root.____id_pack__)
+        res = AsyncResult(self)
+        seq = self._get_seq_id()
+        self._request_callbacks[seq] = res
+        try:
+            self._send_frame(encode_endpoint_call(seq, head, op, arg))
+        except Exception:
+            self._request_callbacks.pop(seq, None)
+            raise
+        return res
+
+    def _send_frame(self, data: bytes) -> None:
+        # The tail of Connection._send: a thread holding the send lock sends
+        # what others queued meanwhile.
+        self._send_queue.append(data)
+        while self._send_queue:
+            if not self._sendlock.acquire(False):
+                return
+            try:
+                if not self._send_queue:
+                    continue
+                self._channel.send(self._send_queue.pop(0))
+            finally:
+                self._sendlock.release()
+
+
 def make_connection(sock: socket.socket, service: rpyc.Service) -> Connection:
     tune_socket(sock)
-    return Connection(service, Channel(_Stream(sock), compress=False), config=RPYC_CONFIG)
+    return _Connection(service, Channel(_Stream(sock), compress=False), config=RPYC_CONFIG)
 
 
 class Watchdog:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import rpyc
-from rpyc.core import consts
 from rpyc.core import netref as rpyc_netref
 
 from ..errors import (
@@ -131,7 +130,7 @@ class Peer:
         group = self.group
         group.call_begin()
         try:
-            return self.conn.sync_request(consts.HANDLE_CALL, self._endpoint(), (name, arg), ())
+            return self.conn.endpoint_request(self._endpoint(), name, arg).value
         except (EOFError, OSError) as e:
             self.rt._peer_lost(self, e)
             raise NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}") from None
@@ -151,7 +150,7 @@ class Peer:
         if self.dead:
             return
         try:
-            self.conn.async_request(consts.HANDLE_CALL, self._endpoint(), (name, arg), ())
+            self.conn.endpoint_request(self._endpoint(), name, arg)
         except Exception:
             pass
 
