@@ -229,3 +229,20 @@ def test_concurrent_nested_callbacks_do_not_deadlock(client, host):
         assert not errors and sorted(results) == sorted([200, 2_000_000, 200, 20_000])
     finally:
         client.kill(addr)
+
+
+def test_a_waiting_caller_is_not_taken_hostage_by_a_callback(client, host):
+    """A request that arrives while this thread waits for its own reply runs
+    in another thread: a long callback cannot stall the caller, and the
+    caller's thread never runs foreign code."""
+    import threading
+
+    class Recorder:
+        def where(self):
+            return threading.current_thread().name
+
+    def main(r):
+        return r.where()
+
+    out, _ = client.spawn(host, None, main, pycircuit.ref(Recorder()))
+    assert out != threading.current_thread().name and out.startswith("pycircuit-serve")

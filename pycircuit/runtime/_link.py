@@ -131,9 +131,18 @@ def encode_endpoint_call(seq: int, head: bytes, op: str, arg) -> bytes:
 
 
 class _Connection(Connection):
-    """RPyC's connection plus one fast request: calling the peer's root."""
+    """RPyC's connection plus one fast request (calling the peer's root), and
+    requests read by a thread that waits for its own reply run elsewhere."""
 
     _head: bytes | None = None
+    group: "ServeGroup | None" = None
+
+    def _dispatch_request(self, seq, raw_args):
+        g = self.group
+        if g is not None and g.waiting_here():
+            g.hand_off(lambda: Connection._dispatch_request(self, seq, raw_args))
+            return
+        Connection._dispatch_request(self, seq, raw_args)
 
     def endpoint_request(self, root, op: str, arg) -> AsyncResult:
         head = self._head
@@ -234,6 +243,7 @@ class ServeGroup:
     def __init__(self, conn: Connection, name: str, on_close: Callable[[BaseException | None], None],
                  after_serve: Callable[[], None] = lambda: None):
         self._conn = conn
+        conn.group = self
         self._stream = conn._channel.stream
         self._name = name
         self._on_close = on_close
@@ -262,13 +272,29 @@ class ServeGroup:
 
     # -- callers ------------------------------------------------------------
     def call_begin(self) -> None:
+        self._tl.waiting = getattr(self._tl, "waiting", 0) + 1
         with self._cond:
             self._waiters += 1
 
     def call_end(self) -> None:
+        self._tl.waiting -= 1
         with self._cond:
             self._waiters -= 1
             self._last_call = time.monotonic()
+
+    def waiting_here(self) -> bool:
+        """Is this thread waiting for a reply on this connection?"""
+        return getattr(self._tl, "waiting", 0) > 0
+
+    def hand_off(self, run: Callable[[], None]) -> None:
+        """Run a request a waiting caller read, in a thread of its own: a
+        caller is never taken hostage by an unrelated (maybe long) request."""
+        def body() -> None:
+            try:
+                run()
+            finally:
+                self._after_serve()
+        threading.Thread(target=body, name=f"pycircuit-serve-{self._name}", daemon=True).start()
 
     # -- requests -----------------------------------------------------------
     def enter_call(self) -> None:
