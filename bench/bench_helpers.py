@@ -1,38 +1,83 @@
-"""Helpers for bench_core.py.
+"""What the suite's remote processes run, importable by name.
 
-pycircuit workers import this module by name (bench_core.py puts this
-directory on sys.path and $PYTHONPATH before it connects, and the embedded
-server hands its sys.path on to its workers), so the functions below are
-pickled by reference, not sent by value with dill.
-
-Run as a script, it is the raw-RPyC peer: a ``rpyc.ThreadedServer`` on
-127.0.0.1 with an ``exposed_echo``; it prints its port on stdout and exits
-when its stdin closes (or on SIGTERM).
+pycircuit workers import this module by name (``common`` puts ``bench/`` on
+``sys.path`` and ``$PYTHONPATH`` before anything starts, and the embedded
+server hands its ``sys.path`` on to its workers), so the functions below are
+pickled by reference, not sent by value with dill. mitogen ships this
+module's source to its children and multiprocessing pickles these functions
+by reference, so they serve the peers too. Module-level imports are the
+standard library only; pycircuit is imported where a worker needs it.
 """
 from __future__ import annotations
 
 import os
-import pickle
-import socket
-import sys
 import threading
 
 
-# -- pycircuit side ---------------------------------------------------------
+# -- plain functions (every peer) ----------------------------------------------
+def echo(x):
+    return x
+
+
+def size(x):
+    """The one-way by-value call: the value goes there, only its length comes back."""
+    return len(x)
+
+
+def one():
+    """The trivial spawned function."""
+    return 1
+
+
+def getpid():
+    return os.getpid()
+
+
+def mp_child(conn):
+    """multiprocessing spawn peer: send the first result through a Pipe."""
+    conn.send(1)
+    conn.close()
+
+
+def mp_idle(conn):
+    """multiprocessing footprint peer: say who we are, then idle until the
+    parent closes its end."""
+    conn.send(os.getpid())
+    try:
+        conn.recv()
+    except EOFError:
+        pass
+
+
+# -- pycircuit workers ----------------------------------------------------------
 class Echo:
-    """The object served by the daemon worker."""
+    """The object served by the echo daemon worker."""
 
     def echo(self, x):
         return x
 
+    def size(self, x):
+        return len(x)
 
-def echo_daemon():
-    """Worker function: stay alive (until killed) and return a reference to
-    an Echo living in this worker."""
+
+def _forever() -> None:
     import pycircuit
 
     pycircuit.run_in_back(threading.Event().wait)
+
+
+def echo_daemon():
+    """Stay alive (until killed); return a reference to an Echo here."""
+    import pycircuit
+
+    _forever()
     return pycircuit.ref(Echo())
+
+
+def idle_daemon():
+    """Stay alive doing nothing; return our pid (footprint)."""
+    _forever()
+    return os.getpid()
 
 
 def where():
@@ -42,68 +87,103 @@ def where():
     return os.path.abspath(pycircuit.__file__)
 
 
-def one():
-    """The trivial spawned function."""
-    return 1
+# -- GC churn ---------------------------------------------------------------------
+class Token:
+    """What the owner hands out references to."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n):
+        self.n = n
+
+    def get(self):
+        return self.n
 
 
-# -- multiprocessing peer ---------------------------------------------------
-def mp_child(conn):
-    conn.send(1)
-    conn.close()
+class Factory:
+    def __init__(self):
+        self.made = 0
+
+    def make(self, n):
+        out = []
+        for _ in range(n):
+            self.made += 1
+            out.append(self._ref(Token(self.made)))
+        return out
+
+    @staticmethod
+    def _ref(obj):
+        import pycircuit
+
+        return pycircuit.ref(obj)
 
 
-# -- raw RPyC peer ----------------------------------------------------------
-def rpyc_server_main() -> None:
-    import rpyc
-    from rpyc.utils.server import ThreadedServer
+class Probe:
+    """The owner's lease table, from the inside (like tests/circuit_helpers.Probe)."""
 
-    class EchoService(rpyc.Service):
-        # ThreadedServer makes one instance per connection.
-        def on_connect(self, conn):
-            self._conn = conn
-            # Same socket tuning as the client side: no Nagle on either end.
-            try:
-                conn._channel.stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (AttributeError, OSError):
-                pass
+    def table_size(self):
+        from pycircuit.runtime._runtime import current
 
-        def exposed_echo(self, x):
-            return x
+        return current().table_size()
 
-        def exposed_echo_pickle(self, blob):
-            """The same work as a pycircuit echo: unpickle the argument,
-            pickle the result."""
-            return pickle.dumps(pickle.loads(blob), pickle.HIGHEST_PROTOCOL)
+    def proxy_count(self):
+        from pycircuit.runtime._runtime import current
 
-        def exposed_no_compression(self):
-            """For the informational row only: turn off RPyC's default zlib
-            compression of frames > 3000 bytes on this connection (the
-            client turns off its own side)."""
-            self._conn._channel.compress = False
+        return current().proxy_count()
 
-    server = ThreadedServer(
-        EchoService, hostname="127.0.0.1", port=0,
-        protocol_config={"sync_request_timeout": None},
-    )
-    # Listen before telling the port: start() only listens when it runs
-    # (and calling _listen() again there is a no-op), so a client that
-    # connects as soon as it reads the port is never refused.
-    server._listen()
-    sys.stdout.write(f"{server.port}\n")
-    sys.stdout.flush()
+    def collect(self):
+        import gc
 
-    def watch_stdin():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        os._exit(0)  # our owner is gone
+        return gc.collect()
 
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    server.start()
+    def rss(self):
+        import psutil
+
+        return psutil.Process().memory_info().rss
 
 
-if __name__ == "__main__":
-    rpyc_server_main()
+def gc_owner():
+    """Serve "factory" and "probe"; live until killed; return our pid."""
+    import pycircuit
+
+    pycircuit.listen("factory", Factory())
+    pycircuit.listen("probe", Probe())
+    _forever()
+    return os.getpid()
+
+
+class Holder:
+    """A third worker: takes references, keeps some, drops the rest."""
+
+    def __init__(self):
+        self.kept = []
+
+    def take(self, refs, keep):
+        self.kept.extend(refs[:keep])
+        if keep and refs:
+            refs[0].get()  # use one: the references work here
+        return len(refs)
+
+    def drop_all(self):
+        n = len(self.kept)
+        self.kept.clear()
+        import gc
+
+        gc.collect()
+        return n
+
+
+def gc_holder():
+    import pycircuit
+
+    _forever()
+    return pycircuit.ref(Holder())
+
+
+# -- stack dump ---------------------------------------------------------------------
+def stack_daemon(threads=3):
+    """A worker with a few idle threads besides pycircuit's own."""
+    for i in range(threads):
+        threading.Thread(target=threading.Event().wait, name=f"bench-idle-{i}", daemon=True).start()
+    _forever()
+    return os.getpid()

