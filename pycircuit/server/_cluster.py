@@ -23,6 +23,7 @@ class ClusterConfig:
     period: float = 0.4  # between probes of one server
     ttl: float = 2.0  # unheard for this long: gone (the original: 4 s)
     forget_after: float = 3600.0  # stop probing a departed server
+    mesh_size: int = 10  # up to this many members, period and ttl as given
 
 
 class Cluster:
@@ -89,6 +90,13 @@ class Cluster:
         return None if mono is None else time.time() - (time.monotonic() - mono)
 
     # -- machinery -------------------------------------------------------------
+    def _scaled(self, seconds: float) -> float:
+        """Probing is a full mesh: beyond ``mesh_size`` members, stretch the
+        period and the TTL with the member count, so each server's probe
+        load stays flat as the cluster grows (detection slows instead)."""
+        n = len(self.members.targets())
+        return seconds * max(1.0, n / self._cfg.mesh_size)
+
     def _kernel(self, url: str) -> Any:
         addr = WorkerAddr.parse(url)
         if self._rt.is_dead(addr.id):
@@ -130,11 +138,12 @@ class Cluster:
                 self._probe(url)
             except CircuitError:
                 pass  # the ticker decides when silence means gone
-            self._stop.wait(self._cfg.period)
+            self._stop.wait(self._scaled(self._cfg.period))
 
     def _tick_loop(self) -> None:
-        while not self._stop.wait(self._cfg.period / 2):
+        while not self._stop.wait(self._scaled(self._cfg.period) / 2):
             with self._lock:
+                self.members.ttl = self._scaled(self._cfg.ttl)
                 events = self.members.tick(time.monotonic())
             for ev in events:
                 try:
