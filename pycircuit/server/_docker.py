@@ -40,7 +40,7 @@ import requests
 from docker import errors as _derrors
 
 from ..errors import ElementError
-from ._proc import parse_signal
+from ._proc import parse_signal, str_list, wait_done
 
 __all__ = ["DockerSpec", "DockerElement", "docker_client_factory", "LABEL", "NAME_PREFIX"]
 
@@ -85,13 +85,6 @@ _KEYS = {
 }
 
 
-def _str_list(key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
-            or not all(isinstance(v, str) for v in value):
-        raise ElementError(f"{key} must be a list of strings")
-    return tuple(value)
-
-
 def _opt_str(key: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ElementError(f"{key} must be a string")
@@ -125,15 +118,15 @@ class DockerSpec:
         for key, value in (("Memory", self.memory), ("CpuShares", self.cpu_shares)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ElementError(f"{key} must be a non-negative integer")
-        set_("lxc", _str_list("Lxc", self.lxc))
+        set_("lxc", str_list("Lxc", self.lxc))
         if self.lxc:
             raise ElementError("Lxc options are not supported: LXC no longer exists in Docker")
-        set_("volume", _str_list("Volume", self.volume))
+        set_("volume", str_list("Volume", self.volume))
         for v in self.volume:
             if not v:
                 raise ElementError("Volume entries must be non-empty")
         if self.env is not None:
-            env = _str_list("Env", self.env)
+            env = str_list("Env", self.env)
             for entry in env:
                 if "=" not in entry:
                     raise ElementError(f"Env entries are KEY=VALUE strings, not {entry!r}")
@@ -141,7 +134,7 @@ class DockerSpec:
         set_("dir", _opt_str("Dir", self.dir))
         set_("entry", _opt_str("Entry", self.entry))
         set_("path", _opt_str("Path", self.path))
-        set_("args", _str_list("Args", self.args))
+        set_("args", str_list("Args", self.args))
         if not isinstance(self.scrub, bool):
             raise ElementError("Scrub must be true or false")
 
@@ -557,15 +550,7 @@ class DockerElement:
 
     def wait(self, timeout: float | None = None) -> dict:
         """The inspect data once the container has exited."""
-        with self._lock:
-            if self._scrubbed:
-                raise ElementError("aborted")
-            # A scrub that comes after completion does not rob pending waiters of the result.
-            if not self._cond.wait_for(lambda: self._done or self._scrubbed, timeout):
-                raise ElementError("timeout")
-            if not self._done:
-                raise ElementError("aborted")
-            return self._peek_locked()
+        return wait_done(self, timeout)
 
     # ----------------------------------------------------------------- control
 

@@ -72,7 +72,21 @@ def parse_signal(name: Any) -> int:
 
 # --------------------------------------------------------------------------- Cmd
 
-def _str_list(key: str, value: Any) -> tuple[str, ...]:
+def wait_done(el: Any, timeout: float | None) -> dict:
+    """``wait`` of process-like elements (this one and docker's): the state
+    once done; "aborted" after a scrub, "timeout" when time runs out."""
+    with el._lock:
+        if el._scrubbed:
+            raise ElementError("aborted")
+        # A scrub that comes after completion does not rob pending waiters of the result.
+        if not el._cond.wait_for(lambda: el._done or el._scrubbed, timeout):
+            raise ElementError("timeout")
+        if not el._done:
+            raise ElementError("aborted")
+        return el._peek_locked()
+
+
+def str_list(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
             or not all(isinstance(v, str) for v in value):
         raise ElementError(f"{key} must be a list of strings")
@@ -94,9 +108,9 @@ class Cmd:
         if not isinstance(self.path, str) or not self.path:
             raise ElementError("Path must be a non-empty string")
         # Lists are accepted for convenience but stored as tuples, keeping Cmd hashable.
-        object.__setattr__(self, "args", _str_list("Args", self.args))
+        object.__setattr__(self, "args", str_list("Args", self.args))
         if self.env is not None:
-            env = _str_list("Env", self.env)
+            env = str_list("Env", self.env)
             for entry in env:
                 if "=" not in entry:
                     raise ElementError(f"Env entries are KEY=VALUE strings, not {entry!r}")
@@ -372,15 +386,7 @@ class ProcElement:
         return {"kind": self.kind, **self.peek()}
 
     def wait(self, timeout: float | None = None) -> dict:
-        with self._lock:
-            if self._scrubbed:
-                raise ElementError("aborted")
-            # A scrub that comes after completion does not rob pending waiters of the result.
-            if not self._cond.wait_for(lambda: self._done or self._scrubbed, timeout):
-                raise ElementError("timeout")
-            if not self._done:
-                raise ElementError("aborted")
-            return self._peek_locked()
+        return wait_done(self, timeout)
 
     # ----------------------------------------------------------------- control
 
