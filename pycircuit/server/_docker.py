@@ -40,7 +40,8 @@ import requests
 from docker import errors as _derrors
 
 from ..errors import ElementError
-from ._proc import parse_signal, str_list, wait_done
+from ._proc import env_list, parse_signal, str_list
+from ._stdio import BufferedOutput, StdioElement
 
 __all__ = ["DockerSpec", "DockerElement", "docker_client_factory", "LABEL", "NAME_PREFIX"]
 
@@ -126,11 +127,7 @@ class DockerSpec:
             if not v:
                 raise ElementError("Volume entries must be non-empty")
         if self.env is not None:
-            env = str_list("Env", self.env)
-            for entry in env:
-                if "=" not in entry:
-                    raise ElementError(f"Env entries are KEY=VALUE strings, not {entry!r}")
-            set_("env", env)
+            set_("env", env_list(self.env))
         set_("dir", _opt_str("Dir", self.dir))
         set_("entry", _opt_str("Entry", self.entry))
         set_("path", _opt_str("Path", self.path))
@@ -230,30 +227,23 @@ class _Conn:
                 pass
 
 
-class _Output:
-    """stdout or stderr: a pump thread demultiplexes the attach connection
-    (8-byte frame headers: stream, 0, 0, 0, big-endian length) into a bounded
-    buffer. Closing discards buffered and future data while the pump keeps
-    draining, so the container never blocks on output nobody will read."""
+class _Output(BufferedOutput):
+    """stdout or stderr: the pump demultiplexes the attach connection (8-byte
+    frame headers: stream, 0, 0, 0, big-endian length) into the buffer."""
+
+    limit = _OUTPUT_LIMIT
 
     def __init__(self, name: str, conn: _Conn, on_eof: Callable[[], None]) -> None:
         self._conn = conn
         self._on_eof = on_eof
-        self._cond = threading.Condition()
-        self._buf = bytearray()
-        self._eof = False
-        self._closed = False
-        self._unbounded = False  # set once the container has exited: drain to EOF at once
-        threading.Thread(target=self._pump, name=f"docker-{name}", daemon=True).start()
+        super().__init__(f"docker-{name}")
 
     def _pump(self) -> None:
         raw = bytearray()
         left = 0  # payload bytes still due in the current frame
         try:
             while True:
-                with self._cond:
-                    self._cond.wait_for(
-                        lambda: self._closed or self._unbounded or len(self._buf) < _OUTPUT_LIMIT)
+                self._wait_for_room()
                 try:
                     chunk = self._conn.sock.recv(_CHUNK)
                 except OSError:
@@ -274,18 +264,14 @@ class _Output:
                     del raw[:n]
                     left -= n
                 if payload:
-                    with self._cond:
-                        if not self._closed:
-                            self._buf += payload
-                        self._cond.notify_all()
+                    self._append(payload)
         finally:
             self._conn.close()
-            with self._cond:
-                self._eof = True
-                self._cond.notify_all()
+            self._mark_eof()
             self._on_eof()
 
     def unbound(self) -> None:
+        """The container has exited: drain to EOF at once."""
         with self._cond:
             self._unbounded = True
             self._cond.notify_all()
@@ -299,56 +285,35 @@ class _Output:
         self._conn.shutdown(socket.SHUT_RDWR)
 
     def read(self, max_bytes: int, timeout: float | None) -> bytes:
-        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
+        # Stricter than the process element, which has always taken True for 1.
+        if isinstance(max_bytes, bool):
             raise ElementError("max_bytes must be a positive integer")
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._buf or self._eof or self._closed, timeout):
-                raise ElementError("timeout")
-            if self._closed:
-                return b""
-            data = bytes(self._buf[:max_bytes])
-            del self._buf[:max_bytes]
-            self._cond.notify_all()
-            return data
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._buf.clear()
-            self._cond.notify_all()
+        return super().read(max_bytes, timeout)
 
 
 # --------------------------------------------------------------------------- the element
 
-class DockerElement:
+class DockerElement(StdioElement):
     kind = "docker"
 
     def __init__(self, spec: DockerSpec, client_factory: Callable[[], docker.DockerClient],
                  on_done: Callable[["DockerElement"], None] = lambda el: None) -> None:
         if not isinstance(spec, DockerSpec):
             raise ElementError("DockerElement needs a DockerSpec")
+        super().__init__(on_done)
         self._spec = spec
         self._factory = client_factory
-        self._on_done = on_done
         self._start_lock = threading.Lock()  # scrub waits for a start in flight
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
         self._api: Any = None
         self._id: str | None = None
         self._name: str | None = None
         self._started = False
         self._exited = False
-        self._done = False
-        self._scrubbed = False
         self._last: dict | None = None  # the latest inspect data (final once done)
         self._error: str | None = None  # why start failed
         self._stdin: _Conn | None = None
-        self._stdin_closed = False       # by the user (or scrub)
         self._stdin_dead = False         # the container exited: writes fail
         self._stdin_shut = False         # EOF sent
-        self._stdin_busy = False         # a write is in flight: its writer finishes the close
-        self._stdin_wlock = threading.Lock()  # one writer at a time keeps writes whole and ordered
-        self._outputs: dict[str, _Output] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -438,7 +403,7 @@ class DockerElement:
                 self._last = info
             self._stdin_dead = True
             if not self._stdin_busy:
-                self._close_stdin_conn_locked()
+                self._release_stdin_locked()
             outputs = list(self._outputs.values())
         # The container has exited: what is still in flight is bounded, so take it all.
         for out in outputs:
@@ -449,40 +414,28 @@ class DockerElement:
                 out.abort()
         self._check_done()
 
-    def _check_done(self) -> None:
-        with self._lock:
-            if self._done or not self._exited:
-                return
-            if not all(out._eof for out in self._outputs.values()):
-                return
-            self._done = True
-            self._cond.notify_all()
-            # A user scrub already detached us: the anchor may hold something else now.
-            fire = self._spec.scrub and not self._scrubbed
-            cid = self._id
-        if fire:
-            self._remove_quietly(cid)
-            try:
-                self._on_done(self)
-            except Exception:
-                _log.exception("on_done callback of container %s failed", cid[:12])
+    @property
+    def _auto_scrub(self) -> bool:
+        return self._spec.scrub
+
+    def _what(self) -> str:
+        return f"container {self._id[:12]}"
+
+    def _outputs_done_locked(self) -> bool:
+        # Arrived is enough: unlike a process's, a container's output may still be unread.
+        return all(out._eof for out in self._outputs.values())
+
+    def _before_on_done(self) -> None:
+        self._remove_quietly(self._id)
 
     def scrub(self) -> None:
         """Detach and remove the container (killing it if it runs) with its
         anonymous volumes; waits then fail with "aborted"."""
         with self._start_lock:
-            with self._lock:
-                if self._scrubbed:
-                    return
-                self._scrubbed = True
-                self._stdin_closed = True
-                if not self._stdin_busy:
-                    self._close_stdin_conn_locked()
-                self._cond.notify_all()
-                cid = self._id
-                outputs = list(self._outputs.values())
-            for out in outputs:
-                out.close()
+            outputs = self._detach()
+            if outputs is None:
+                return
+            cid = self._id  # steady: holding _start_lock, no start can set or clear it
             if cid is None:
                 return
             try:
@@ -513,11 +466,6 @@ class DockerElement:
     def spec(self) -> DockerSpec:
         return self._spec
 
-    @property
-    def done(self) -> bool:
-        with self._lock:
-            return self._done
-
     def _placeholder(self) -> dict:
         state: dict[str, Any] = {"Status": "unknown", "Running": False}
         if self._error is not None:
@@ -545,13 +493,6 @@ class DockerElement:
                 self._last = info
         return info
 
-    def describe(self) -> dict:
-        return {"kind": self.kind, **self.peek()}
-
-    def wait(self, timeout: float | None = None) -> dict:
-        """The inspect data once the container has exited."""
-        return wait_done(self, timeout)
-
     # ----------------------------------------------------------------- control
 
     def _require_started(self) -> None:
@@ -561,9 +502,7 @@ class DockerElement:
     def signal(self, name: str) -> None:
         signum = parse_signal(name)
         with self._lock:
-            self._require_started()
-            if self._exited:
-                raise ElementError("process already finished")
+            self._check_signalable_locked()
             cid = self._id
         try:
             self._api.kill(cid, signal=signum)
@@ -576,7 +515,10 @@ class DockerElement:
 
     # ----------------------------------------------------------------- standard streams
 
-    def _close_stdin_conn_locked(self) -> None:
+    def _scrub_stdin_locked(self) -> None:
+        self._shut_stdin_locked()
+
+    def _release_stdin_locked(self) -> None:
         """Send EOF if the user closed stdin, and drop the connection once nothing needs it."""
         conn = self._stdin
         if conn is None:
@@ -588,55 +530,18 @@ class DockerElement:
             self._stdin = None
             conn.close()
 
-    def stdin_write(self, data: bytes) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ElementError("stdin takes bytes")
-        self._require_started()
-        with self._stdin_wlock:
-            with self._lock:
-                if self._stdin_closed:
-                    raise ElementError("stdin closed")
-                if self._stdin_dead or self._stdin is None:
-                    raise ElementError("broken pipe")
-                self._stdin_busy = True
-                sock = self._stdin.sock
-            try:
-                sock.sendall(memoryview(data).cast("B"))
-            except (BrokenPipeError, ConnectionResetError):
-                raise ElementError("broken pipe") from None
-            except OSError as e:
-                raise ElementError(f"stdin: {e.strerror or e}") from None
-            finally:
-                with self._lock:
-                    self._stdin_busy = False
-                    self._close_stdin_conn_locked()
+    def _stdin_target_locked(self) -> socket.socket:
+        if self._stdin_dead or self._stdin is None:
+            raise ElementError("broken pipe")
+        return self._stdin.sock
 
-    def stdin_close(self) -> None:
-        """Idempotent; a write in flight finishes first (its writer sends the EOF)."""
-        self._require_started()
-        with self._lock:
-            self._stdin_closed = True
-            if not self._stdin_busy:
-                self._close_stdin_conn_locked()
-
-    def _output(self, stream: str) -> _Output:
-        self._require_started()
-        out = self._outputs.get(stream)
-        if out is None:
-            raise ElementError(f"unknown output stream {stream!r} (stdout or stderr)")
-        return out
-
-    def read(self, stream: str, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
-        """Up to ``max_bytes`` of ``stream``; blocks until some data or EOF (``b""``).
-        After ``close_stream`` or ``scrub`` it returns ``b""``."""
-        return self._output(stream).read(max_bytes, timeout)
-
-    def close_stream(self, stream: str) -> None:
-        """Discard the rest of ``stream`` ("stdin" closes standard input)."""
-        if stream == "stdin":
-            self.stdin_close()
-        else:
-            self._output(stream).close()
+    def _stdin_send(self, sock: socket.socket, data: memoryview) -> None:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            raise ElementError("broken pipe") from None
+        except OSError as e:
+            raise ElementError(f"stdin: {e.strerror or e}") from None
 
     def __repr__(self) -> str:
         state = "done" if self._done else "exited" if self._exited else \

@@ -10,7 +10,6 @@ output won't show until you close the standard input").
 """
 from __future__ import annotations
 
-import logging
 import os
 import signal as _signal
 import subprocess
@@ -19,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
 
 from ..errors import ElementError
+from ._stdio import BufferedOutput, StdioElement
 
 __all__ = ["Cmd", "ProcElement", "SIGNAL_NAMES"]
-
-_log = logging.getLogger(__name__)
 
 SIGNAL_NAMES = (
     "ABRT", "ALRM", "BUS", "CHLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
@@ -72,25 +70,20 @@ def parse_signal(name: Any) -> int:
 
 # --------------------------------------------------------------------------- Cmd
 
-def wait_done(el: Any, timeout: float | None) -> dict:
-    """``wait`` of process-like elements (this one and docker's): the state
-    once done; "aborted" after a scrub, "timeout" when time runs out."""
-    with el._lock:
-        if el._scrubbed:
-            raise ElementError("aborted")
-        # A scrub that comes after completion does not rob pending waiters of the result.
-        if not el._cond.wait_for(lambda: el._done or el._scrubbed, timeout):
-            raise ElementError("timeout")
-        if not el._done:
-            raise ElementError("aborted")
-        return el._peek_locked()
-
-
 def str_list(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
             or not all(isinstance(v, str) for v in value):
         raise ElementError(f"{key} must be a list of strings")
     return tuple(value)
+
+
+def env_list(value: Any) -> tuple[str, ...]:
+    """``Env`` of a command or docker spec, checked the same way for both."""
+    env = str_list("Env", value)
+    for entry in env:
+        if "=" not in entry:
+            raise ElementError(f"Env entries are KEY=VALUE strings, not {entry!r}")
+    return env
 
 
 @dataclass(frozen=True)
@@ -110,11 +103,7 @@ class Cmd:
         # Lists are accepted for convenience but stored as tuples, keeping Cmd hashable.
         object.__setattr__(self, "args", str_list("Args", self.args))
         if self.env is not None:
-            env = str_list("Env", self.env)
-            for entry in env:
-                if "=" not in entry:
-                    raise ElementError(f"Env entries are KEY=VALUE strings, not {entry!r}")
-            object.__setattr__(self, "env", env)
+            object.__setattr__(self, "env", env_list(self.env))
         if self.dir is not None and not isinstance(self.dir, str):
             raise ElementError("Dir must be a string")
         if not isinstance(self.scrub, bool):
@@ -150,21 +139,15 @@ class Cmd:
 
 # --------------------------------------------------------------------------- output streams
 
-class _Output:
-    """One of stdout/stderr: a pump thread moves the pipe into a bounded buffer.
+class _Output(BufferedOutput):
+    """One of stdout/stderr, fed from the process's pipe."""
 
-    Closing discards buffered and future data while the pump keeps draining the
-    pipe, so the process never blocks on output nobody will read.
-    """
+    limit = _OUTPUT_LIMIT
 
     def __init__(self, name: str, f: BinaryIO, on_change: Callable[[], None]) -> None:
         self._f = f
         self._on_change = on_change  # called (without our lock) when `drained` may have turned true
-        self._cond = threading.Condition()
-        self._buf = bytearray()
-        self._eof = False
-        self._closed = False
-        threading.Thread(target=self._pump, name=f"proc-{name}", daemon=True).start()
+        super().__init__(f"proc-{name}")
 
     @property
     def drained(self) -> bool:
@@ -174,45 +157,24 @@ class _Output:
     def _pump(self) -> None:
         try:
             while True:
-                with self._cond:
-                    self._cond.wait_for(lambda: self._closed or len(self._buf) < _OUTPUT_LIMIT)
+                self._wait_for_room()
                 try:
                     chunk = self._f.read(_CHUNK)
                 except OSError:
                     chunk = b""
-                with self._cond:
-                    if not chunk:
-                        self._eof = True
-                    elif not self._closed:
-                        self._buf += chunk
-                    self._cond.notify_all()
                 if not chunk:
+                    self._mark_eof()
                     break
+                self._append(chunk)
         finally:
             self._f.close()
         self._on_change()
 
-    def read(self, max_bytes: int, timeout: float | None) -> bytes:
-        if not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise ElementError("max_bytes must be a positive integer")
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._buf or self._eof or self._closed, timeout):
-                raise ElementError("timeout")
-            if self._closed:
-                return b""
-            data = bytes(self._buf[:max_bytes])
-            del self._buf[:max_bytes]
-            self._cond.notify_all()
-            drained = self._eof and not self._buf
-        if drained:
-            self._on_change()
-        return data
+    def _drained(self) -> None:
+        self._on_change()
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._buf.clear()
-            self._cond.notify_all()
+        super().close()
         self._on_change()
 
 
@@ -243,28 +205,20 @@ def _open_pidfd(pid: int) -> int | None:
         return None
 
 
-class ProcElement:
+class ProcElement(StdioElement):
     kind = "proc"
 
     def __init__(self, cmd: Cmd, on_done: Callable[["ProcElement"], None] = lambda p: None) -> None:
         if not isinstance(cmd, Cmd):
             raise ElementError("ProcElement needs a Cmd")
+        super().__init__(on_done)
         self._cmd = cmd
-        self._on_done = on_done
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
         self._started = False
         self._popen: subprocess.Popen | None = None
         self._pidfd: int | None = None
         self._phase = "unknown"
         self._exit: str | None = None
-        self._done = False
-        self._scrubbed = False
         self._stdin: BinaryIO | None = None
-        self._stdin_closed = False
-        self._stdin_busy = False  # a write is in flight: its writer closes stdin afterwards
-        self._stdin_wlock = threading.Lock()  # one writer at a time keeps writes whole and ordered
-        self._outputs: dict[str, _Output] = {}
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -330,46 +284,37 @@ class ProcElement:
             self._cond.notify_all()
         self._check_done()
 
-    def _check_done(self) -> None:
-        with self._lock:
-            if self._done or self._phase not in _FINAL or not self._stdin_closed:
-                return
-            if not all(out.drained for out in self._outputs.values()):
-                return
-            self._done = True
-            self._cond.notify_all()
-            # A user scrub already detached us: the anchor may hold something else now.
-            fire = self._cmd.scrub and not self._scrubbed
-        if fire:
-            try:
-                self._on_done(self)
-            except Exception:
-                _log.exception("on_done callback of process %s failed", self.pid)
+    @property
+    def _exited(self) -> bool:
+        return self._phase in _FINAL
+
+    @property
+    def _auto_scrub(self) -> bool:
+        return self._cmd.scrub
+
+    def _what(self) -> str:
+        return f"process {self.pid}"
+
+    def _outputs_done_locked(self) -> bool:
+        # As in the original circuit, the output won't show until stdin is closed.
+        return self._stdin_closed and all(out.drained for out in self._outputs.values())
 
     def scrub(self) -> None:
         """Detach: waits fail with "aborted". The OS process keeps running, but its
         output is discarded from now on so it never blocks on a pipe nobody reads."""
-        with self._lock:
-            if self._scrubbed:
-                return
-            self._scrubbed = True
-            if self._phase in _FINAL:
-                self._shut_stdin_locked()
-            self._cond.notify_all()
-            outputs = list(self._outputs.values())
-        for out in outputs:
-            out.close()
+        self._detach()
+
+    def _scrub_stdin_locked(self) -> None:
+        # A live process keeps its stdin (closing it would change what it does);
+        # _reap shuts it once the process has ended.
+        if self._exited:
+            self._shut_stdin_locked()
 
     # ----------------------------------------------------------------- queries
 
     @property
     def pid(self) -> int | None:
         return None if self._popen is None else self._popen.pid
-
-    @property
-    def done(self) -> bool:
-        with self._lock:
-            return self._done
 
     @property
     def cmd(self) -> Cmd:
@@ -382,12 +327,6 @@ class ProcElement:
         with self._lock:
             return self._peek_locked()
 
-    def describe(self) -> dict:
-        return {"kind": self.kind, **self.peek()}
-
-    def wait(self, timeout: float | None = None) -> dict:
-        return wait_done(self, timeout)
-
     # ----------------------------------------------------------------- control
 
     def _require_started(self) -> None:
@@ -397,9 +336,8 @@ class ProcElement:
     def signal(self, name: str) -> None:
         signum = parse_signal(name)
         with self._lock:
-            self._require_started()
-            if self._phase in _FINAL:
-                raise ElementError("process already finished")
+            # Under the lock: _reap closes the pidfd once the process has ended.
+            self._check_signalable_locked()
             try:
                 if self._pidfd is not None:
                     _signal.pidfd_send_signal(self._pidfd, signum)
@@ -412,61 +350,27 @@ class ProcElement:
 
     # ----------------------------------------------------------------- standard streams
 
-    def _shut_stdin_locked(self) -> None:
-        self._stdin_closed = True
-        if not self._stdin_busy and self._stdin is not None:
+    def _release_stdin_locked(self) -> None:
+        if self._stdin_closed and self._stdin is not None:
             self._stdin.close()
             self._stdin = None
 
-    def stdin_write(self, data: bytes) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ElementError("stdin takes bytes")
-        self._require_started()
-        with self._stdin_wlock:
-            with self._lock:
-                if self._stdin_closed:
-                    raise ElementError("stdin closed")
-                self._stdin_busy = True
-                fd = self._stdin.fileno()
-            try:
-                view = memoryview(data).cast("B")
-                while view:
-                    view = view[os.write(fd, view):]
-            except BrokenPipeError:
-                raise ElementError("broken pipe") from None
-            except OSError as e:
-                raise ElementError(f"stdin: {e.strerror}") from None
-            finally:
-                with self._lock:
-                    self._stdin_busy = False
-                    if self._stdin_closed:
-                        self._shut_stdin_locked()
+    def _stdin_target_locked(self) -> int:
+        return self._stdin.fileno()
+
+    def _stdin_send(self, fd: int, data: memoryview) -> None:
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except BrokenPipeError:
+            raise ElementError("broken pipe") from None
+        except OSError as e:
+            raise ElementError(f"stdin: {e.strerror}") from None
 
     def stdin_close(self) -> None:
         """Idempotent; a write in flight finishes first (its writer closes the pipe)."""
-        self._require_started()
-        with self._lock:
-            self._shut_stdin_locked()
+        super().stdin_close()
         self._check_done()
-
-    def _output(self, stream: str) -> _Output:
-        self._require_started()
-        out = self._outputs.get(stream)
-        if out is None:
-            raise ElementError(f"unknown output stream {stream!r} (stdout or stderr)")
-        return out
-
-    def read(self, stream: str, max_bytes: int = 65536, timeout: float | None = None) -> bytes:
-        """Up to ``max_bytes`` of ``stream``; blocks until some data or EOF (``b""``).
-        After ``close_stream`` it returns ``b""``."""
-        return self._output(stream).read(max_bytes, timeout)
-
-    def close_stream(self, stream: str) -> None:
-        """Discard the rest of ``stream`` ("stdin" closes standard input)."""
-        if stream == "stdin":
-            self.stdin_close()
-        else:
-            self._output(stream).close()
 
     def __repr__(self) -> str:
         return f"<ProcElement pid={self.pid} {self._cmd.path!r} {self._phase}>"
