@@ -28,6 +28,7 @@ from .errors import (
     StaleAddressError,
 )
 from .runtime._addr import WorkerAddr
+from .runtime._runtime import Future
 from .server._proc import Cmd
 from .xref._x import X, XPerm
 
@@ -36,7 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "connect", "Client", "Host", "Anchor",
     "spawn", "run_in_back", "kill",
-    "ref", "perm_ref", "X", "XPerm", "export", "import_",
+    "ref", "perm_ref", "X", "XPerm", "Future", "export", "import_",
     "listen", "dial", "try_dial",
     "WorkerAddr", "errors",
     "Cmd", "Proc", "ProcStat", "Chan", "Subscription", "Container", "Nameserver",

@@ -246,3 +246,34 @@ def test_a_waiting_caller_is_not_taken_hostage_by_a_callback(client, host):
 
     out, _ = client.spawn(host, None, main, pycircuit.ref(Recorder()))
     assert out != threading.current_thread().name and out.startswith("pycircuit-serve")
+
+
+def test_call_async_many_in_flight(served):
+    x, _ = served
+    base = x.get()
+    futures = [x.call_async("incr", 1) for _ in range(300)]  # all sent before any is awaited
+    assert isinstance(futures[0], pycircuit.Future)
+    values = [f.result() for f in futures]
+    assert values == list(range(base + 1, base + 301))  # one connection keeps them in order
+    assert futures[0].done() and futures[0].result() == base + 1  # a result can be read again
+    with pytest.raises(pycircuit.CircuitError, match="no_such_method"):
+        x.call_async("no_such_method").result()
+    err = x.call_async("fail")
+    with pytest.raises(AppError):
+        err.result()
+    assert x.get() == base + 300  # and the worker keeps serving
+
+
+def test_call_async_of_a_local_object_and_of_a_dead_worker(client, host):
+    from circuit_helpers import daemon
+
+    local = pycircuit.ref(Counter())
+    assert local.call_async("incr", 5).result() == 5
+    x, addr = client.spawn(host, None, daemon)
+    sleeper = pycircuit.dial(addr, "sleeper")
+    pending = sleeper.call_async("sleep", 30)
+    client.kill(addr)
+    with pytest.raises(pycircuit.NetworkError):
+        pending.result()
+    with pytest.raises(pycircuit.NetworkError):
+        x.call_async("get").result()

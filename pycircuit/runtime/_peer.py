@@ -73,25 +73,46 @@ class Peer:
 
     def invoke(self, name: str, arg) -> Any:
         """One synchronous RPyC request to the peer's endpoint."""
+        self.group.call_begin()  # before sending: pool threads leave the reply to us
+        try:
+            return self._value(name, self._send(name, arg))
+        finally:
+            self.group.call_end()
+            self.rt._after_serve()  # this thread may have served a request while waiting
+
+    def invoke_async(self, name: str, arg) -> Any:
+        """Send a request; ``wait`` for its reply later (from any thread)."""
+        return self._send(name, arg)
+
+    def wait(self, name: str, pending: Any) -> Any:
+        self.group.call_begin()
+        try:
+            return self._value(name, pending)
+        finally:
+            self.group.call_end()
+            self.rt._after_serve()
+
+    def _send(self, name: str, arg) -> Any:
         if self.dead:
             raise NetworkError(f"runtime {self.addr} is dead (its connection was lost)")
-        group = self.group
-        group.call_begin()
         try:
-            return self.conn.endpoint_request(self._endpoint(), name, arg).value
-        except (EOFError, OSError) as e:
-            self.rt._peer_lost(self, e)
-            raise NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}") from None
-        except (ProtocolError, NetworkError):
-            raise
+            return self.conn.endpoint_request(self._endpoint(), name, arg)
         except Exception as e:
-            if self.conn.closed:
-                self.rt._peer_lost(self, e)
-                raise NetworkError(f"lost connection to {self.addr}: {e}") from None
-            raise ProtocolError(f"peer {self.addr} failed a {name} request: {type(e).__name__}: {e}") from None
-        finally:
-            group.call_end()
-            self.rt._after_serve()  # this thread may have served a request while waiting
+            raise self._failure(name, e) from None
+
+    def _value(self, name: str, pending: Any) -> Any:
+        try:
+            return pending.value
+        except Exception as e:
+            raise self._failure(name, e) from None
+
+    def _failure(self, name: str, e: Exception) -> Exception:
+        if isinstance(e, (ProtocolError, NetworkError)):
+            return e
+        if isinstance(e, (EOFError, OSError)) or self.conn.closed:
+            self.rt._peer_lost(self, e)
+            return NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}")
+        return ProtocolError(f"peer {self.addr} failed a {name} request: {type(e).__name__}: {e}")
 
     def post(self, name: str, arg) -> None:
         """Fire and forget."""

@@ -67,6 +67,48 @@ def resolve_method(obj: Any, method: str) -> Callable:
     return fn
 
 
+class Future:
+    """The result of ``X.call_async``: ``result()`` waits for the reply (or
+    raises what the call raised); safe to call from several threads."""
+
+    __slots__ = ("_finish", "_lock", "_done", "_value", "_error")
+
+    def __init__(self, finish: Callable[[], Any]):
+        self._finish = finish
+        self._lock = threading.Lock()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    @classmethod
+    def settled(cls, fn: Callable[[], Any]) -> "Future":
+        f = cls(fn)
+        f._settle()
+        return f
+
+    def _settle(self) -> None:
+        try:
+            self._value = self._finish()
+        except BaseException as e:  # kept for every result() call
+            self._error = e
+        self._done = True
+        self._finish = None
+
+    def result(self) -> Any:
+        with self._lock:
+            if not self._done:
+                self._settle()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def done(self) -> bool:
+        return self._done
+
+    def __repr__(self) -> str:
+        return f"<pycircuit.Future {'done' if self._done else 'pending'}>"
+
+
 class _Lifecycle:
     """A worker lives until its main function has been replied to and every
     run_in_back function has returned."""
@@ -375,6 +417,31 @@ class Runtime:
         except BaseException:
             ctx.abort()
             raise
+        return self._reply_value(peer, ctx, raw)
+
+    def call_x_async(self, x: X, method: str, args: tuple, kwargs: dict) -> "Future":
+        """Send a cross-call now; its Future gives the value (or raises)."""
+        if x._local is not None:
+            return Future.settled(lambda: resolve_method(x._local, method)(*args, **kwargs))
+        peer = self.peer(x._owner)
+        ctx = _EncodeCtx(self, peer)
+        frame = _wire.encode_call(x._handle, method, ctx.dumps((args, kwargs)))
+        try:
+            pending = peer.invoke_async("call", frame)
+        except BaseException:
+            ctx.abort()
+            raise
+        return Future(lambda: self._finish_async(peer, ctx, pending))
+
+    def _finish_async(self, peer: Peer, ctx: _EncodeCtx, pending: Any) -> Any:
+        try:
+            raw = peer.wait("call", pending)
+        except BaseException:
+            ctx.abort()
+            raise
+        return self._reply_value(peer, ctx, raw)
+
+    def _reply_value(self, peer: Peer, ctx: _EncodeCtx, raw: bytes) -> Any:
         reply = _wire.decode_reply(raw)
         if reply.status == _wire.STATUS_ERROR:
             raise decode_exception(reply.payload)

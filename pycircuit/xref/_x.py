@@ -38,6 +38,13 @@ class X:
             raise TypeError("method name must be a str")
         return self._rt.call_x(self, method, args, kwargs)
 
+    def call_async(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Send the call now and return a ``Future`` at once: many calls can
+        be in flight on one connection (``result()`` waits for one)."""
+        if not isinstance(method, str):
+            raise TypeError("method name must be a str")
+        return self._rt.call_x_async(self, method, args, kwargs)
+
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
