@@ -2,7 +2,7 @@
 run (``pycircuit.connect()`` with nothing configured) and the call-peer
 face of an ``Echo`` in a daemon worker (a cached ``X``; calls are
 ``x.call("echo", v)``). Concurrent caller threads share the ``X`` and so the
-one connection to the worker. pycircuit has no asynchronous call API.
+one connection to the worker; ``x.call_async`` is its asynchronous API.
 """
 from __future__ import annotations
 
@@ -80,6 +80,7 @@ class Circuit:
 
 class Pycircuit(CallPeer):
     name = "pycircuit"
+    has_async = True
 
     def __init__(self, circuit: Circuit):
         self.circuit = circuit
@@ -92,6 +93,16 @@ class Pycircuit(CallPeer):
     def caller(self):
         call = self.call
         return lambda v: call("echo", v)
+
+    def async_calls(self, n, window):
+        call_async = self.x.call_async
+        pending = []
+        for i in range(n):
+            if len(pending) >= window:
+                pending.pop(0).result()
+            pending.append(call_async("echo", i))
+        for f in pending:
+            f.result()
 
     def value_echo(self, v):
         return self.call("echo", v)
