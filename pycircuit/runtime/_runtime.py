@@ -419,6 +419,14 @@ class Runtime:
             raise
         return self._reply_value(peer, ctx, raw)
 
+    def post_remote(self, addr: WorkerAddr, handle: int, method: str, *args: Any) -> None:
+        """Send a call without waiting for (or reading) its reply. Raises
+        NetworkError only if the connection is already known to be lost."""
+        peer = self.peer(addr)
+        if peer.dead:
+            raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
+        peer.post("call", _wire.encode_call(handle, method, _codec.dumps((args, {}))))
+
     def call_x_async(self, x: X, method: str, args: tuple, kwargs: dict) -> "Future":
         """Send a cross-call now; its Future gives the value (or raises)."""
         if x._local is not None:

@@ -145,7 +145,9 @@ class Server:
                 rec = self._spares.pop()
             rec.anchors, rec.assigned = paths, True
             try:
-                self.rt.call_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "assign", (), {})
+                # Posted, not awaited: the spawner's own call reaches the
+                # worker over another connection and also counts as assignment.
+                self.rt.post_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "assign")
                 return rec
             except CircuitError:
                 continue  # it died meanwhile; its exit is reported as usual
