@@ -15,7 +15,7 @@ class MembersMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.now = 0.0
-        self.m = Members("Xself", "u-self", self.now, TTL, FORGET)
+        self.m = Members("Xself", "u-self", TTL, FORGET)
         self.last_ok: dict[str, float] = {}  # model: alive members and when last heard
         self.known: set[str] = set()
         self.events: dict[str, list[str]] = {i: [] for i in IDS}
@@ -76,7 +76,7 @@ TestMembers.settings = settings(max_examples=150, stateful_step_count=40, deadli
 
 
 def test_departed_member_is_probed_again_and_rejoins():
-    m = Members("Xself", "u", 0.0, ttl=2.0, forget_after=100.0)
+    m = Members("Xself", "u", ttl=2.0, forget_after=100.0)
     assert m.heard("Xa", "ua", 0.0)[0].kind == JOIN
     assert [e.kind for e in m.tick(3.0)] == [LEAVE]
     assert ("Xa", "ua") in m.targets()  # still probed, so a healed partition is seen
@@ -88,4 +88,4 @@ def test_departed_member_is_probed_again_and_rejoins():
 
 def test_bad_config_raises():
     with pytest.raises(ValueError):
-        Members("Xself", "u", 0.0, ttl=0)
+        Members("Xself", "u", ttl=0)

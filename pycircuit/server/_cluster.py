@@ -35,7 +35,7 @@ class Cluster:
         self._cfg = cfg
         self._on_event = on_event
         self._lock = threading.Lock()
-        self.members = Members(server_id, rt.url, time.monotonic(), cfg.ttl, cfg.forget_after)
+        self.members = Members(server_id, rt.url, cfg.ttl, cfg.forget_after)
         self._probers: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
         self._kernels: dict[str, Any] = {}
@@ -84,17 +84,12 @@ class Cluster:
         with self._lock:
             return self.members.alive()
 
-    def joined_at(self, member_id: str) -> float | None:
-        with self._lock:
-            mono = self.members.joined_at(member_id)
-        return None if mono is None else time.time() - (time.monotonic() - mono)
-
     # -- machinery -------------------------------------------------------------
     def _scaled(self, seconds: float) -> float:
         """Probing is a full mesh: beyond ``mesh_size`` members, stretch the
         period and the TTL with the member count, so each server's probe
         load stays flat as the cluster grows (detection slows instead)."""
-        n = len(self.members.targets())
+        n = len(self.members)  # no iteration: probers call this without the lock
         return seconds * max(1.0, n / self._cfg.mesh_size)
 
     def _kernel(self, url: str) -> Any:
@@ -131,7 +126,7 @@ class Cluster:
     def _probe_loop(self, member_id: str) -> None:
         while not self._stop.is_set():
             with self._lock:
-                url = dict(self.members.targets()).get(member_id)
+                url = self.members.url(member_id)
             if url is None:
                 return  # forgotten
             try:

@@ -36,17 +36,15 @@ class _Member:
     state: str
     since: float  # when it entered its state
     last_ok: float
-    joined: float = 0.0  # when first seen alive (peek's "Joined")
 
 
 class Members:
-    def __init__(self, self_id: str, self_url: str, now: float, ttl: float = 2.0,
+    def __init__(self, self_id: str, self_url: str, ttl: float = 2.0,
                  forget_after: float = 3600.0) -> None:
         if ttl <= 0 or forget_after <= 0:
             raise ValueError("ttl and forget_after must be positive")
         self.self_id, self.self_url = self_id, self_url
         self.ttl, self.forget_after = ttl, forget_after
-        self.started = now
         self._m: dict[str, _Member] = {}
 
     def learn(self, member_id: str, url: str, now: float) -> None:
@@ -71,7 +69,6 @@ class Members:
         if m.state == ALIVE:
             return []
         m.state, m.since = ALIVE, now
-        m.joined = now
         return [Event(JOIN, member_id, url)]
 
     def tick(self, now: float) -> list[Event]:
@@ -99,16 +96,15 @@ class Members:
         out += [(mid, m.url) for mid, m in self._m.items() if m.state == ALIVE]
         return sorted(out)
 
-    def joined_at(self, member_id: str) -> float | None:
-        if member_id == self.self_id:
-            return self.started
-        m = self._m.get(member_id)
-        return m.joined if m is not None and m.state == ALIVE else None
-
     def targets(self) -> list[tuple[str, str]]:
         """Every other server to probe: alive, learned and departed."""
         return sorted((mid, m.url) for mid, m in self._m.items())
 
-    def state(self, member_id: str) -> str | None:
+    def url(self, member_id: str) -> str | None:
+        """Where ``member_id`` is probed; None once it is forgotten."""
         m = self._m.get(member_id)
-        return None if m is None else m.state
+        return None if m is None else m.url
+
+    def __len__(self) -> int:
+        """Other servers known (alive, learned or departed)."""
+        return len(self._m)
