@@ -74,7 +74,7 @@ class AnchorTree:
         for name in path:
             node = node.children.setdefault(name, _Node())
         if node.element is not None:
-            raise ElementError(f"anchor /{'/'.join(path)} already holds an element")
+            raise ElementError("anchor already has an element")  # the original's words
         node.element = element
 
     def remove(self, path: list[str], element: Any = None) -> Any:

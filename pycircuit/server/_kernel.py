@@ -105,17 +105,15 @@ class Kernel:
         return {name: (el.kind if el is not None else None) for name, el in kids.items()}
 
     def tree(self, path: list) -> list[tuple[list, str | None]]:
-        """Every anchor below ``path`` (depth first, parents first) with its kind."""
+        """Every anchor below ``path`` (parents first) with its kind."""
         out: list[tuple[list, str | None]] = []
         with self._s.lock:
             stack = [list(path)]
             while stack:
                 p = stack.pop()
-                kids = self._s.anchors.children(p)
-                for name in sorted(kids, reverse=True):
+                for name, el in self._s.anchors.children(p).items():
+                    out.append((p + [name], _kind(el)))
                     stack.append(p + [name])
-                if p != list(path):
-                    out.append((p, _kind(self._s.anchors.get(p))))
         out.sort(key=lambda item: item[0])
         return out
 
@@ -127,15 +125,10 @@ class Kernel:
         return el.describe() if el is not None else None
 
     def peek(self, path: list) -> Any:
-        if not path:
-            d = self._s.describe()
-            d.pop("kind")
-            return d
-        el = self._element(path, None)
-        if el is None:
-            return None
-        d = el.describe()
-        d.pop("kind", None)
+        """The element's state without its kind (JSON-able), or None."""
+        d = self.get(path)
+        if d is not None:
+            d.pop("kind", None)
         return d
 
     def make(self, path: list, kind: str, spec: Any = None) -> None:
@@ -149,10 +142,7 @@ class Kernel:
             cmd = spec if isinstance(spec, Cmd) else Cmd.from_json(dict(spec or {}))
             el: Any = ProcElement(cmd, on_done=lambda p, path=path: self._s.detach(path, p))
             self._s.attach(path, el)
-            try:
-                el.start()
-            except ElementError:
-                raise  # the element stays, in phase "unknown", as the original did
+            el.start()  # on failure the element stays, in phase "unknown", as the original's did
             return
         if kind == "docker":
             self._make_docker(path, spec)
@@ -171,7 +161,7 @@ class Kernel:
         if kind == "chan":
             el = ChanElement(spec)
         elif kind in ("@join", "@leave"):
-            el = self._s.subscribe(kind, path)
+            self._s.subscribe(kind, path)
             return
         else:
             raise ElementError(f"unknown element kind {kind!r}")

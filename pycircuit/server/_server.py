@@ -82,12 +82,7 @@ class Server:
 
     def attach(self, path: list, element: Any) -> None:
         with self.lock:
-            try:
-                self.anchors.set(list(path), element)
-            except ElementError as e:
-                if "already" in str(e):
-                    raise ElementError("anchor already has an element") from None
-                raise
+            self.anchors.set(list(path), element)
 
     def detach(self, path: list, element: Any) -> None:
         with self.lock:
@@ -165,7 +160,7 @@ class Server:
         try:
             rec = self._order([], spare=True)
             # Fetch the spare's endpoint now, so that assigning it later
-            # costs one round trip on a warm connection.
+            # (a posted call) needs no GETROOT round trip.
             self.rt.peer(WorkerAddr.parse(rec.url))._endpoint()
         except Exception:  # the server is stopping, or the spare died: no spare this time
             rec = None

@@ -51,7 +51,7 @@ def _tail(path: str) -> str:
         return ""
 
 
-@dataclass
+@dataclass(eq=False)  # a record is one worker: compared by identity
 class WorkerRecord:
     token: str
     wdir: str
