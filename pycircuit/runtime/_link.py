@@ -72,9 +72,8 @@ class _Stream(SocketStream):
 
     def read(self, count):
         # The frame length comes from the peer: allocate as data arrives, so
-        # six stray bytes cannot make us reserve gigabytes.
-        if count <= _CHUNK:
-            return self._read_into(bytearray(count))
+        # six stray bytes cannot make us reserve gigabytes. (A frame of one
+        # chunk costs no copy: joining one bytes object returns it.)
         parts, left = [], count
         while left:
             part = self._read_into(bytearray(min(left, _CHUNK)))

@@ -23,8 +23,6 @@ class _Endpoint(rpyc.Service):
     lookups when a connection starts."""
 
     def __init__(self, rt: "Runtime", peer: "Peer"):
-        self._rt = rt
-        self._peer = peer
         self._ops = {
             "hello": lambda f: rt._on_hello(peer, f),
             "call": lambda f: rt._on_call(peer, f),

@@ -67,6 +67,15 @@ def resolve_method(obj: Any, method: str) -> Callable:
     return fn
 
 
+def _or_abort(ctx: _EncodeCtx, step: Callable[..., Any], *args: Any) -> Any:
+    """``step(*args)``; if it fails, the leases granted for the call go back."""
+    try:
+        return step(*args)
+    except BaseException:
+        ctx.abort()
+        raise
+
+
 class Future:
     """The result of ``X.call_async``: ``result()`` waits for the reply (or
     raises what the call raised); safe to call from several threads."""
@@ -409,45 +418,30 @@ class Runtime:
         return self.call_remote(x._owner, x._handle, method, args, kwargs)
 
     def call_remote(self, addr: WorkerAddr, handle: int, method: str, args: tuple, kwargs: dict) -> Any:
-        peer = self.peer(addr)
-        ctx = _EncodeCtx(self, peer)
-        frame = _wire.encode_call(handle, method, ctx.dumps((args, kwargs)))
-        try:
-            raw = peer.invoke("call", frame)
-        except BaseException:
-            ctx.abort()
-            raise
+        peer, ctx, frame = self._call_frame(addr, handle, method, args, kwargs)
+        raw = _or_abort(ctx, peer.invoke, "call", frame)
         return self._reply_value(peer, ctx, raw)
 
     def post_remote(self, addr: WorkerAddr, handle: int, method: str, *args: Any) -> None:
         """Send a call without waiting for (or reading) its reply. Raises
         NetworkError only if the connection is already known to be lost."""
-        peer = self.peer(addr)
-        if peer.dead:
-            raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
-        peer.post("call", _wire.encode_call(handle, method, _codec.dumps((args, {}))))
+        # peer() raises for a runtime already known to be lost; post() sends
+        # nothing on a connection lost since.
+        self.peer(addr).post("call", _wire.encode_call(handle, method, _codec.dumps((args, {}))))
 
     def call_x_async(self, x: X, method: str, args: tuple, kwargs: dict) -> "Future":
         """Send a cross-call now; its Future gives the value (or raises)."""
         if x._local is not None:
-            return Future.settled(lambda: resolve_method(x._local, method)(*args, **kwargs))
-        peer = self.peer(x._owner)
-        ctx = _EncodeCtx(self, peer)
-        frame = _wire.encode_call(x._handle, method, ctx.dumps((args, kwargs)))
-        try:
-            pending = peer.invoke_async("call", frame)
-        except BaseException:
-            ctx.abort()
-            raise
-        return Future(lambda: self._finish_async(peer, ctx, pending))
+            return Future.settled(lambda: self.call_x(x, method, args, kwargs))
+        peer, ctx, frame = self._call_frame(x._owner, x._handle, method, args, kwargs)
+        pending = _or_abort(ctx, peer.invoke_async, "call", frame)
+        return Future(lambda: self._reply_value(peer, ctx, _or_abort(ctx, peer.wait, "call", pending)))
 
-    def _finish_async(self, peer: Peer, ctx: _EncodeCtx, pending: Any) -> Any:
-        try:
-            raw = peer.wait("call", pending)
-        except BaseException:
-            ctx.abort()
-            raise
-        return self._reply_value(peer, ctx, raw)
+    def _call_frame(self, addr: WorkerAddr, handle: int, method: str, args: tuple,
+                    kwargs: dict) -> tuple[Peer, _EncodeCtx, bytes]:
+        peer = self.peer(addr)
+        ctx = _EncodeCtx(self, peer)
+        return peer, ctx, _wire.encode_call(handle, method, ctx.dumps((args, kwargs)))
 
     def _reply_value(self, peer: Peer, ctx: _EncodeCtx, raw: bytes) -> Any:
         reply = _wire.decode_reply(raw)
