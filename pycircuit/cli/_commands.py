@@ -101,7 +101,8 @@ def cmd_scrub(c: Client, args) -> int:
 
 
 # -- processes -----------------------------------------------------------------------
-def _read_json(what: str) -> dict:
+def _read_spec(what: str, scrub: bool) -> dict:
+    """The element's JSON from stdin; ``--scrub`` overrides its Scrub key."""
     text = sys.stdin.read()
     try:
         spec = json.loads(text)
@@ -109,22 +110,18 @@ def _read_json(what: str) -> dict:
         raise UsageError(f"parse error in the {what} JSON: {e}") from None
     if not isinstance(spec, dict):
         raise UsageError(f"parse error: the {what} JSON is an object")
+    if scrub:
+        spec = {k: v for k, v in spec.items() if k.lower() != "scrub"} | {"Scrub": True}
     return spec
 
 
 def cmd_mkproc(c: Client, args) -> int:
-    spec = _read_json("command")
-    if args.scrub:
-        spec = {k: v for k, v in spec.items() if k.lower() != "scrub"} | {"Scrub": True}
-    _anchor(c, args.path).make_proc(spec)
+    _anchor(c, args.path).make_proc(_read_spec("command", args.scrub))
     return 0
 
 
 def cmd_mkdkr(c: Client, args) -> int:
-    spec = _read_json("container")
-    if args.scrub:
-        spec = {k: v for k, v in spec.items() if k.lower() != "scrub"} | {"Scrub": True}
-    _anchor(c, args.path).make_docker(spec)
+    _anchor(c, args.path).make_docker(_read_spec("container", args.scrub))
     return 0
 
 

@@ -40,7 +40,7 @@ import requests
 from docker import errors as _derrors
 
 from ..errors import ElementError
-from ._proc import env_list, parse_signal, str_list
+from ._proc import env_list, json_fields, parse_signal, str_list
 from ._stdio import BufferedOutput, StdioElement
 
 __all__ = ["DockerSpec", "DockerElement", "docker_client_factory", "LABEL", "NAME_PREFIX"]
@@ -77,12 +77,10 @@ def _explain(e: BaseException) -> str:
 # --------------------------------------------------------------------------- spec
 
 # lower-case JSON key → (field, canonical key)
-_KEYS = {
-    "image": ("image", "Image"), "memory": ("memory", "Memory"),
-    "cpushares": ("cpu_shares", "CpuShares"), "lxc": ("lxc", "Lxc"),
-    "volume": ("volume", "Volume"), "dir": ("dir", "Dir"), "entry": ("entry", "Entry"),
-    "env": ("env", "Env"), "path": ("path", "Path"), "args": ("args", "Args"),
-    "scrub": ("scrub", "Scrub"),
+_KEYS = {  # lowercase JSON key → field
+    "image": "image", "memory": "memory", "cpushares": "cpu_shares", "lxc": "lxc",
+    "volume": "volume", "dir": "dir", "entry": "entry", "env": "env", "path": "path",
+    "args": "args", "scrub": "scrub",
 }
 
 
@@ -138,20 +136,7 @@ class DockerSpec:
     @classmethod
     def from_json(cls, obj: dict) -> "DockerSpec":
         """Build from the seed's JSON shape; keys are case-insensitive, null means "not given"."""
-        if not isinstance(obj, dict):
-            raise ElementError("a docker spec is a JSON object")
-        fields: dict[str, Any] = {}
-        for key, value in obj.items():
-            known = _KEYS.get(key.lower()) if isinstance(key, str) else None
-            if known is None:
-                raise ElementError(f"unknown docker spec key {key!r}")
-            name = known[0]
-            if name in fields:
-                raise ElementError(f"duplicate docker spec key {key!r}")
-            fields[name] = value
-        if fields.get("image") is None:
-            raise ElementError("docker spec has no Image")
-        return cls(**{k: v for k, v in fields.items() if v is not None})
+        return cls(**json_fields(obj, "docker spec", _KEYS, required=("image", "Image")))
 
     def to_json(self) -> dict:
         return {

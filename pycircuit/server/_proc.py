@@ -70,6 +70,28 @@ def parse_signal(name: Any) -> int:
 
 # --------------------------------------------------------------------------- Cmd
 
+def json_fields(obj: Any, what: str, keys: dict[str, str], required: tuple[str, str]) -> dict[str, Any]:
+    """The seed's JSON shape → dataclass fields: keys case-insensitive
+    (``keys`` maps lowercase key → field), each at most once; JSON null
+    means "not given", as in Go's decoder. ``required`` is (field, key)."""
+    if not isinstance(obj, dict):
+        raise ElementError(f"a {what} is a JSON object")
+    fields: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = keys.get(key.lower()) if isinstance(key, str) else None
+        if name is None:
+            raise ElementError(f"unknown {what} key {key!r}")
+        if name in fields:
+            raise ElementError(f"duplicate {what} key {key!r}")
+        fields[name] = value
+    if fields.get(required[0]) is None:
+        raise ElementError(f"{what} has no {required[1]}")
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+_CMD_KEYS = {k: k for k in ("path", "args", "env", "dir", "scrub")}
+
+
 def str_list(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
             or not all(isinstance(v, str) for v in value):
@@ -112,20 +134,7 @@ class Cmd:
     @classmethod
     def from_json(cls, obj: dict) -> "Cmd":
         """Build from the seed's JSON shape; keys are case-insensitive."""
-        if not isinstance(obj, dict):
-            raise ElementError("a command is a JSON object")
-        fields: dict[str, Any] = {}
-        for key, value in obj.items():
-            name = key.lower() if isinstance(key, str) else None
-            if name not in ("path", "args", "env", "dir", "scrub"):
-                raise ElementError(f"unknown command key {key!r}")
-            if name in fields:
-                raise ElementError(f"duplicate command key {key!r}")
-            fields[name] = value
-        if fields.get("path") is None:
-            raise ElementError("command has no Path")
-        # JSON null means "not given", as in Go's decoder.
-        return cls(**{k: v for k, v in fields.items() if v is not None})
+        return cls(**json_fields(obj, "command", _CMD_KEYS, required=("path", "Path")))
 
     def to_json(self) -> dict:
         return {
