@@ -78,15 +78,16 @@ class _Embedded:
 class Client:
     """A connection to a circuit through one of its servers."""
 
-    def __init__(self, url: str, _embedded: _Embedded | None = None):
+    def __init__(self, url: str, _embedded: _Embedded | None = None, _tls: Any = None):
         self._embedded = _embedded
         self._lock = threading.Lock()
         self.url = url
         try:
             addr = WorkerAddr.parse(url)
             # Our own runtime must be reachable from the circuit's workers,
-            # which call back into it: listen where the server sees us from.
-            self._rt = current(host=_local_ip_toward(addr.host))
+            # which call back into it: listen where the server sees us from
+            # (host and key count only if this makes the process's runtime).
+            self._rt = current(host=_local_ip_toward(addr.host), tls=_tls)
         except CircuitError:
             if _embedded:
                 _embedded.stop()
@@ -336,13 +337,7 @@ def connect(url: str | None = None, *, discover: str | None = None, key: str | N
     if url is None:
         embedded = _Embedded(tls.path if tls is not None else None)
         url = embedded.url
-    if tls is not None and current(create=False) is None:
-        try:
-            host = _local_ip_toward(WorkerAddr.parse(url).host)
-        except CircuitError:
-            host = "127.0.0.1"  # Client reports the bad URL
-        current(host=host, tls=tls)  # this process's runtime speaks TLS with the key
-    client = Client(url, embedded)
+    client = Client(url, embedded, tls)
     with _default_lock:
         if _default is None:
             _default = client
