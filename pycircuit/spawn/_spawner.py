@@ -66,8 +66,13 @@ class WorkerRecord:
     assigned: bool = False
 
     @property
+    def owned(self) -> bool:
+        """Handed to a spawner (a spare until then is nobody's)."""
+        return self.assigned or not self.spare
+
+    @property
     def visible(self) -> bool:
-        return bool(self.url) and (self.assigned or not self.spare)
+        return bool(self.url) and self.owned
 
 
 class Remains:
@@ -168,7 +173,7 @@ class Spawner:
             "cause": cause, "stdout": _tail(os.path.join(rec.wdir, "stdout")),
             "stderr": _tail(os.path.join(rec.wdir, "stderr")), "started": rec.started, "died": time.time(),
         }
-        if not rec.spare or rec.assigned:  # a spare nobody used leaves no remains
+        if rec.owned:  # a spare nobody used leaves no remains
             self.remains.add(rec.id or rec.token, remains)
         shutil.rmtree(rec.wdir, ignore_errors=True)
         if rec.url is None:
