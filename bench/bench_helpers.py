@@ -187,3 +187,17 @@ def stack_daemon(threads=3):
         threading.Thread(target=threading.Event().wait, name=f"bench-idle-{i}", daemon=True).start()
     _forever()
     return os.getpid()
+
+
+def exit_when_owner_goes() -> None:
+    """In a peer server process: exit as soon as stdin (a pipe from the
+    suite) closes, so a killed run leaves no server behind."""
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 
 if __name__ != "__main__":
     import Pyro5
@@ -96,6 +95,7 @@ def _bytes(x):
 
 def serve() -> None:
     import Pyro5.api
+    from bench_helpers import exit_when_owner_goes  # bench/ is on the path of peer processes
 
     @Pyro5.api.expose
     class Echo:
@@ -110,15 +110,7 @@ def serve() -> None:
     sys.stdout.write(f"{uri}\n")
     sys.stdout.flush()
 
-    def watch():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
+    exit_when_owner_goes()
     daemon.requestLoop()
 
 

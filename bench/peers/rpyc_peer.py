@@ -14,11 +14,9 @@ its stdin closes.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import socket
 import sys
-import threading
 
 if __name__ != "__main__":
     import rpyc
@@ -97,6 +95,7 @@ if __name__ != "__main__":
 
 def serve() -> None:
     import rpyc
+    from bench_helpers import exit_when_owner_goes  # bench/ is on the path of peer processes
     from rpyc.utils.server import ThreadedServer
 
     class EchoService(rpyc.Service):
@@ -129,20 +128,8 @@ def serve() -> None:
     server._listen()
     sys.stdout.write(f"{server.port}\n")
     sys.stdout.flush()
-    _exit_on_eof()
+    exit_when_owner_goes()
     server.start()
-
-
-def _exit_on_eof() -> None:
-    def watch():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        os._exit(0)  # our owner is gone
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ its stdin closes.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import socket
 import struct
@@ -119,19 +118,12 @@ def _serve_conn(conn) -> None:
 
 
 def serve() -> None:
+    from bench_helpers import exit_when_owner_goes  # bench/ is on the path of peer processes
     srv = socket.create_server(("127.0.0.1", 0))
     sys.stdout.write(f"{srv.getsockname()[1]}\n")
     sys.stdout.flush()
 
-    def watch():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
+    exit_when_owner_goes()
     while True:
         conn, _ = srv.accept()
         threading.Thread(target=_serve_conn, args=(conn,), daemon=True).start()
