@@ -103,3 +103,18 @@ def test_var_dir_is_locked(servers, tmp_path):
     assert p.returncode != 0
     assert "obtain lock" in p.stderr and "Traceback" not in p.stderr
     assert p.stdout == ""
+
+
+def test_a_stopped_server_removes_the_directory_it_made(servers, tmp_path):
+    import glob
+    import tempfile
+    from conftest import stop_process
+
+    url = servers.start()
+    pattern = os.path.join(tempfile.gettempdir(), f"pycircuit-{server_id(url)}-*")
+    assert len(glob.glob(pattern)) == 1
+    kept = servers.start("--var", str(tmp_path / "var"))  # a --var directory is the user's: kept
+    for p in servers.procs:
+        stop_process(p)
+    assert glob.glob(pattern) == []
+    assert (tmp_path / "var").is_dir() and kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 import threading
@@ -54,6 +55,7 @@ class Server:
     def __init__(self, cfg: ServerConfig = ServerConfig()):
         self.cfg = cfg
         self.id = cfg.server_id or new_server_id()
+        self._own_var = cfg.var_dir is None  # a directory we made, and remove at close
         self.var = cfg.var_dir or tempfile.mkdtemp(prefix=f"pycircuit-{self.id}-")
         os.makedirs(self.var, exist_ok=True)
         self.rt = install(Runtime(RuntimeConfig(host=cfg.host, port=cfg.port, role="server",
@@ -240,7 +242,8 @@ class Server:
                 _kill(rec.pid)
         self.spawner.close()
         self.rt.close()
-        self.stopped.set()
+        if self._own_var:
+            shutil.rmtree(self.var, ignore_errors=True)
 
 
 def _kill(pid: int) -> None:
