@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import os
 import secrets
 import select
@@ -252,13 +253,16 @@ class Host:
     # -- pycircuit
 
     def start_server(self, *extra: str, timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
-        """Start ``pycircuit.cli start -a IP:0 --insecure *extra`` here; return
-        ``(Popen, circuit URL)``.  Its stderr goes to a file in the cluster's
-        temp dir (quoted when it fails to print its URL within ``timeout``)."""
-        err_path = os.path.join(self.cluster.tmpdir, f"server-{self.index}-{len(self.procs)}.err")
+        """Start ``pycircuit.cli start -a IP:0 --insecure --var DIR *extra``
+        here; return ``(Popen, circuit URL)``.  DIR and its stderr file are in
+        the cluster's temp dir, so even a crashed server leaves nothing behind
+        (the stderr is quoted when it prints no URL within ``timeout``)."""
+        name = f"server-{self.index}-{len(self.procs)}"
+        err_path = os.path.join(self.cluster.tmpdir, name + ".err")
+        var = os.path.join(self.cluster.tmpdir, name + ".var")
         with open(err_path, "wb") as err:
             p = self.popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", f"{self.ip}:0",
-                            "--insecure", *extra], stdout=subprocess.PIPE, stderr=err)
+                            "--insecure", "--var", var, *extra], stdout=subprocess.PIPE, stderr=err)
         line = _read_line(p, timeout)
         url = line.decode(errors="replace").strip()
         if not url.startswith("circuit://"):
@@ -317,6 +321,8 @@ def reap_stale() -> list[str]:
                 _kill_all_in(ns)
             if _ip("netns", "del", ns, check=False).returncode == 0:
                 removed.append(ns)
+        for d in glob.glob(os.path.join(tempfile.gettempdir(), prefix + "-*")):
+            shutil.rmtree(d, ignore_errors=True)  # its Cluster.tmpdir
         with contextlib.suppress(OSError):
             os.unlink(path)
     return removed

@@ -81,12 +81,14 @@ def test_remote_exception_own_class_with_traceback(served):
 
 def test_unimportable_remote_exception_becomes_remote_error(client, host):
     def main():
-        import importlib, sys, tempfile
+        import importlib, shutil, sys, tempfile
         d = tempfile.mkdtemp()
         with open(d + "/remote_only_mod.py", "w") as f:
             f.write("class RemoteOnly(Exception):\n    pass\n")
         sys.path.insert(0, d)
-        raise importlib.import_module("remote_only_mod").RemoteOnly("private trouble")
+        mod = importlib.import_module("remote_only_mod")
+        shutil.rmtree(d)  # imported: the worker no longer needs the file
+        raise mod.RemoteOnly("private trouble")
 
     with pytest.raises(pycircuit.RemoteError) as ei:
         client.spawn(host, None, main)
