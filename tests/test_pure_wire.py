@@ -34,6 +34,9 @@ hellos = st.builds(
 )
 calls = st.builds(w.Call, handle=handles, method=short_text, payload=payloads)
 replies = st.builds(w.Reply, status=st.sampled_from([w.STATUS_OK, w.STATUS_ERROR]), ack=handles, payload=payloads)
+messages = st.tuples(st.sampled_from([w.MSG_REQUEST, w.MSG_REPLY, w.MSG_FAULT]), st.integers(0, w.MAX_SEQ),
+                     st.sampled_from(sorted(w.OP_NAMES)), payloads)
+tokens = st.integers(1, 2**64 - 1)
 lease_lists = st.lists(st.tuples(handles, st.integers(1, 2**32 - 1)), max_size=20)
 
 
@@ -68,8 +71,18 @@ def reencode_export(v):
     return w.encode_export(v)
 
 
+def decode_message(v):
+    return (*w.decode_message_head(v), bytes(v[w.MSG_HEAD_SIZE:]))
+
+
+def reencode_message(v):
+    return w.encode_message(*v)
+
+
 # (decoder, re-encoder of a decoded value)
 DECODERS = {
+    "message": (decode_message, reencode_message),
+    "token": (w.decode_token, w.encode_token),
     "hello": (w.decode_hello, reencode_hello),
     "call": (w.decode_call, reencode_call),
     "reply": (w.decode_reply, reencode_reply),
@@ -148,6 +161,33 @@ def test_export_round_trip(stream):
 
 
 # -- encoders refuse what cannot be represented ------------------------------------
+
+
+@ROUND
+@given(messages)
+def test_message_round_trip(m):
+    data = w.encode_message(*m)
+    assert decode_message(data) == m
+    assert data[0] not in (1, 2, 3)  # never one of RPyC's own message types
+
+
+@ROUND
+@given(tokens)
+def test_token_round_trip(t):
+    assert w.decode_token(w.encode_token(t)) == t
+
+
+@pytest.mark.parametrize("bad", [(0x10, 1, w.OP_CALL), (w.MSG_REQUEST, -1, w.OP_CALL),
+                                 (w.MSG_REQUEST, 2**32, w.OP_CALL), (w.MSG_REPLY, 1, 99)])
+def test_encode_message_refuses_bad_headers(bad):
+    with pytest.raises(w.WireError):
+        w.encode_message(*bad, b"")
+
+
+def test_encode_token_refuses_zero_and_too_big():
+    for t in (0, 2**64):
+        with pytest.raises(w.WireError):
+            w.encode_token(t)
 
 
 def test_encode_call_refuses_out_of_range_handles_and_long_names():
@@ -272,6 +312,8 @@ def test_export_of_another_version_is_refused_naming_both():
 @example("call", b"\x01" + b"\0" * 10)
 @example("leases", b"\xff\xff\xff\xff")
 @example("export", b"PYCX\0")
+@example("message", b"\x50\0\0\0\1\2")
+@example("token", b"\0" * 8)
 def test_decoders_on_arbitrary_bytes(name, data):
     check_decoder(name, data)
 
@@ -289,6 +331,8 @@ def valid_frames():
         replies.map(lambda r: ("reply", enc_reply(r))),
         lease_lists.map(lambda items: ("leases", w.encode_leases(items))),
         payloads.map(lambda p: ("export", w.encode_export(p))),
+        messages.map(lambda m: ("message", w.encode_message(*m))),
+        tokens.map(lambda t: ("token", w.encode_token(t))),
     )
 
 

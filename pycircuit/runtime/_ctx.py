@@ -85,7 +85,7 @@ class _DecodeCtx:
             return
         for owner, wanted in self.acquire.items():
             try:
-                granted = _wire.decode_leases(self.rt.peer(owner).invoke("acquire", _wire.encode_leases(list(wanted.items()))))
+                granted = _wire.decode_leases(self.rt.peer(owner).invoke(_wire.OP_ACQUIRE, _wire.encode_leases(list(wanted.items()))))
             except CircuitError:
                 continue  # the proxies raise NetworkError/ReleasedError when used
             with self.rt._lock:

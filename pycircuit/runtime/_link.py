@@ -14,6 +14,7 @@ and a slow call never blocks the rest of the connection.
 """
 from __future__ import annotations
 
+import itertools
 import select
 import socket
 import ssl
@@ -22,11 +23,12 @@ import time
 from typing import Callable
 
 import rpyc
-from rpyc.core import brine, consts
-from rpyc.core.async_ import AsyncResult
 from rpyc.core.channel import Channel
 from rpyc.core.protocol import DEFAULT_CONFIG, Connection
 from rpyc.core.stream import SocketStream
+
+from ..errors import ProtocolError
+from . import _wire
 
 RPYC_CONFIG = dict(
     DEFAULT_CONFIG,
@@ -49,7 +51,16 @@ _CHUNK = 1 << 20
 
 
 class _Stream(SocketStream):
-    """SocketStream with linear-time large writes and reads."""
+    """SocketStream with a read buffer and linear-time large reads and writes.
+
+    One ``recv`` usually brings a whole small frame (header, body, flusher),
+    so a frame costs one system call instead of RPyC's two reads."""
+
+    _FILL = 1 << 16
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self._rbuf = b""
 
     def write(self, data):
         try:
@@ -59,6 +70,8 @@ class _Stream(SocketStream):
             raise EOFError(e) from None
 
     def poll(self, timeout):
+        if self._rbuf:
+            return True
         if timeout is not None and not isinstance(timeout, (int, float)):
             timeout = timeout.timeleft()  # rpyc passes its Timeout object
         sock = self.sock
@@ -71,15 +84,43 @@ class _Stream(SocketStream):
         return bool(r)
 
     def read(self, count):
-        # The frame length comes from the peer: allocate as data arrives, so
-        # six stray bytes cannot make us reserve gigabytes. (A frame of one
-        # chunk costs no copy: joining one bytes object returns it.)
-        parts, left = [], count
+        buf = self._rbuf
+        have = len(buf)
+        if have >= count:
+            self._rbuf = buf[count:]
+            return buf[:count]
+        if count - have < self._FILL:
+            parts = [buf]
+            while have < count:
+                chunk = self._recv(self._FILL)
+                parts.append(chunk)
+                have += len(chunk)
+            data = b"".join(parts)
+            self._rbuf = data[count:]
+            return data[:count]
+        # A large frame: its length comes from the peer, so allocate as data
+        # arrives (six stray bytes cannot make us reserve gigabytes).
+        self._rbuf = b""
+        parts, left = [buf], count - have
         while left:
             part = self._read_into(bytearray(min(left, _CHUNK)))
             parts.append(part)
             left -= len(part)
         return b"".join(parts)
+
+    def _recv(self, n: int) -> bytes:
+        while True:
+            try:
+                data = self.sock.recv(n)
+            except socket.timeout:
+                continue
+            except (OSError, ValueError) as e:
+                self.close()
+                raise EOFError(e) from None
+            if not data:
+                self.close()
+                raise EOFError("connection closed by peer")
+            return data
 
     def _read_into(self, buf: bytearray) -> bytes:
         view = memoryview(buf)
@@ -99,6 +140,31 @@ class _Stream(SocketStream):
         return bytes(buf)
 
 
+class _Channel(Channel):
+    """RPyC's framing without copies of large frames, and without zlib (a
+    compressed frame could be a decompression bomb: we never send one)."""
+
+    _BIG = 1 << 16
+
+    def recv(self):
+        length, compressed = self.FRAME_HEADER.unpack(self.stream.read(self.FRAME_HEADER.size))
+        if compressed:
+            self.stream.close()
+            raise EOFError("compressed frame refused")
+        data = self.stream.read(length)
+        self.stream.read(len(self.FLUSHER))
+        return data
+
+    def send(self, data):
+        header = self.FRAME_HEADER.pack(len(data), 0)
+        if len(data) < self._BIG:
+            self.stream.write(header + data + self.FLUSHER)
+        else:
+            self.stream.write(header)
+            self.stream.write(data)
+            self.stream.write(self.FLUSHER)
+
+
 def tune_socket(sock: socket.socket) -> None:
     sock.settimeout(None)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -112,50 +178,61 @@ def tune_socket(sock: socket.socket) -> None:
                     pass
 
 
-_REQUEST = brine.I1.pack(consts.MSG_REQUEST)
-_NO_KWARGS = brine.dump((consts.LABEL_VALUE, ()))
+class Pending:
+    """A request's reply to come: ``conn.wait(pending)`` gives its body."""
+
+    __slots__ = ("ready", "is_exc", "obj")
+
+    def __init__(self):
+        self.ready = False
+        self.is_exc = False
+        self.obj = None
+
+    def __call__(self, is_exc: bool, obj) -> None:
+        self.is_exc = is_exc
+        self.obj = obj
+        self.ready = True
 
 
-def endpoint_call_head(id_pack: tuple) -> bytes:
-    """The constant middle of a HANDLE_CALL request on the netref ``id_pack``."""
-    return (brine.TAG_TUP2 + brine.dump(consts.HANDLE_CALL) + brine.TAG_TUP2 + brine.dump(consts.LABEL_TUPLE)
-            + brine.TAG_TUP3 + brine.dump((consts.LABEL_LOCAL_REF, id_pack)))
+class RequestFailed(ProtocolError):
+    """The peer's handler for a request raised; the message is its text."""
 
 
-def encode_endpoint_call(seq: int, head: bytes, op: str, arg) -> bytes:
-    """Exactly the bytes RPyC's ``sync_request(HANDLE_CALL, root, (op, arg), ())``
-    sends (a test checks), built from a cached head instead of boxing and
-    brine-walking the whole message: about 20 brine calls fewer a request."""
-    return _REQUEST + brine.TAG_TUP2 + brine.dump(seq) + head + brine.dump((consts.LABEL_VALUE, (op, arg))) + _NO_KWARGS
+Handler = Callable[[bytes], "bytes | None"]
 
 
 class _Connection(Connection):
-    """RPyC's connection plus one fast request (calling the peer's root), and
-    requests read by a thread that waits for its own reply run elsewhere."""
+    """RPyC's connection carrying pycircuit messages (``_wire.MSG_*``).
 
-    _head: bytes | None = None
+    RPyC still frames the stream, guards reading with its receive lock and
+    lets any waiting thread read for all; but a pycircuit request skips
+    brine, boxing, netrefs and RPyC's handler tables, and a reader blocks
+    in ``recv`` instead of selecting first. Requests read by a thread that
+    waits for its own reply run in a thread of their own (see ServeGroup).
+    """
+
     group: "ServeGroup | None" = None
+    handlers: "dict[int, Handler]" = {}
 
-    def _dispatch_request(self, seq, raw_args):
-        g = self.group
-        if g is not None and g.waiting_here():
-            g.hand_off(lambda: Connection._dispatch_request(self, seq, raw_args))
-            return
-        Connection._dispatch_request(self, seq, raw_args)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._seq = itertools.count(1)
+        self._pending: dict[int, Pending] = {}
 
-    def endpoint_request(self, root, op: str, arg) -> AsyncResult:
-        head = self._head
-        if head is None:
-            head = self._head = endpoint_call_head(root.____id_pack__)
-        res = AsyncResult(self)
-        seq = self._get_seq_id()
-        self._request_callbacks[seq] = res
+    # -- sending ------------------------------------------------------------
+    def request(self, op: int, body: bytes) -> Pending:
+        pending = Pending()
+        seq = next(self._seq) & _wire.MAX_SEQ or next(self._seq)
+        self._pending[seq] = pending
         try:
-            self._send_frame(encode_endpoint_call(seq, head, op, arg))
-        except Exception:
-            self._request_callbacks.pop(seq, None)
+            self._send_frame(_wire.encode_message(_wire.MSG_REQUEST, seq, op, body))
+        except BaseException:
+            self._pending.pop(seq, None)
             raise
-        return res
+        return pending
+
+    def post(self, op: int, body: bytes) -> None:
+        self._send_frame(_wire.encode_message(_wire.MSG_REQUEST, 0, op, body))
 
     def _send_frame(self, data: bytes) -> None:
         # The tail of Connection._send: a thread holding the send lock sends
@@ -171,10 +248,84 @@ class _Connection(Connection):
             finally:
                 self._sendlock.release()
 
+    # -- receiving ----------------------------------------------------------
+    def wait(self, pending: Pending) -> bytes:
+        """The reply's body; raises RequestFailed or EOFError."""
+        while not pending.ready:
+            self.serve_one(pending)
+        if pending.is_exc:
+            raise pending.obj
+        return pending.obj
+
+    def serve_one(self, pending: Pending | None = None) -> None:
+        """Read and dispatch one frame, or wait while another thread reads.
+
+        RPyC's ``serve`` minus its select: the caller either waits for a
+        reply (which must come) or has just seen the socket readable."""
+        with self._recv_event:
+            if not self._recvlock.acquire(False):
+                if pending is None or not pending.ready:
+                    self._recv_event.wait()
+                return
+        try:
+            if pending is not None and pending.ready:  # dispatched meanwhile
+                self._recvlock.release()
+                return
+            try:
+                data = self._channel.recv()
+            except BaseException as exc:
+                self._recvlock.release()
+                if isinstance(exc, EOFError):
+                    self.close()
+                raise
+            self._dispatch(data)
+        finally:
+            with self._recv_event:
+                self._recv_event.notify_all()
+
+    def _dispatch(self, data: bytes) -> None:
+        # Called holding the receive lock; must release it.
+        if data[:1] < b"\x50":
+            return Connection._dispatch(self, data)
+        try:
+            kind, seq, op = _wire.decode_message_head(data)
+        except BaseException:
+            self._recvlock.release()
+            raise
+        body = data[_wire.MSG_HEAD_SIZE:]
+        if kind == _wire.MSG_REQUEST:
+            self._recvlock.release()
+            g = self.group
+            if g is not None and g.waiting_here():
+                g.hand_off(lambda: self._serve_request(seq, op, body))
+            else:
+                self._serve_request(seq, op, body)
+            return
+        pending = self._pending.pop(seq, None)
+        if pending is not None:
+            if kind == _wire.MSG_REPLY:
+                pending(False, body)
+            else:
+                pending(True, RequestFailed(body.decode("utf-8", "replace")))
+        self._recvlock.release()  # after the callback, as RPyC does (its #527)
+
+    def _serve_request(self, seq: int, op: int, body: bytes) -> None:
+        try:
+            handler = self.handlers.get(op)
+            if handler is None:
+                raise ProtocolError(f"no handler for operation {_wire.OP_NAMES.get(op, op)}")
+            out = handler(body)
+        except Exception as e:
+            if seq:
+                self._send_frame(_wire.encode_message(_wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode()))
+            return
+        if seq:
+            self._send_frame(_wire.encode_message(_wire.MSG_REPLY, seq, op, out or b""))
+
 
 def make_connection(sock: socket.socket, service: rpyc.Service) -> Connection:
     tune_socket(sock)
-    return _Connection(service, Channel(_Stream(sock), compress=False), config=RPYC_CONFIG)
+    return _Connection(service, _Channel(_Stream(sock), compress=False), config=RPYC_CONFIG)
 
 
 class Watchdog:
@@ -375,7 +526,7 @@ class ServeGroup:
                         yield_to_callers = self._waiters > 0 and not self._wanted
                     if yield_to_callers:
                         break
-                    self._conn.serve(None)
+                    self._conn.serve_one()
                     self._after_serve()
                 self._drop_role()
         except BaseException as e:  # EOF, reset, closed: the peer is gone

@@ -230,7 +230,7 @@ class Runtime:
         peer.group.start()
         hello = _wire.Hello(_wire.WIRE_VERSION, self.id, self.url, self.cfg.role, addr.id, str(addr.pid))
         try:
-            answer = peer.invoke("hello", _wire.encode_hello(hello))
+            answer = peer.invoke(_wire.OP_HELLO, _wire.encode_hello(hello))
         except NetworkError as e:
             # A server with a cluster key drops a plain peer at its first bytes.
             hint = "" if self.cfg.tls is not None else \
@@ -378,7 +378,7 @@ class Runtime:
             for oid, counts in batches.items():
                 p = self._peers.get(oid)
                 if p is not None and not p.dead:
-                    p.post("release", _wire.encode_leases(list(counts.items())))
+                    p.post(_wire.OP_RELEASE, _wire.encode_leases(list(counts.items())))
 
     def _on_release(self, peer: Peer, frame: bytes) -> None:
         if peer.id is None:
@@ -419,7 +419,7 @@ class Runtime:
 
     def call_remote(self, addr: WorkerAddr, handle: int, method: str, args: tuple, kwargs: dict) -> Any:
         peer, ctx, frame = self._call_frame(addr, handle, method, args, kwargs)
-        raw = _or_abort(ctx, peer.invoke, "call", frame)
+        raw = _or_abort(ctx, peer.invoke, _wire.OP_CALL, frame)
         return self._reply_value(peer, ctx, raw)
 
     def post_remote(self, addr: WorkerAddr, handle: int, method: str, *args: Any) -> None:
@@ -427,15 +427,15 @@ class Runtime:
         NetworkError only if the connection is already known to be lost."""
         # peer() raises for a runtime already known to be lost; post() sends
         # nothing on a connection lost since.
-        self.peer(addr).post("call", _wire.encode_call(handle, method, _codec.dumps((args, {}))))
+        self.peer(addr).post(_wire.OP_CALL, _wire.encode_call(handle, method, _codec.dumps((args, {}))))
 
     def call_x_async(self, x: X, method: str, args: tuple, kwargs: dict) -> "Future":
         """Send a cross-call now; its Future gives the value (or raises)."""
         if x._local is not None:
             return Future.settled(lambda: self.call_x(x, method, args, kwargs))
         peer, ctx, frame = self._call_frame(x._owner, x._handle, method, args, kwargs)
-        pending = _or_abort(ctx, peer.invoke_async, "call", frame)
-        return Future(lambda: self._reply_value(peer, ctx, _or_abort(ctx, peer.wait, "call", pending)))
+        pending = _or_abort(ctx, peer.invoke_async, _wire.OP_CALL, frame)
+        return Future(lambda: self._reply_value(peer, ctx, _or_abort(ctx, peer.wait, _wire.OP_CALL, pending)))
 
     def _call_frame(self, addr: WorkerAddr, handle: int, method: str, args: tuple,
                     kwargs: dict) -> tuple[Peer, _EncodeCtx, bytes]:
@@ -451,7 +451,7 @@ class Runtime:
         value = dctx.loads(reply.payload)
         dctx.finish()
         if reply.ack:
-            peer.post("ack", reply.ack)
+            peer.post(_wire.OP_ACK, _wire.encode_token(reply.ack))
         del ctx  # the pins of third-party references die only now
         return value
 

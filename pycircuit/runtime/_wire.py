@@ -1,13 +1,22 @@
 """The pycircuit wire format (pure: bytes in, values out; no sockets, threads
 or rpyc).
 
-RPyC carries frames; every frame is one ``bytes`` argument of one RPyC request
-(or its reply), so a cross-call costs exactly one RPyC round trip and RPyC's
-brine never sees user values. All integers are big-endian.
+RPyC's channel carries the frames (its length header and framing); inside
+an RPyC frame, a first byte of 1–3 is one of RPyC's own messages and
+``MSG_*`` below is one of ours: a request, its reply or its fault, with a
+sequence number and an operation code. So a cross-call costs one frame each
+way, and neither brine nor RPyC's boxing ever sees user values or our
+frames. All integers are big-endian.
 
 =========  ==================================================================
 frame      layout
 =========  ==================================================================
+MESSAGE    ``u8 type, u32 seq, u8 op`` then the body: a REQUEST body is one
+           of the frames below (by op: 1 HELLO, 2 CALL, 3 and 4 LEASES
+           for release and acquire, 5 an u64 ack token); a REPLY body is
+           the handler's answer (HELLO, REPLY, LEASES, or empty); a FAULT
+           body is UTF-8 text saying why the request failed. Seq 0 asks for
+           no reply (a post); replies echo the request's seq and op.
 HELLO      ``b"PYC" u16 version`` then five length-prefixed UTF-8 strings:
            runtime id, url, role, wanted id (``""``: any), wanted pid (text)
 CALL       ``u8 kind=1, u64 handle, u16 len, method (UTF-8), payload``
@@ -31,9 +40,19 @@ WIRE_VERSION = 1
 _MAGIC = b"PYC"
 
 KIND_CALL = 1
+
+MSG_REQUEST = 0x50  # RPyC's own message types are 1, 2 and 3
+MSG_REPLY = 0x51
+MSG_FAULT = 0x52
+OP_HELLO, OP_CALL, OP_RELEASE, OP_ACQUIRE, OP_ACK = 1, 2, 3, 4, 5
+OP_NAMES = {OP_HELLO: "hello", OP_CALL: "call", OP_RELEASE: "release", OP_ACQUIRE: "acquire", OP_ACK: "ack"}
+MAX_SEQ = 2**32 - 1
 STATUS_OK = 0
 STATUS_ERROR = 1
 
+_MSG_HEAD = struct.Struct("!BIB")
+MSG_HEAD_SIZE = _MSG_HEAD.size
+_U64 = struct.Struct("!Q")
 _CALL_HEAD = struct.Struct("!BQH")
 _REPLY_HEAD = struct.Struct("!BQ")
 _U16 = struct.Struct("!H")
@@ -86,6 +105,39 @@ def _unpack_str(data: bytes, pos: int) -> tuple[str, int]:
         return data[pos : pos + n].decode("utf-8"), pos + n
     except UnicodeDecodeError as e:
         raise WireError(f"bad text in frame: {e}") from None
+
+
+def encode_message(kind: int, seq: int, op: int, body: bytes) -> bytes:
+    if kind not in (MSG_REQUEST, MSG_REPLY, MSG_FAULT) or op not in OP_NAMES or not 0 <= seq <= MAX_SEQ:
+        raise WireError("bad message header")
+    return _MSG_HEAD.pack(kind, seq, op) + body
+
+
+def decode_message_head(data: bytes) -> tuple[int, int, int]:
+    """``(type, seq, op)`` of a MESSAGE; its body is ``data[MSG_HEAD_SIZE:]``."""
+    if not isinstance(data, (bytes, bytearray)) or len(data) < MSG_HEAD_SIZE:
+        raise WireError("truncated message")
+    kind, seq, op = _MSG_HEAD.unpack_from(data, 0)
+    if kind not in (MSG_REQUEST, MSG_REPLY, MSG_FAULT):
+        raise WireError(f"unknown message type {kind}")
+    if op not in OP_NAMES:
+        raise WireError(f"unknown operation {op}")
+    return kind, seq, op
+
+
+def encode_token(token: int) -> bytes:
+    if not 0 < token < 2**64:
+        raise WireError("ack token out of range")
+    return _U64.pack(token)
+
+
+def decode_token(data: bytes) -> int:
+    if not isinstance(data, (bytes, bytearray)) or len(data) != 8:
+        raise WireError("bad ack token")
+    (token,) = _U64.unpack(data)
+    if token == 0:
+        raise WireError("bad ack token")
+    return token
 
 
 def encode_hello(h: Hello) -> bytes:

@@ -161,9 +161,8 @@ class Server:
     def _make_spare(self) -> None:
         try:
             rec = self._order([], spare=True)
-            # Fetch the spare's endpoint now, so that assigning it later
-            # (a posted call) needs no GETROOT round trip.
-            self.rt.peer(WorkerAddr.parse(rec.url))._endpoint()
+            # Connect now, so that assigning the spare later is one message.
+            self.rt.peer(WorkerAddr.parse(rec.url))
         except Exception:  # the server is stopping, or the spare died: no spare this time
             rec = None
         with self.lock:
