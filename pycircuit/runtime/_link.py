@@ -15,11 +15,13 @@ and a slow call never blocks the rest of the connection.
 from __future__ import annotations
 
 import itertools
+import os
 import select
 import socket
 import ssl
 import threading
 import time
+from threading import get_ident
 from typing import Callable
 
 import rpyc
@@ -29,6 +31,7 @@ from rpyc.core.stream import SocketStream
 
 from ..errors import ProtocolError
 from . import _wire
+from ._threads import THREADS
 
 RPYC_CONFIG = dict(
     DEFAULT_CONFIG,
@@ -48,6 +51,8 @@ RPYC_CONFIG = dict(
 )
 
 _CHUNK = 1 << 20
+_FRAME_HEADER = Channel.FRAME_HEADER  # !LB: length, compressed; a flusher byte b"\n" follows the body
+assert Channel.FLUSHER == b"\n"
 
 
 class _Stream(SocketStream):
@@ -108,6 +113,34 @@ class _Stream(SocketStream):
             left -= len(part)
         return b"".join(parts)
 
+    def recv_frame(self) -> bytes:
+        """The body of the next RPyC frame (``!LB`` header, body, one
+        flusher byte); usually sliced out of what one ``recv`` brought."""
+        buf = self._rbuf
+        while len(buf) < 5:
+            buf += self._recv(self._FILL)
+        length, compressed = _FRAME_HEADER.unpack_from(buf)
+        if compressed:
+            self.close()
+            raise EOFError("compressed frame refused")
+        end = 6 + length
+        if len(buf) >= end:
+            self._rbuf = buf[end:]
+            return buf[5 : end - 1]
+        self._rbuf = buf[5:]
+        data = self.read(length)
+        self.read(1)
+        return data
+
+    def write_frame(self, data: bytes) -> None:
+        header = _FRAME_HEADER.pack(len(data), 0)
+        if len(data) < self._FILL:
+            self.write(header + data + b"\n")
+        else:  # no copy of a large body
+            self.write(header)
+            self.write(data)
+            self.write(b"\n")
+
     def _recv(self, n: int) -> bytes:
         while True:
             try:
@@ -141,28 +174,15 @@ class _Stream(SocketStream):
 
 
 class _Channel(Channel):
-    """RPyC's framing without copies of large frames, and without zlib (a
-    compressed frame could be a decompression bomb: we never send one)."""
-
-    _BIG = 1 << 16
+    """RPyC's framing read and written by the buffered stream, without
+    copies of large frames and without zlib (a compressed frame could be a
+    decompression bomb: we never send one)."""
 
     def recv(self):
-        length, compressed = self.FRAME_HEADER.unpack(self.stream.read(self.FRAME_HEADER.size))
-        if compressed:
-            self.stream.close()
-            raise EOFError("compressed frame refused")
-        data = self.stream.read(length)
-        self.stream.read(len(self.FLUSHER))
-        return data
+        return self.stream.recv_frame()
 
     def send(self, data):
-        header = self.FRAME_HEADER.pack(len(data), 0)
-        if len(data) < self._BIG:
-            self.stream.write(header + data + self.FLUSHER)
-        else:
-            self.stream.write(header)
-            self.stream.write(data)
-            self.stream.write(self.FLUSHER)
+        self.stream.write_frame(data)
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -213,6 +233,7 @@ class _Connection(Connection):
 
     group: "ServeGroup | None" = None
     handlers: "dict[int, Handler]" = {}
+    after_reply: Callable[[], None] = staticmethod(lambda: None)  # runs once a request's reply has left (or failed to)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -235,9 +256,18 @@ class _Connection(Connection):
         self._send_frame(_wire.encode_message(_wire.MSG_REQUEST, 0, op, body))
 
     def _send_frame(self, data: bytes) -> None:
+        queue = self._send_queue
+        if not queue and self._sendlock.acquire(False):
+            try:
+                self._channel.stream.write_frame(data)
+            finally:
+                self._sendlock.release()
+            if not queue:
+                return
+        else:
+            queue.append(data)
         # The tail of Connection._send: a thread holding the send lock sends
         # what others queued meanwhile.
-        self._send_queue.append(data)
         while self._send_queue:
             if not self._sendlock.acquire(False):
                 return
@@ -311,16 +341,19 @@ class _Connection(Connection):
 
     def _serve_request(self, seq: int, op: int, body: bytes) -> None:
         try:
-            handler = self.handlers.get(op)
-            if handler is None:
-                raise ProtocolError(f"no handler for operation {_wire.OP_NAMES.get(op, op)}")
-            out = handler(body)
-        except Exception as e:
+            try:
+                handler = self.handlers.get(op)
+                if handler is None:
+                    raise ProtocolError(f"no handler for operation {_wire.OP_NAMES.get(op, op)}")
+                out = handler(body)
+            except Exception as e:
+                if seq:
+                    self._send_frame(_wire.encode_message(_wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode()))
+                return
             if seq:
-                self._send_frame(_wire.encode_message(_wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode()))
-            return
-        if seq:
-            self._send_frame(_wire.encode_message(_wire.MSG_REPLY, seq, op, out or b""))
+                self._send_frame(_wire.encode_message(_wire.MSG_REPLY, seq, op, out or b""))
+        finally:
+            self.after_reply()
 
 
 def make_connection(sock: socket.socket, service: rpyc.Service) -> Connection:
@@ -347,10 +380,23 @@ class Watchdog:
             if group in self._groups:
                 return
             self._groups.add(group)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="pycircuit-watchdog", daemon=True)
-                self._thread.start()
+            self._start()
             self._cond.notify()
+
+    def warm(self) -> None:
+        """Start the thread now, not in the first request (which waits for it)."""
+        with self._cond:
+            self._start()
+
+    def _start(self) -> None:  # holding _cond
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="pycircuit-watchdog", daemon=True)
+            self._thread.start()
+
+    def _after_fork(self) -> None:
+        self._cond = threading.Condition()
+        self._groups = set()
+        self._thread = None
 
     def _loop(self) -> None:
         while True:
@@ -371,6 +417,7 @@ class Watchdog:
 
 
 WATCHDOG = Watchdog()
+os.register_at_fork(after_in_child=WATCHDOG._after_fork)
 
 
 class ServeGroup:
@@ -390,17 +437,17 @@ class ServeGroup:
     GRACE = 0.002
     MAX_IDLE = 2
 
-    def __init__(self, conn: Connection, name: str, on_close: Callable[[BaseException | None], None],
-                 after_serve: Callable[[], None] = lambda: None):
+    def __init__(self, conn: Connection, name: str, on_close: Callable[[BaseException | None], None]):
         self._conn = conn
         conn.group = self
         self._stream = conn._channel.stream
         self._name = name
         self._on_close = on_close
-        self._after_serve = after_serve
         self._cond = threading.Condition(threading.Lock())
         self._tl = threading.local()
-        self._waiters = 0
+        # {thread id: replies it waits for}: each thread writes only its own
+        # key, so no lock is needed (dict operations are atomic).
+        self._waiting: dict[int, int] = {}
         self._last_call = 0.0
         self._poller = False
         self._wanted = False
@@ -418,33 +465,32 @@ class ServeGroup:
             if self._closed:
                 return
             self._threads += 1
-        threading.Thread(target=self._loop, name=f"pycircuit-serve-{self._name}", daemon=True).start()
+        THREADS.start(self._loop, f"pycircuit-serve-{self._name}")
 
     # -- callers ------------------------------------------------------------
     def call_begin(self) -> None:
-        self._tl.waiting = getattr(self._tl, "waiting", 0) + 1
-        with self._cond:
-            self._waiters += 1
+        me = get_ident()
+        waiting = self._waiting
+        waiting[me] = waiting.get(me, 0) + 1
 
     def call_end(self) -> None:
-        self._tl.waiting -= 1
-        with self._cond:
-            self._waiters -= 1
-            self._last_call = time.monotonic()
+        me = get_ident()
+        waiting = self._waiting
+        n = waiting[me] - 1
+        if n:
+            waiting[me] = n
+        else:
+            del waiting[me]
+        self._last_call = time.monotonic()
 
     def waiting_here(self) -> bool:
         """Is this thread waiting for a reply on this connection?"""
-        return getattr(self._tl, "waiting", 0) > 0
+        return get_ident() in self._waiting
 
     def hand_off(self, run: Callable[[], None]) -> None:
         """Run a request a waiting caller read, in a thread of its own: a
         caller is never taken hostage by an unrelated (maybe long) request."""
-        def body() -> None:
-            try:
-                run()
-            finally:
-                self._after_serve()
-        threading.Thread(target=body, name=f"pycircuit-serve-{self._name}", daemon=True).start()
+        THREADS.start(run, f"pycircuit-serve-{self._name}")
 
     # -- requests -----------------------------------------------------------
     def enter_call(self) -> None:
@@ -458,9 +504,8 @@ class ServeGroup:
             if self._busy == 0:
                 self._busy_since = time.monotonic()
             self._busy += 1
-            waiters = self._waiters
         WATCHDOG.watch(self)
-        if waiters:
+        if self._waiting:
             ev = self._conn._recv_event
             with ev:
                 ev.notify_all()
@@ -495,7 +540,7 @@ class ServeGroup:
             while True:
                 if self._closed:
                     return False
-                quiet = self._waiters == 0 and time.monotonic() - self._last_call >= self.GRACE
+                quiet = not self._waiting and time.monotonic() - self._last_call >= self.GRACE
                 if not self._poller and (self._wanted or quiet):
                     self._poller = True
                     self._wanted = False
@@ -522,16 +567,12 @@ class ServeGroup:
             while self._take_role():
                 while getattr(self._tl, "poller", False):
                     self._stream.poll(None)  # without RPyC's lock: a waiting caller may read it
-                    with self._cond:
-                        yield_to_callers = self._waiters > 0 and not self._wanted
-                    if yield_to_callers:
-                        break
+                    if self._waiting and not self._wanted:  # unlocked reads: a stale answer only costs a hand-over
+                        break  # yield to callers
                     self._conn.serve_one()
-                    self._after_serve()
                 self._drop_role()
         except BaseException as e:  # EOF, reset, closed: the peer is gone
             err = e
-            self._after_serve()  # settle what this thread served, replied or not
         else:
             return
         with self._cond:

@@ -39,7 +39,8 @@ class Peer:
             _wire.OP_ACQUIRE: lambda b: rt._on_acquire(self, b),
             _wire.OP_ACK: lambda b: rt._on_ack(self, _wire.decode_token(b)),
         }
-        self.group = ServeGroup(self.conn, "peer", self._closed, rt._after_serve)
+        self.conn.after_reply = rt._after_reply
+        self.group = ServeGroup(self.conn, "peer", self._closed)
 
     def _closed(self, err):
         self.rt._peer_lost(self, err)
@@ -51,7 +52,6 @@ class Peer:
             return self._value(op, self._send(op, body))
         finally:
             self.group.call_end()
-            self.rt._after_serve()  # this thread may have served a request while waiting
 
     def invoke_async(self, op: int, body: bytes) -> Pending:
         """Send a request; ``wait`` for its reply later (from any thread)."""
@@ -63,7 +63,6 @@ class Peer:
             return self._value(op, pending)
         finally:
             self.group.call_end()
-            self.rt._after_serve()
 
     def _send(self, op: int, body: bytes) -> Pending:
         if self.dead:

@@ -40,8 +40,10 @@ from ..xref._x import X, XPerm
 from . import _codec, _wire
 from ._addr import WorkerAddr, new_worker_id
 from ._ctx import _DecodeCtx, _EncodeCtx
+from ._link import WATCHDOG
 from ._peer import Peer
 from ._remote_exc import decode_exception, encode_exception
+from ._threads import THREADS
 
 HANDLE_ROOT = 1  # the runtime's own service directory (dial, ping)
 HANDLE_MAIN = 2  # a worker's main: runs the spawned function
@@ -167,6 +169,8 @@ class Runtime:
         self._table.add_static(HANDLE_ROOT, _RootService(self))
         threading.Thread(target=self._accept_loop, name="pycircuit-accept", daemon=True).start()
         threading.Thread(target=self._release_loop, name="pycircuit-release", daemon=True).start()
+        THREADS.warm()  # the first connections start their threads without waiting
+        WATCHDOG.warm()
 
     @property
     def host_label(self) -> str:
@@ -181,7 +185,7 @@ class Runtime:
                 if self._closed:
                     return
                 continue
-            threading.Thread(target=self._adopt, args=(sock,), name="pycircuit-adopt", daemon=True).start()
+            THREADS.start(lambda s=sock: self._adopt(s), "pycircuit-adopt")
 
     def _adopt(self, sock: socket.socket) -> None:
         try:
@@ -419,7 +423,11 @@ class Runtime:
 
     def call_remote(self, addr: WorkerAddr, handle: int, method: str, args: tuple, kwargs: dict) -> Any:
         peer, ctx, frame = self._call_frame(addr, handle, method, args, kwargs)
-        raw = _or_abort(ctx, peer.invoke, _wire.OP_CALL, frame)
+        try:
+            raw = peer.invoke(_wire.OP_CALL, frame)
+        except BaseException:
+            ctx.abort()  # the leases granted for the call go back
+            raise
         return self._reply_value(peer, ctx, raw)
 
     def post_remote(self, addr: WorkerAddr, handle: int, method: str, *args: Any) -> None:
@@ -496,12 +504,12 @@ class Runtime:
             return _wire.encode_reply(_wire.STATUS_OK, token, payload)
         finally:
             peer.group.exit_call()
-            # Its reply leaves when this returns; _after_serve settles it.
+            # Its reply leaves when this returns; _after_reply settles it.
             self._tl.unreplied = getattr(self._tl, "unreplied", 0) + 1
 
-    def _after_serve(self) -> None:
-        """Runs in a serving thread after RPyC has sent the replies of the
-        requests this thread finished."""
+    def _after_reply(self) -> None:
+        """Runs in a serving thread once the reply of the request it served
+        has left (or could not)."""
         tl = self._tl
         done = getattr(tl, "unreplied", 0)
         main = getattr(tl, "main_replied", False)

@@ -44,6 +44,9 @@ class WorkerMain:
         self._rt = rt
         self.assigned = threading.Event()
 
+    def warm(self) -> None:
+        """The server's first call to a spare: it only exercises the path."""
+
     def assign(self) -> None:
         """The server handed this (spare) worker to a spawner: its function
         is due now."""

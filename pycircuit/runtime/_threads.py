@@ -1,0 +1,99 @@
+"""Parked threads, for starting a thread on a latency path.
+
+``threading.Thread.start`` returns only once the new thread has run (the
+caller waits on an event the thread sets), which costs 0.1–0.3 ms of context
+switches here, paid in full by whoever is waiting: a new connection's first
+reply, a spawn. A parked thread starts work when a lock is released. A
+keeper thread (which pays ``Thread.start`` itself, off those paths) keeps a
+few parked. Layer: runtime (no other pycircuit import).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable
+
+
+class _Slot:
+    __slots__ = ("go", "fn", "name")
+
+    def __init__(self):
+        self.go = threading.Lock()
+        self.go.acquire()  # released by give()
+        self.fn: Callable[[], None] | None = None
+        self.name = ""
+
+
+class Reservoir:
+    REFILL_DELAY = 0.02
+    def __init__(self, keep: int = 3):
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._parked: list[_Slot] = []
+        self._refill = threading.Condition(self._lock)
+        self._keeper = False
+
+    def start(self, fn: Callable[[], None], name: str) -> None:
+        """Run ``fn`` in a thread named ``name`` (a daemon), at once."""
+        with self._lock:
+            slot = self._parked.pop() if self._parked else None
+            self._refill.notify()
+            self._ensure_keeper()
+        if slot is None:
+            threading.Thread(target=fn, name=name, daemon=True).start()
+            return
+        slot.fn, slot.name = fn, name
+        slot.go.release()
+
+    def warm(self) -> None:
+        """Have threads parked soon (returns at once)."""
+        with self._lock:
+            self._ensure_keeper()
+
+    def _ensure_keeper(self) -> None:  # holding _lock
+        if not self._keeper:
+            self._keeper = True
+            threading.Thread(target=self._keep_loop, name="pycircuit-threads", daemon=True).start()
+
+    def _keep_loop(self) -> None:
+        while True:
+            with self._lock:
+                if len(self._parked) >= self._keep:
+                    while len(self._parked) >= self._keep:
+                        self._refill.wait()
+                    # Refill a moment later, not while the work just handed
+                    # out (a connection's first reply, say) needs the CPU.
+                    until = time.monotonic() + self.REFILL_DELAY
+                    while (left := until - time.monotonic()) > 0:
+                        self._refill.wait(left)
+                slot = _Slot()
+                self._parked.append(slot)
+            threading.Thread(target=self._parked_loop, args=(slot,), name="pycircuit-parked", daemon=True).start()
+
+    def _parked_loop(self, slot: _Slot) -> None:
+        me = threading.current_thread()
+        while True:
+            slot.go.acquire()
+            fn, slot.fn = slot.fn, None
+            me.name = slot.name
+            try:
+                fn()
+            except BaseException as e:  # as for a plain thread: reported, and the thread lives on
+                threading.excepthook(threading.ExceptHookArgs((type(e), e, e.__traceback__, me)))
+            with self._lock:
+                if len(self._parked) >= self._keep:
+                    return
+                me.name = "pycircuit-parked"
+                self._parked.append(slot)
+
+    def _after_fork(self) -> None:
+        # Threads do not survive fork: a child starts empty.
+        self._lock = threading.Lock()
+        self._refill = threading.Condition(self._lock)
+        self._parked = []
+        self._keeper = False
+
+
+THREADS = Reservoir()
+os.register_at_fork(after_in_child=THREADS._after_fork)
