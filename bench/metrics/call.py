@@ -2,15 +2,18 @@
 
 * Round trip: every subject in turn runs a block of 250 sequential calls,
   round-robin until each has made n (5000; quick 500), so that drift of the
-  machine hits all alike. Median and p99.
+  machine hits all alike. Median and p99. Then the same again twice with
+  the calling thread and the serving process pinned, to one CPU and to two
+  (see ``pinned_latency``): unpinned, a run measures whichever placement
+  the scheduler chose.
 * Pipelined throughput: 8 caller threads × m calls (400; quick 60) started
   together; calls/s over the wall time, median of 3 repetitions (quick 1).
   Where a peer has an asynchronous API it is also measured with 8 calls in
-  flight from one thread (information; pycircuit has none, so its 8-thread
-  figure stands opposite).
+  flight from one thread (pycircuit's ``x.call_async``).
 """
 from __future__ import annotations
 
+import os
 import threading
 
 from common import Section, Target, clock, log, median, stats
@@ -42,6 +45,38 @@ def latency(subjects, n: int, warm: int, block: int = 250) -> dict:
                 _check(r, j, name)
         done += k
     return {name: stats(s) for name, s in samples.items()}
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Pin every thread of ``pid`` to ``cpu`` (threads started later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:
+            pass  # a thread that just ended
+
+
+def pinned_latency(subjects, n: int, warm: int, cpus: tuple[int, int]) -> dict:
+    """``latency`` with the calling thread on ``cpus[0]`` and the serving
+    process on ``cpus[1]``. On a VM, a round trip between two processes
+    costs very different times when both share a CPU (the woken process
+    runs at once, no wake-up of an idle CPU) or not; unpinned, which of the
+    two a run gets is up to the scheduler, so these rows pin it."""
+    mine = os.sched_getaffinity(0)
+    everywhere = set(range(os.cpu_count() or 1))
+    try:
+        os.sched_setaffinity(0, {cpus[0]})
+        for _, peer, _ in subjects:
+            _pin(peer.server_pid, cpus[1])
+        return latency(subjects, n, warm)
+    finally:
+        os.sched_setaffinity(0, mine)
+        for _, peer, _ in subjects:
+            try:
+                for tid in os.listdir(f"/proc/{peer.server_pid}/task"):
+                    os.sched_setaffinity(int(tid), everywhere)
+            except OSError:
+                pass  # gone
 
 
 def threads_throughput(peer, threads: int, per_thread: int) -> float:
@@ -107,6 +142,15 @@ def run(ctx) -> Section:
     sec.raw["latency"] = lat
     pc = lat["pycircuit"]
 
+    pinned: dict[str, dict] = {}
+    pinnable = [s for s in live if s[1].server_pid is not None]
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) >= 2:
+        for label, cpus in (("one CPU", (usable[0], usable[0])), ("two CPUs", (usable[0], usable[1]))):
+            log(f"cross-call round trip, caller and server pinned to {label}: {len(pinnable)} subjects × {n} calls …")
+            pinned[label] = pinned_latency(pinnable, n, warm, cpus)
+    sec.raw["pinned_latency"] = pinned
+
     log(f"pipelined throughput: {THREADS} threads × {per_thread} calls × {reps} …")
     tput: dict[str, list[float]] = {name: [] for name, _, _ in live}
     for _ in range(reps):
@@ -134,6 +178,17 @@ def run(ctx) -> Section:
         elif name.startswith("raw RPyC"):
             tgt = Target("≤ 1.1× raw RPyC", factor=1.1)
         sec.add(m1, name, pc["median_us"], lat[name]["median_us"], target=tgt, info=peer.info)
+    for label, res in pinned.items():
+        m = f"cross-call round trip, both processes pinned to {label}, median"
+        for name, peer, why in peers:
+            if peer is None:
+                continue
+            if name not in res:
+                sec.skip(m, name, "serving process unknown: not pinned")
+                continue
+            sec.add(m, name, res["pycircuit"]["median_us"], res[name]["median_us"], info=peer.info)
+    if not pinned:
+        sec.skip("cross-call round trip, pinned", "all", "fewer than 2 usable CPUs")
     m2 = "cross-call round trip (echo int), p99"
     for name, peer, _ in peers:
         if peer is not None:

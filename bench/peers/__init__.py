@@ -19,6 +19,9 @@ class CallPeer:
     has_async = False
     #: a reference for information, not a peer whose ratio counts
     info = False
+    #: the process serving the calls (for the pinned round trips), once started
+    server_pid: int | None = None
+
     def value_note(self, value: Any) -> str:
         """What its by-value rows do with ``value``, if not plain calls."""
         return ""

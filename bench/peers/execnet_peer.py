@@ -53,7 +53,8 @@ class Execnet(CallPeer):
 
     def start(self, tracker):
         self.gw = execnet.makegateway("popen//execmodel=thread")
-        tracker.remember(_pid(self.gw))
+        self.server_pid = _pid(self.gw)
+        tracker.remember(self.server_pid)
         self.echo_ch = self.gw.remote_exec(ECHO)
         self.size_ch = self.gw.remote_exec(SIZE)
 

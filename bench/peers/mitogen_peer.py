@@ -65,7 +65,8 @@ class Mitogen(CallPeer):
     def start(self, tracker):
         self.r = _Router()
         self.ctx = self.r.local()
-        tracker.remember(self.ctx.call(H.getpid))
+        self.server_pid = self.ctx.call(H.getpid)
+        tracker.remember(self.server_pid)
         self.ctx.call(H.echo, 0)  # ships bench_helpers
 
     def caller(self):

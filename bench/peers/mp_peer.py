@@ -23,7 +23,8 @@ class MpPool(CallPeer):
 
     def start(self, tracker):
         self.pool = CTX.Pool(1)
-        tracker.remember(self.pool.apply(H.getpid))
+        self.server_pid = self.pool.apply(H.getpid)
+        tracker.remember(self.server_pid)
 
     def caller(self):
         apply, echo = self.pool.apply, H.echo

@@ -88,6 +88,7 @@ class Pycircuit(CallPeer):
 
     def start(self, tracker):
         self.x, self.addr = self.circuit.spawn(H.echo_daemon)
+        self.server_pid = self.addr.pid
         self.call = self.x.call
 
     def caller(self):

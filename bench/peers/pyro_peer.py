@@ -32,6 +32,7 @@ if __name__ != "__main__":
         def start(self, tracker):
             env = dict(os.environ, PYRO_SOCK_NODELAY="1")
             self.proc, self.uri = start_script("pyro_peer.py", tracker=tracker, what="Pyro5 daemon", env=env)
+            self.server_pid = self.proc.pid
             self.proxy = self._proxy()
             self.proxy._pyroBind()
 

@@ -38,6 +38,7 @@ if __name__ != "__main__":
         def start(self, tracker):
             self.proc, line = start_script("rpyc_peer.py", tracker=tracker, what="raw RPyC server")
             self.port = int(line)
+            self.server_pid = self.proc.pid
             self.conn = self._connect()
             root = self.conn.root
             self.echo = root.echo

@@ -60,6 +60,7 @@ if __name__ != "__main__":
         def start(self, tracker):
             self.proc, line = start_script("socket_peer.py", tracker=tracker, what="plain socket server")
             self.port = int(line)
+            self.server_pid = self.proc.pid
             self.sock = self._connect()
 
         def _connect(self):

@@ -214,6 +214,19 @@ class Pending:
         self.ready = True
 
 
+class _Until:
+    """RPyC's ``waiting()`` callback, read as a Pending's ``ready``."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self, waiting: Callable[[], bool]):
+        self._waiting = waiting
+
+    @property
+    def ready(self) -> bool:
+        return not self._waiting()
+
+
 class RequestFailed(ProtocolError):
     """The peer's handler for a request raised; the message is its text."""
 
@@ -239,6 +252,7 @@ class _Connection(Connection):
         super().__init__(*args, **kwargs)
         self._seq = itertools.count(1)
         self._pending: dict[int, Pending] = {}
+        self._recv_waiters = 0  # threads in _wait_for_reader (changed under _recv_event)
 
     # -- sending ------------------------------------------------------------
     def request(self, op: int, body: bytes) -> Pending:
@@ -287,16 +301,19 @@ class _Connection(Connection):
             raise pending.obj
         return pending.obj
 
-    def serve_one(self, pending: Pending | None = None) -> None:
+    def serve(self, timeout=1, wait_for_lock=True, waiting=lambda: True):
+        # RPyC's own requests (none in normal use: see _NoService) wait the
+        # way ours do, so that both kinds of waiter are woken.
+        self.serve_one(_Until(waiting))
+        return True
+
+    def serve_one(self, pending: "Pending | _Until | None" = None) -> None:
         """Read and dispatch one frame, or wait while another thread reads.
 
         RPyC's ``serve`` minus its select: the caller either waits for a
         reply (which must come) or has just seen the socket readable."""
-        with self._recv_event:
-            if not self._recvlock.acquire(False):
-                if pending is None or not pending.ready:
-                    self._recv_event.wait()
-                return
+        if not self._recvlock.acquire(False) and not self._wait_for_reader(pending):
+            return
         try:
             if pending is not None and pending.ready:  # dispatched meanwhile
                 self._recvlock.release()
@@ -310,8 +327,28 @@ class _Connection(Connection):
                 raise
             self._dispatch(data)
         finally:
-            with self._recv_event:
-                self._recv_event.notify_all()
+            if self._recv_waiters:  # unlocked read: see _wait_for_reader
+                with self._recv_event:
+                    self._recv_event.notify_all()
+
+    def _wait_for_reader(self, pending: "Pending | _Until | None") -> bool:
+        """Another thread is reading: wait until it has dispatched a frame.
+        True if the receive lock came free meanwhile (and is now ours).
+
+        A reader reads ``_recv_waiters`` after releasing the lock, without
+        taking ``_recv_event``: so count first, then try the lock again;
+        a reader that missed the count released the lock before it."""
+        ev = self._recv_event
+        with ev:
+            self._recv_waiters += 1
+            try:
+                if self._recvlock.acquire(False):
+                    return True
+                if pending is None or not pending.ready:
+                    ev.wait()
+                return False
+            finally:
+                self._recv_waiters -= 1
 
     def _dispatch(self, data: bytes) -> None:
         # Called holding the receive lock; must release it.
@@ -412,7 +449,7 @@ class Watchdog:
                         self._groups.discard(g)
                         # watch() skips the lock when it sees g listed; a call
                         # that began meanwhile must not go unwatched.
-                        if g._busy:
+                        if g._running:
                             self._groups.add(g)
 
 
@@ -453,8 +490,9 @@ class ServeGroup:
         self._wanted = False
         self._idle = 0
         self._threads = 0
-        self._busy = 0
-        self._busy_since = 0.0
+        # {thread id: when its request started}; one request per thread
+        # (a thread waiting for a reply hands requests it reads to others).
+        self._running: dict[int, float] = {}
         self._closed = False
 
     def start(self) -> None:
@@ -497,13 +535,11 @@ class ServeGroup:
         """A request starts running in this thread, which therefore stops
         reading; RPyC released its receive lock but wakes a caller waiting
         for it only after the dispatch, so wake one now."""
-        with self._cond:
-            if getattr(self._tl, "poller", False):
-                self._tl.poller = False
-                self._poller = False
-            if self._busy == 0:
-                self._busy_since = time.monotonic()
-            self._busy += 1
+        tl = self._tl
+        if getattr(tl, "poller", False):
+            tl.poller = False
+            self._poller = False  # a plain store: readers under _cond only decide whom to wake
+        self._running[get_ident()] = time.monotonic()
         WATCHDOG.watch(self)
         if self._waiting:
             ev = self._conn._recv_event
@@ -511,18 +547,21 @@ class ServeGroup:
                 ev.notify_all()
 
     def exit_call(self) -> None:
-        with self._cond:
-            self._busy -= 1
-            if self._busy:
-                self._busy_since = time.monotonic()
+        self._running.pop(get_ident(), None)
+
+    def _oldest_call(self) -> float | None:
+        # min() over the values runs in C without a thread switch: no
+        # "dict changed size during iteration" from the serving threads.
+        return min(self._running.values(), default=None)
 
     def maybe_appoint(self, now: float, delay: float) -> bool:
         """Called by the watchdog; returns False once nothing is running."""
         spawn = False
         with self._cond:
-            if self._closed or self._busy == 0:
+            oldest = self._oldest_call()
+            if self._closed or oldest is None:
                 return False
-            if self._poller or self._wanted or now - self._busy_since < delay:
+            if self._poller or self._wanted or now - oldest < delay:
                 return True
             self._wanted = True
             if self._idle:

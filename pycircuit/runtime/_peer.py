@@ -3,6 +3,7 @@ calls through it. Layer: runtime (uses ``_link``; the Runtime owns peers)."""
 from __future__ import annotations
 
 import socket
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import rpyc
@@ -33,10 +34,10 @@ class Peer:
         self.dead = False
         self.conn = make_connection(sock, _NoService())
         self.conn.handlers = {
-            _wire.OP_HELLO: lambda b: rt._on_hello(self, b),
-            _wire.OP_CALL: lambda b: rt._on_call(self, b),
-            _wire.OP_RELEASE: lambda b: rt._on_release(self, b),
-            _wire.OP_ACQUIRE: lambda b: rt._on_acquire(self, b),
+            _wire.OP_HELLO: partial(rt._on_hello, self),
+            _wire.OP_CALL: partial(rt._on_call, self),
+            _wire.OP_RELEASE: partial(rt._on_release, self),
+            _wire.OP_ACQUIRE: partial(rt._on_acquire, self),
             _wire.OP_ACK: lambda b: rt._on_ack(self, _wire.decode_token(b)),
         }
         self.conn.after_reply = rt._after_reply
@@ -47,11 +48,16 @@ class Peer:
 
     def invoke(self, op: int, body: bytes) -> bytes:
         """One request to the peer; its reply's body."""
-        self.group.call_begin()  # before sending: pool threads leave the reply to us
+        if self.dead:
+            raise NetworkError(f"runtime {self.addr} is dead (its connection was lost)")
+        conn, group = self.conn, self.group
+        group.call_begin()  # before sending: pool threads leave the reply to us
         try:
-            return self._value(op, self._send(op, body))
+            return conn.wait(conn.request(op, body))
+        except Exception as e:
+            raise self._failure(op, e) from None
         finally:
-            self.group.call_end()
+            group.call_end()
 
     def invoke_async(self, op: int, body: bytes) -> Pending:
         """Send a request; ``wait`` for its reply later (from any thread)."""

@@ -20,6 +20,7 @@ import secrets
 import socket
 import threading
 import weakref
+from threading import get_ident
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -35,7 +36,7 @@ from ..errors import (
     SerializationError,
     StaleAddressError,
 )
-from ..xref._leases import LeaseTable
+from ..xref._leases import NOT_HELD as _NOT_HELD, LeaseTable
 from ..xref._x import X, XPerm
 from . import _codec, _wire
 from ._addr import WorkerAddr, new_worker_id
@@ -129,7 +130,9 @@ class _Lifecycle:
         self.main_started = False
         self.main_done = False
         self.background = 0
-        self.inflight = 0  # requests whose reply has not left yet
+        # {thread id: calls it served whose reply has not left yet}; each
+        # serving thread writes only its own key, so without the lock.
+        self.serving: dict[int, int] = {}
         self.handoffs = 0  # replies carrying third-party references, not yet acked
         self.finished = threading.Event()
 
@@ -138,7 +141,7 @@ class _Lifecycle:
         # function return (say, setting its event) would lose its reply.
         # Without the handoffs test, a worker returning a reference it holds
         # would drop its lease before the receiver acquired its own.
-        if self.main_done and self.background == 0 and self.inflight == 0 and self.handoffs == 0:
+        if self.main_done and self.background == 0 and not self.serving and self.handoffs == 0:
             self.finished.set()
 
 
@@ -455,6 +458,8 @@ class Runtime:
         reply = _wire.decode_reply(raw)
         if reply.status == _wire.STATUS_ERROR:
             raise decode_exception(reply.payload)
+        if reply.payload[:1] == _codec.TAG_PLAIN:  # no references inside: nothing to acquire or ack
+            return _codec.loads(reply.payload)
         dctx = _DecodeCtx(self, peer)
         value = dctx.loads(reply.payload)
         dctx.finish()
@@ -467,23 +472,24 @@ class Runtime:
         if peer.id is None:
             return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(ProtocolError("call before hello"), self.url))
         peer.group.enter_call()
-        lc = self.lifecycle
-        with lc.lock:
-            lc.inflight += 1
+        serving, me = self.lifecycle.serving, get_ident()
+        serving[me] = serving.get(me, 0) + 1
         call = None
         try:
             try:
                 call = _wire.decode_call(frame)
-                with self._lock:
-                    if call.handle not in self._table:
-                        raise ReleasedError(f"reference H{call.handle:016x} is not (or no longer) held by {self.url}")
-                    obj = self._table.get(call.handle)
-                dctx = _DecodeCtx(self, peer)
+                obj = self._table.find(call.handle)  # one dict lookup: no lock needed
+                if obj is _NOT_HELD:
+                    raise ReleasedError(f"reference H{call.handle:016x} is not (or no longer) held by {self.url}")
                 try:
-                    args, kwargs = dctx.loads(call.payload)
+                    if call.payload[:1] == _codec.TAG_PLAIN:  # no references inside
+                        args, kwargs = _codec.loads(call.payload)
+                    else:
+                        dctx = _DecodeCtx(self, peer)
+                        args, kwargs = dctx.loads(call.payload)
+                        dctx.finish()
                 except RemoteImportError as e:
                     raise RemoteImportError(f"{e} on host {self.host_label}") from None
-                dctx.finish()
                 result = resolve_method(obj, call.method)(*args, **kwargs)
             except BaseException as e:  # application errors travel back; the runtime serves on
                 if call is not None and call.handle == HANDLE_MAIN:
@@ -518,11 +524,21 @@ class Runtime:
         tl.unreplied = 0
         tl.main_replied = False
         lc = self.lifecycle
-        with lc.lock:
-            lc.inflight -= done
-            if main:
-                lc.main_done = True
-            lc.check()
+        if done:
+            me = get_ident()
+            left = lc.serving[me] - done
+            if left:
+                lc.serving[me] = left
+            else:
+                del lc.serving[me]
+        # Deleted first, then main_done read: whichever of this thread and
+        # the one finishing main or a background function comes last sees
+        # the other's change and finishes the worker.
+        if main or lc.main_done:
+            with lc.lock:
+                if main:
+                    lc.main_done = True
+                lc.check()
 
     # -- services -----------------------------------------------------------
     def listen(self, name: str, receiver: Any) -> XPerm:

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
+NOT_HELD = object()  # what LeaseTable.find returns for a handle it does not hold
+
+
 @dataclass
 class _Entry:
     obj: Any
@@ -108,6 +111,12 @@ class LeaseTable:
     # -- queries ----------------------------------------------------------
     def get(self, handle: int) -> Any:
         return self._entries[handle].obj
+
+    def find(self, handle: int) -> Any:
+        """The object, or NOT_HELD. One dict lookup, so it may be called
+        without the lock that guards changes (it sees before or after one)."""
+        e = self._entries.get(handle)
+        return NOT_HELD if e is None else e.obj
 
     def is_perm(self, handle: int) -> bool:
         return self._entries[handle].perm
