@@ -499,6 +499,15 @@ class ServeGroup:
     def start(self) -> None:
         self._spawn()
 
+    def run_here(self) -> None:
+        """Serve in the calling thread, as the group's first pool thread
+        (a connection accepted by a thread needs no second one to start)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._threads += 1
+        self._loop()
+
     def _spawn(self) -> None:
         with self._cond:
             if self._closed:

@@ -188,7 +188,7 @@ class Runtime:
                 if self._closed:
                     return
                 continue
-            THREADS.start(lambda s=sock: self._adopt(s), "pycircuit-adopt")
+            THREADS.start(lambda s=sock: self._adopt(s), "pycircuit-serve-peer")
 
     def _adopt(self, sock: socket.socket) -> None:
         try:
@@ -203,7 +203,7 @@ class Runtime:
             return
         with self._lock:
             self._all_peers.add(peer)
-        peer.group.start()
+        peer.group.run_here()  # this thread serves the connection: no second thread to wake
 
     def peer(self, addr: WorkerAddr) -> Peer:
         p = self._peers.get(addr.id)

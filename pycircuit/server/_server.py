@@ -116,10 +116,25 @@ class Server:
         rec = self._take_spare(paths)
         if rec is None:
             rec = self._order(paths, spare=False)
+            self._replenish()
         else:
             self._list(rec)
-        self._replenish()
+            with self.lock:
+                left = len(self._spares)
+            if left:
+                # Fork the replacement a little later: a new spare's boot
+                # (fork, imports touched, registration) takes the CPU that
+                # the spawner's own call to this one needs right now.
+                THREADS.start(self._replenish_soon, "pycircuit-spare")
+            else:
+                self._replenish()
         return rec.url
+
+    REFILL_DELAY = 0.01
+
+    def _replenish_soon(self) -> None:
+        if not self.stopped.wait(self.REFILL_DELAY):
+            self._replenish()
 
     def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)

@@ -3,9 +3,9 @@ $PYTHONPATH, so every process of the embedded circuit loads it): when
 $BENCH_TRACE_DIR is set, each process appends timestamped events
 (CLOCK_MONOTONIC, comparable across processes) to DIR/<pid>.log:
 
-* every RPyC request sent (its handler; for pycircuit's endpoint calls the
-  endpoint name and, for ``call``, the method), including pycircuit's fast
-  ``endpoint_request`` path, every reply sent, every request received;
+* every RPyC request sent (its handler), every reply sent, every request
+  received; and the same for pycircuit's own messages (operation, and for
+  ``call`` the method), which RPyC's ``_send`` never sees;
 * the audit events os.fork, socket.connect and socket.bind.
 """
 import os
@@ -70,15 +70,39 @@ if _DIR:
     _P.Connection._send = send
     _P.Connection._dispatch_request = dispatch_request
 
-    # pycircuit's own fast request path, where there is one (it bypasses _send)
+    # pycircuit's own messages inside RPyC frames (they bypass _send)
     try:
-        from pycircuit.runtime import _link as _L
+        from pycircuit.runtime import _link as _L, _wire as _W
     except ImportError:
         _L = None
-    _fast = getattr(getattr(_L, "_Connection", None), "endpoint_request", None)
-    if _fast is not None:
-        def endpoint_request(self, root, op, arg):
-            _log(f"req CALL {_endpoint()}")
-            return _fast(self, root, op, arg)
+    if _L is not None and hasattr(_L._Connection, "request"):
+        def _what(op, body) -> str:
+            name = _W.OP_NAMES.get(op, op)
+            if op == _W.OP_CALL:
+                try:
+                    return f"call {_W.decode_call(bytes(body)).method}"
+                except Exception:
+                    return "call ?"
+            return str(name)
 
-        _L._Connection.endpoint_request = endpoint_request
+        _request, _post, _serve = _L._Connection.request, _L._Connection.post, _L._Connection._serve_request
+
+        def request(self, op, body):
+            _log(f"req {_what(op, body)}")
+            return _request(self, op, body)
+
+        def post(self, op, body):
+            _log(f"req {_what(op, body)} (posted)")
+            return _post(self, op, body)
+
+        def serve_request(self, seq, op, body):
+            _log(f"got {_what(op, body)}")
+            try:
+                return _serve(self, seq, op, body)
+            finally:
+                if seq:
+                    _log("reply")
+
+        _L._Connection.request = request
+        _L._Connection.post = post
+        _L._Connection._serve_request = serve_request
