@@ -224,7 +224,7 @@ def loads(data: bytes, decode_x: Callable[[tuple], Any] | None = None) -> Any:
     elif tag == TAG_DILL:
         up = _DillUnpickler(body, decode_x)
     else:
-        raise SerializationError(f"unknown value stream tag {tag!r}")
+        raise SerializationError(f"unknown value stream tag {bytes(tag)!r}")
     try:
         return up.load()
     except (SerializationError, RemoteImportError):

@@ -103,15 +103,41 @@ class _Stream(SocketStream):
             data = b"".join(parts)
             self._rbuf = data[count:]
             return data[:count]
-        # A large frame: its length comes from the peer, so allocate as data
-        # arrives (six stray bytes cannot make us reserve gigabytes).
+        # A large frame: read in place into one growing buffer (returned as
+        # it is: a bytearray). Its length comes from the peer, so the buffer
+        # doubles as data arrives: six stray bytes cannot make us reserve
+        # gigabytes.
         self._rbuf = b""
-        parts, left = [buf], count - have
-        while left:
-            part = self._read_into(bytearray(min(left, _CHUNK)))
-            parts.append(part)
-            left -= len(part)
-        return b"".join(parts)
+        size = min(count, 2 * _CHUNK)
+        out = bytearray(size)
+        out[:have] = buf
+        got = have
+        while True:
+            got = self._fill(out, got, size)
+            if size == count:
+                return out
+            grow = min(count, 2 * size) - size
+            out.extend(bytes(grow))
+            size += grow
+
+    def _fill(self, out: bytearray, got: int, end: int) -> int:
+        view = memoryview(out)
+        try:
+            while got < end:
+                try:
+                    n = self.sock.recv_into(view[got:end], end - got)
+                except socket.timeout:
+                    continue
+                except (OSError, ValueError) as e:
+                    self.close()
+                    raise EOFError(e) from None
+                if not n:
+                    self.close()
+                    raise EOFError("connection closed by peer")
+                got += n
+            return got
+        finally:
+            view.release()
 
     def recv_frame(self) -> bytes:
         """The body of the next RPyC frame (``!LB`` header, body, one
@@ -132,14 +158,27 @@ class _Stream(SocketStream):
         self.read(1)
         return data
 
-    def write_frame(self, data: bytes) -> None:
-        header = _FRAME_HEADER.pack(len(data), 0)
-        if len(data) < self._FILL:
-            self.write(header + data + b"\n")
-        else:  # no copy of a large body
-            self.write(header)
-            self.write(data)
-            self.write(b"\n")
+    def write_frame(self, parts: "tuple | list") -> None:
+        """One frame whose body is ``parts`` joined, without copying the
+        large parts: small ones are joined and sent, large ones sent as
+        they are."""
+        n = 0
+        for p in parts:
+            n += len(p)
+        head = _FRAME_HEADER.pack(n, 0)
+        if n < self._FILL:
+            self.write(b"".join((head, *parts, b"\n")))
+            return
+        pending = [head]
+        for p in parts:
+            if len(p) < self._FILL:
+                pending.append(p)
+            else:
+                self.write(b"".join(pending))
+                pending = []
+                self.write(p)
+        pending.append(b"\n")
+        self.write(b"".join(pending))
 
     def _recv(self, n: int) -> bytes:
         while True:
@@ -155,23 +194,6 @@ class _Stream(SocketStream):
                 raise EOFError("connection closed by peer")
             return data
 
-    def _read_into(self, buf: bytearray) -> bytes:
-        view = memoryview(buf)
-        count, got = len(buf), 0
-        while got < count:
-            try:
-                n = self.sock.recv_into(view[got:], count - got)
-            except socket.timeout:
-                continue
-            except (OSError, ValueError) as e:
-                self.close()
-                raise EOFError(e) from None
-            if not n:
-                self.close()
-                raise EOFError("connection closed by peer")
-            got += n
-        return bytes(buf)
-
 
 class _Channel(Channel):
     """RPyC's framing read and written by the buffered stream, without
@@ -182,7 +204,7 @@ class _Channel(Channel):
         return self.stream.recv_frame()
 
     def send(self, data):
-        self.stream.write_frame(data)
+        self.stream.write_frame((data,))
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -231,7 +253,10 @@ class RequestFailed(ProtocolError):
     """The peer's handler for a request raised; the message is its text."""
 
 
-Handler = Callable[[bytes], "bytes | None"]
+# A message body: bytes, or a tuple of bytes-like parts sent one after the
+# other (so a large payload is never copied into a joined frame).
+Body = "bytes | tuple"
+Handler = Callable[[bytes], "Body | None"]
 
 
 class _Connection(Connection):
@@ -255,31 +280,35 @@ class _Connection(Connection):
         self._recv_waiters = 0  # threads in _wait_for_reader (changed under _recv_event)
 
     # -- sending ------------------------------------------------------------
-    def request(self, op: int, body: bytes) -> Pending:
+    def request(self, op: int, body: "Body") -> Pending:
         pending = Pending()
         seq = next(self._seq) & _wire.MAX_SEQ or next(self._seq)
         self._pending[seq] = pending
         try:
-            self._send_frame(_wire.encode_message(_wire.MSG_REQUEST, seq, op, body))
+            self._send_message(_wire.MSG_REQUEST, seq, op, body)
         except BaseException:
             self._pending.pop(seq, None)
             raise
         return pending
 
-    def post(self, op: int, body: bytes) -> None:
-        self._send_frame(_wire.encode_message(_wire.MSG_REQUEST, 0, op, body))
+    def post(self, op: int, body: "Body") -> None:
+        self._send_message(_wire.MSG_REQUEST, 0, op, body)
 
-    def _send_frame(self, data: bytes) -> None:
+    def _send_message(self, kind: int, seq: int, op: int, body: "Body") -> None:
+        head = _wire.message_head(kind, seq, op)
+        self._send_frame((head, body) if not isinstance(body, tuple) else (head, *body))
+
+    def _send_frame(self, parts: tuple) -> None:
         queue = self._send_queue
         if not queue and self._sendlock.acquire(False):
             try:
-                self._channel.stream.write_frame(data)
+                self._channel.stream.write_frame(parts)
             finally:
                 self._sendlock.release()
             if not queue:
                 return
         else:
-            queue.append(data)
+            queue.append(parts)
         # The tail of Connection._send: a thread holding the send lock sends
         # what others queued meanwhile.
         while self._send_queue:
@@ -288,7 +317,7 @@ class _Connection(Connection):
             try:
                 if not self._send_queue:
                     continue
-                self._channel.send(self._send_queue.pop(0))
+                self._channel.stream.write_frame(self._send_queue.pop(0))
             finally:
                 self._sendlock.release()
 
@@ -359,7 +388,8 @@ class _Connection(Connection):
         except BaseException:
             self._recvlock.release()
             raise
-        body = data[_wire.MSG_HEAD_SIZE:]
+        # A large frame arrives as a bytearray: view its body, do not copy it.
+        body = data[_wire.MSG_HEAD_SIZE:] if type(data) is bytes else memoryview(data)[_wire.MSG_HEAD_SIZE:]
         if kind == _wire.MSG_REQUEST:
             self._recvlock.release()
             g = self.group
@@ -373,7 +403,7 @@ class _Connection(Connection):
             if kind == _wire.MSG_REPLY:
                 pending(False, body)
             else:
-                pending(True, RequestFailed(body.decode("utf-8", "replace")))
+                pending(True, RequestFailed(bytes(body).decode("utf-8", "replace")))
         self._recvlock.release()  # after the callback, as RPyC does (its #527)
 
     def _serve_request(self, seq: int, op: int, body: bytes) -> None:
@@ -385,10 +415,10 @@ class _Connection(Connection):
                 out = handler(body)
             except Exception as e:
                 if seq:
-                    self._send_frame(_wire.encode_message(_wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode()))
+                    self._send_message(_wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode())
                 return
             if seq:
-                self._send_frame(_wire.encode_message(_wire.MSG_REPLY, seq, op, out or b""))
+                self._send_message(_wire.MSG_REPLY, seq, op, b"" if out is None else out)
         finally:
             self.after_reply()
 

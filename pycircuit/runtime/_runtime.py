@@ -438,7 +438,7 @@ class Runtime:
         NetworkError only if the connection is already known to be lost."""
         # peer() raises for a runtime already known to be lost; post() sends
         # nothing on a connection lost since.
-        self.peer(addr).post(_wire.OP_CALL, _wire.encode_call(handle, method, _codec.dumps((args, {}))))
+        self.peer(addr).post(_wire.OP_CALL, _wire.call_parts(handle, method, _codec.dumps((args, {}))))
 
     def call_x_async(self, x: X, method: str, args: tuple, kwargs: dict) -> "Future":
         """Send a cross-call now; its Future gives the value (or raises)."""
@@ -449,10 +449,10 @@ class Runtime:
         return Future(lambda: self._reply_value(peer, ctx, _or_abort(ctx, peer.wait, _wire.OP_CALL, pending)))
 
     def _call_frame(self, addr: WorkerAddr, handle: int, method: str, args: tuple,
-                    kwargs: dict) -> tuple[Peer, _EncodeCtx, bytes]:
+                    kwargs: dict) -> tuple[Peer, _EncodeCtx, tuple]:
         peer = self.peer(addr)
         ctx = _EncodeCtx(self, peer)
-        return peer, ctx, _wire.encode_call(handle, method, ctx.dumps((args, kwargs)))
+        return peer, ctx, _wire.call_parts(handle, method, ctx.dumps((args, kwargs)))
 
     def _reply_value(self, peer: Peer, ctx: _EncodeCtx, raw: bytes) -> Any:
         reply = _wire.decode_reply(raw)
@@ -468,7 +468,7 @@ class Runtime:
         del ctx  # the pins of third-party references die only now
         return value
 
-    def _on_call(self, peer: Peer, frame: bytes) -> bytes:
+    def _on_call(self, peer: Peer, frame: bytes) -> "bytes | tuple":
         if peer.id is None:
             return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(ProtocolError("call before hello"), self.url))
         peer.group.enter_call()
@@ -507,7 +507,7 @@ class Runtime:
                     self.lifecycle.handoffs += 1
                 with self._lock:
                     self._pending_acks[token] = (peer.id, ectx.pins)
-            return _wire.encode_reply(_wire.STATUS_OK, token, payload)
+            return _wire.reply_parts(_wire.STATUS_OK, token, payload)
         finally:
             peer.group.exit_call()
             # Its reply leaves when this returns; _after_reply settles it.

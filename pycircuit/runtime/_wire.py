@@ -59,6 +59,7 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _LEASE = struct.Struct("!QI")
 MAX_HANDLE = 2**64 - 1
+_BYTES = (bytes, bytearray, memoryview)  # decoders take any of these; a view's slices are views (no copies)
 
 
 class WireError(ProtocolError):
@@ -102,20 +103,24 @@ def _unpack_str(data: bytes, pos: int) -> tuple[str, int]:
     if pos + n > len(data):
         raise WireError("truncated frame")
     try:
-        return data[pos : pos + n].decode("utf-8"), pos + n
+        return bytes(data[pos : pos + n]).decode("utf-8"), pos + n
     except UnicodeDecodeError as e:
         raise WireError(f"bad text in frame: {e}") from None
 
 
-def encode_message(kind: int, seq: int, op: int, body: bytes) -> bytes:
+def message_head(kind: int, seq: int, op: int) -> bytes:
     if kind not in (MSG_REQUEST, MSG_REPLY, MSG_FAULT) or op not in OP_NAMES or not 0 <= seq <= MAX_SEQ:
         raise WireError("bad message header")
-    return _MSG_HEAD.pack(kind, seq, op) + body
+    return _MSG_HEAD.pack(kind, seq, op)
+
+
+def encode_message(kind: int, seq: int, op: int, body: bytes) -> bytes:
+    return message_head(kind, seq, op) + body
 
 
 def decode_message_head(data: bytes) -> tuple[int, int, int]:
     """``(type, seq, op)`` of a MESSAGE; its body is ``data[MSG_HEAD_SIZE:]``."""
-    if not isinstance(data, (bytes, bytearray)) or len(data) < MSG_HEAD_SIZE:
+    if not isinstance(data, _BYTES) or len(data) < MSG_HEAD_SIZE:
         raise WireError("truncated message")
     kind, seq, op = _MSG_HEAD.unpack_from(data, 0)
     if kind not in (MSG_REQUEST, MSG_REPLY, MSG_FAULT):
@@ -132,7 +137,7 @@ def encode_token(token: int) -> bytes:
 
 
 def decode_token(data: bytes) -> int:
-    if not isinstance(data, (bytes, bytearray)) or len(data) != 8:
+    if not isinstance(data, _BYTES) or len(data) != 8:
         raise WireError("bad ack token")
     (token,) = _U64.unpack(data)
     if token == 0:
@@ -148,7 +153,7 @@ def encode_hello(h: Hello) -> bytes:
 
 
 def decode_hello(data: bytes) -> Hello:
-    if not isinstance(data, (bytes, bytearray)) or len(data) < 5 or data[:3] != _MAGIC:
+    if not isinstance(data, _BYTES) or len(data) < 5 or bytes(data[:3]) != _MAGIC:
         raise WireError("not a pycircuit hello")
     (version,) = _U16.unpack_from(data, 3)
     pos = 5
@@ -169,17 +174,22 @@ def check_version(mine: int, theirs: int) -> None:
         )
 
 
-def encode_call(handle: int, method: str, payload: bytes) -> bytes:
+def call_parts(handle: int, method: str, payload: bytes) -> tuple[bytes, bytes]:
+    """A CALL as (head, payload): sent one after the other, never joined."""
     m = method.encode("utf-8")
     if len(m) > 0xFFFF:
         raise WireError("method name too long")
     if not 0 <= handle <= MAX_HANDLE:
         raise WireError("handle out of range")
-    return _CALL_HEAD.pack(KIND_CALL, handle, len(m)) + m + payload
+    return _CALL_HEAD.pack(KIND_CALL, handle, len(m)) + m, payload
+
+
+def encode_call(handle: int, method: str, payload: bytes) -> bytes:
+    return b"".join(call_parts(handle, method, payload))
 
 
 def decode_call(data: bytes) -> Call:
-    if type(data) is not bytes or len(data) < _CALL_HEAD.size:
+    if not isinstance(data, _BYTES) or len(data) < _CALL_HEAD.size:
         raise WireError("truncated call frame")
     kind, handle, n = _CALL_HEAD.unpack_from(data, 0)
     if kind != KIND_CALL:
@@ -188,18 +198,23 @@ def decode_call(data: bytes) -> Call:
     if end > len(data):
         raise WireError("truncated call frame")
     try:
-        method = data[_CALL_HEAD.size : end].decode("utf-8")
+        method = bytes(data[_CALL_HEAD.size : end]).decode("utf-8")
     except UnicodeDecodeError:
         raise WireError("method name is not UTF-8") from None
     return Call(handle, method, data[end:])
 
 
+def reply_parts(status: int, ack: int, payload: bytes) -> tuple[bytes, bytes]:
+    """A REPLY as (head, payload): sent one after the other, never joined."""
+    return _REPLY_HEAD.pack(status, ack), payload
+
+
 def encode_reply(status: int, ack: int, payload: bytes) -> bytes:
-    return _REPLY_HEAD.pack(status, ack) + payload
+    return b"".join(reply_parts(status, ack, payload))
 
 
 def decode_reply(data: bytes) -> Reply:
-    if type(data) is not bytes or len(data) < _REPLY_HEAD.size:
+    if not isinstance(data, _BYTES) or len(data) < _REPLY_HEAD.size:
         raise WireError("truncated reply frame")
     status, ack = _REPLY_HEAD.unpack_from(data, 0)
     if status not in (STATUS_OK, STATUS_ERROR):
@@ -217,7 +232,7 @@ def encode_leases(items: "list[tuple[int, int]]") -> bytes:
 
 
 def decode_leases(data: bytes) -> "list[tuple[int, int]]":
-    if not isinstance(data, (bytes, bytearray)) or len(data) < 4:
+    if not isinstance(data, _BYTES) or len(data) < 4:
         raise WireError("truncated lease frame")
     (n,) = _U32.unpack_from(data, 0)
     if len(data) != 4 + n * _LEASE.size:

@@ -80,7 +80,8 @@ if _DIR:
             name = _W.OP_NAMES.get(op, op)
             if op == _W.OP_CALL:
                 try:
-                    return f"call {_W.decode_call(bytes(body)).method}"
+                    data = b"".join(body) if isinstance(body, tuple) else bytes(body)
+                    return f"call {_W.decode_call(data).method}"
                 except Exception:
                     return "call ?"
             return str(name)
