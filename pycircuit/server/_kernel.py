@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import CircuitError, ElementError
 from ..runtime._addr import is_worker_id
+from ..spawn import _codecache
 
 MAX_BLOCK = 5.0  # longest a single blocking call may wait on the server
 
@@ -63,6 +64,11 @@ class Kernel:
 
     def register(self, token: str, url: str) -> None:
         self._s.register(token, url)
+
+    def cache_code(self, paths: list) -> None:
+        """Source files a worker imported: the zygote keeps them compiled."""
+        if isinstance(paths, list) and all(isinstance(p, str) for p in paths):
+            self._s.spawner.cache_code(paths[:_codecache.MAX_REPORT])
 
     def kill(self, worker_id: str) -> bool:
         if not is_worker_id(worker_id):

@@ -181,6 +181,17 @@ class Spawner:
             rec.ready.set()
         self._on_exit(rec, remains)
 
+    def cache_code(self, paths: list[str]) -> None:
+        """Have the zygote compile these source files for its next forks."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                return
+            try:
+                self._proc.stdin.write(json.dumps({"compile": paths}).encode() + b"\n")
+                self._proc.stdin.flush()
+            except OSError:
+                pass  # the zygote is gone; it is restarted with the next order
+
     def order(self, token: str, anchors: list, spare: bool = False) -> WorkerRecord:
         wdir = os.path.join(self._var, token)
         os.makedirs(wdir, exist_ok=True)

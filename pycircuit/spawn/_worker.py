@@ -20,6 +20,7 @@ from typing import Any, Callable
 from ..errors import CircuitError, SpawnError
 from ..runtime._addr import WorkerAddr
 from ..runtime._runtime import HANDLE_MAIN, Runtime, RuntimeConfig, current, install
+from . import _codecache
 
 # A worker whose spawner never sends the function (it died in between) gives up.
 MAIN_TIMEOUT = 60.0
@@ -43,6 +44,8 @@ class WorkerMain:
     def __init__(self, rt: Runtime):
         self._rt = rt
         self.assigned = threading.Event()
+        self.kernel: Any = None  # the server's kernel, once dialled
+        self._preloaded = set(sys.modules)  # what the zygote had imported
 
     def warm(self) -> None:
         """The server's first call to a spare: it only exercises the path."""
@@ -64,6 +67,20 @@ class WorkerMain:
         finally:
             # The runtime marks main done once the reply has been sent.
             self._rt._tl.main_replied = True
+            self._report_sources()
+
+    def _report_sources(self) -> None:
+        """Tell the server which source modules this worker had to import
+        (the function's own module, those it imported): its zygote keeps
+        their compiled code for the next workers (see ``_codecache``)."""
+        k = self.kernel
+        paths = _codecache.new_sources(self._preloaded)
+        if k is None or not paths:
+            return
+        try:
+            self._rt.post_remote(k.addr, k.handle, "cache_code", paths)
+        except CircuitError:
+            pass  # the server is going: nothing to learn for
 
 
 def run_in_back(fn: Callable, *args: Any, **kwargs: Any) -> None:
@@ -143,6 +160,7 @@ def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: st
         rt.on_peer_lost.append(lambda p: p.id == server.id and _exit(EXIT_SERVER_LOST))
         kernel = rt.dial(server, "circuit")
         kernel.register(token, rt.url)
+        main.kernel = kernel
     except BaseException:
         traceback.print_exc()
         _exit(EXIT_BOOT_FAILED)

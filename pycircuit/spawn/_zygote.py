@@ -9,8 +9,10 @@ never starts a thread.
 Protocol (one JSON object per line): the server writes orders to the
 zygote's stdin, ``{"token": T, "dir": D}``; the zygote writes events to its
 stdout, ``{"ev": "forked", "token": T, "pid": P}`` and
-``{"ev": "exit", "pid": P, "status": S}`` (``S`` is the raw wait status). The
-zygote exits when its stdin closes, that is when the server dies.
+``{"ev": "exit", "pid": P, "status": S}`` (``S`` is the raw wait status).
+``{"compile": [paths]}`` asks it to keep compiled code for those source
+files (see ``_codecache``). The zygote exits when its stdin closes, that is
+when the server dies.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import rpyc  # noqa: F401
 
 from ..acid import _sampler  # noqa: F401
 from ..runtime import _runtime  # noqa: F401
-from . import _worker
+from . import _codecache, _worker
 
 
 def _emit(out, **event) -> None:
@@ -60,6 +62,7 @@ def main(argv: list[str]) -> None:
             key = load_key(key)
         except Exception:
             pass  # each worker loads it by path, and reports why it cannot
+    _codecache.install()
     # Everything imported so far is shared with every worker: keep the
     # collector from touching (and so copying) those pages in each child.
     gc.collect()
@@ -93,6 +96,10 @@ def main(argv: list[str]) -> None:
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 order = json.loads(line)
+                if "compile" in order:
+                    for path in order["compile"]:
+                        _codecache.remember(path)
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     signal.set_wakeup_fd(-1)

@@ -1,0 +1,77 @@
+"""Compiled code of the modules workers import, kept by the zygote.
+
+A worker imports the module of the function it runs (``myproject.tasks``,
+say) after it is forked: the zygote could not know it. That import reads
+and unmarshals a ``.pyc``, or compiles the source (``PYTHONDONTWRITEBYTECODE``,
+a read-only tree: ~1 ms for a small module). Workers tell their server which
+source modules they imported; the server passes the paths to the zygote,
+which compiles them (compiling runs nothing) and keeps the code objects, so
+the next workers, forked with the cache in memory, only run the module body.
+
+A cached code object is used only while the file's size and modification
+time are those it was compiled from (the ``.pyc`` rule). Layer: spawn (no
+pycircuit imports; used by ``_zygote`` and ``_worker``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from importlib.machinery import SourceFileLoader
+from types import CodeType
+
+MAX_MODULES = 512  # compiled code is a few KB to a few hundred KB a module
+MAX_REPORT = 64  # paths a worker reports
+
+_cache: dict[str, tuple[int, int, CodeType]] = {}
+_original_get_code = SourceFileLoader.get_code
+
+
+def _cached_get_code(self: SourceFileLoader, fullname: str):
+    path = self.get_filename(fullname)
+    hit = _cache.get(path)
+    if hit is not None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            pass
+        else:
+            if (st.st_mtime_ns, st.st_size) == hit[:2]:
+                return hit[2]
+    return _original_get_code(self, fullname)
+
+
+def install() -> None:
+    """In the zygote, before it forks: imports consult the cache."""
+    SourceFileLoader.get_code = _cached_get_code
+
+
+def remember(path: str) -> bool:
+    """Compile ``path`` (a ``.py`` file) into the cache; False if it cannot be."""
+    if path in _cache or len(_cache) >= MAX_MODULES or not path.endswith(".py"):
+        return False
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            source = f.read()
+        code = compile(source, path, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return False
+    _cache[path] = (st.st_mtime_ns, st.st_size, code)
+    return True
+
+
+def new_sources(before: "set[str]") -> list[str]:
+    """Source files of the modules imported since ``before`` (module names)."""
+    out = []
+    for name, mod in list(sys.modules.items()):
+        if name in before:
+            continue
+        spec = getattr(mod, "__spec__", None)
+        if spec is None or not isinstance(spec.loader, SourceFileLoader):
+            continue
+        origin = spec.origin
+        if isinstance(origin, str) and origin.endswith(".py") and origin not in _cache:
+            out.append(origin)
+            if len(out) >= MAX_REPORT:
+                break
+    return out
