@@ -167,17 +167,20 @@ def run(ctx) -> Section:
     sec.raw["async_calls_per_s"] = asy
 
     peers = [s for s in subjects if s[0] != "pycircuit"]
+
+    def target(name: str) -> Target | None:
+        if name == "Pyro5 msgpack":
+            return Target("≤ Pyro5 msgpack", factor=1.0)
+        if name.startswith("raw RPyC"):
+            return Target("≤ 1.1× raw RPyC", factor=1.1)
+        return None
+
     m1 = "cross-call round trip (echo int), median"
     for name, peer, why in peers:
         if peer is None:
             sec.skip(m1, name, why)
             continue
-        tgt = None
-        if name == "Pyro5 msgpack":
-            tgt = Target("≤ Pyro5 msgpack", factor=1.0)
-        elif name.startswith("raw RPyC"):
-            tgt = Target("≤ 1.1× raw RPyC", factor=1.1)
-        sec.add(m1, name, pc["median_us"], lat[name]["median_us"], target=tgt, info=peer.info)
+        sec.add(m1, name, pc["median_us"], lat[name]["median_us"], target=target(name), info=peer.info)
     for label, res in pinned.items():
         m = f"cross-call round trip, both processes pinned to {label}, median"
         for name, peer, why in peers:
@@ -186,7 +189,8 @@ def run(ctx) -> Section:
             if name not in res:
                 sec.skip(m, name, "serving process unknown: not pinned")
                 continue
-            sec.add(m, name, res["pycircuit"]["median_us"], res[name]["median_us"], info=peer.info)
+            sec.add(m, name, res["pycircuit"]["median_us"], res[name]["median_us"], target=target(name),
+                    info=peer.info)
     if not pinned:
         sec.skip("cross-call round trip, pinned", "all", "fewer than 2 usable CPUs")
     m2 = "cross-call round trip (echo int), p99"
