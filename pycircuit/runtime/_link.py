@@ -19,6 +19,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from threading import get_ident
@@ -52,6 +53,8 @@ RPYC_CONFIG = dict(
 
 _CHUNK = 1 << 20
 _FRAME_HEADER = Channel.FRAME_HEADER  # !LB: length, compressed; a flusher byte b"\n" follows the body
+_FRAME_AND_MESSAGE = struct.Struct("!LBBIB")  # the frame header, then _wire's message head (!BIB)
+assert _FRAME_AND_MESSAGE.size == _FRAME_HEADER.size + _wire.MSG_HEAD_SIZE
 assert Channel.FLUSHER == b"\n"
 
 
@@ -159,13 +162,17 @@ class _Stream(SocketStream):
         return data
 
     def write_frame(self, parts: "tuple | list") -> None:
-        """One frame whose body is ``parts`` joined, without copying the
-        large parts: small ones are joined and sent, large ones sent as
-        they are."""
+        """One frame whose body is ``parts`` joined."""
         n = 0
         for p in parts:
             n += len(p)
-        head = _FRAME_HEADER.pack(n, 0)
+        self.write_message(_FRAME_HEADER.pack(n, 0), parts, n)
+
+    def write_message(self, head: bytes, parts: "tuple | list", n: int) -> None:
+        """``head`` (the frame header, and whatever else starts the body)
+        and ``parts`` (the rest, ``n`` bytes of body in all), without copying
+        the large parts: small ones are joined and sent, large ones sent as
+        they are."""
         if n < self._FILL:
             self.write(b"".join((head, *parts, b"\n")))
             return
@@ -204,7 +211,12 @@ class _Channel(Channel):
         return self.stream.recv_frame()
 
     def send(self, data):
-        self.stream.write_frame((data,))
+        # RPyC's own _send drains the same queue as ours: items are its
+        # frames (bytes) or our messages (head, parts, length).
+        if type(data) is tuple:
+            self.stream.write_message(*data)
+        else:
+            self.stream.write_frame((data,))
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -295,20 +307,24 @@ class _Connection(Connection):
         self._send_message(_wire.MSG_REQUEST, 0, op, body)
 
     def _send_message(self, kind: int, seq: int, op: int, body: "Body") -> None:
-        head = _wire.message_head(kind, seq, op)
-        self._send_frame((head, body) if not isinstance(body, tuple) else (head, *body))
+        parts = body if type(body) is tuple else (body,)
+        n = _wire.MSG_HEAD_SIZE
+        for p in parts:
+            n += len(p)
+        # kind, seq and op come from this module: packed unchecked
+        self._send_frame((_FRAME_AND_MESSAGE.pack(n, 0, kind, seq, op), parts, n))
 
-    def _send_frame(self, parts: tuple) -> None:
+    def _send_frame(self, frame: tuple) -> None:
         queue = self._send_queue
         if not queue and self._sendlock.acquire(False):
             try:
-                self._channel.stream.write_frame(parts)
+                self._channel.stream.write_message(*frame)
             finally:
                 self._sendlock.release()
             if not queue:
                 return
         else:
-            queue.append(parts)
+            queue.append(frame)
         # The tail of Connection._send: a thread holding the send lock sends
         # what others queued meanwhile.
         while self._send_queue:
@@ -317,7 +333,7 @@ class _Connection(Connection):
             try:
                 if not self._send_queue:
                     continue
-                self._channel.stream.write_frame(self._send_queue.pop(0))
+                self._channel.send(self._send_queue.pop(0))
             finally:
                 self._sendlock.release()
 
