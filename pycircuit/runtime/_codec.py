@@ -115,6 +115,11 @@ def _plain(value: Any, depth: int = 2) -> bool:
     return False
 
 
+def is_plain(value: Any) -> bool:
+    """A small value of builtin atoms: it cannot hold a cross-interface."""
+    return _plain(value)
+
+
 class _DillPickler(dill.Pickler):
     def __init__(self, f, x_types, encode_x):
         super().__init__(f, _PROTO, recurse=True)

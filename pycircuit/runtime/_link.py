@@ -283,7 +283,7 @@ class _Connection(Connection):
 
     group: "ServeGroup | None" = None
     handlers: "dict[int, Handler]" = {}
-    after_reply: Callable[[], None] = staticmethod(lambda: None)  # runs once a request's reply has left (or failed to)
+    after_reply: Callable[[int], None] = staticmethod(lambda op: None)  # runs once a request's reply has left (or failed to)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -436,7 +436,7 @@ class _Connection(Connection):
             if seq:
                 self._send_message(_wire.MSG_REPLY, seq, op, b"" if out is None else out)
         finally:
-            self.after_reply()
+            self.after_reply(op)
 
 
 def make_connection(sock: socket.socket, service: rpyc.Service) -> Connection:

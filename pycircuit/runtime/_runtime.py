@@ -469,11 +469,12 @@ class Runtime:
         return value
 
     def _on_call(self, peer: Peer, frame: bytes) -> "bytes | tuple":
+        # Counted until _after_reply(OP_CALL), which follows every call.
+        serving, me = self.lifecycle.serving, get_ident()
+        serving[me] = serving.get(me, 0) + 1
         if peer.id is None:
             return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(ProtocolError("call before hello"), self.url))
         peer.group.enter_call()
-        serving, me = self.lifecycle.serving, get_ident()
-        serving[me] = serving.get(me, 0) + 1
         call = None
         try:
             try:
@@ -495,6 +496,8 @@ class Runtime:
                 if call is not None and call.handle == HANDLE_MAIN:
                     self._tl.main_replied = True  # a worker whose function cannot start is done
                 return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(e, self.url))
+            if _codec.is_plain(result):  # nothing to grant or pin
+                return _wire.reply_parts(_wire.STATUS_OK, 0, _codec.dumps(result))
             ectx = _EncodeCtx(self, peer)
             try:
                 payload = ectx.dumps(result)
@@ -510,27 +513,23 @@ class Runtime:
             return _wire.reply_parts(_wire.STATUS_OK, token, payload)
         finally:
             peer.group.exit_call()
-            # Its reply leaves when this returns; _after_reply settles it.
-            self._tl.unreplied = getattr(self._tl, "unreplied", 0) + 1
 
-    def _after_reply(self) -> None:
-        """Runs in a serving thread once the reply of the request it served
-        has left (or could not)."""
-        tl = self._tl
-        done = getattr(tl, "unreplied", 0)
-        main = getattr(tl, "main_replied", False)
-        if not done and not main:
+    def _after_reply(self, op: int) -> None:
+        """Runs in the serving thread once the reply to a request it served
+        (of operation ``op``) has left, or could not."""
+        if op != _wire.OP_CALL:
             return
-        tl.unreplied = 0
-        tl.main_replied = False
         lc = self.lifecycle
-        if done:
-            me = get_ident()
-            left = lc.serving[me] - done
-            if left:
-                lc.serving[me] = left
-            else:
-                del lc.serving[me]
+        me = get_ident()
+        left = lc.serving[me] - 1
+        if left:
+            lc.serving[me] = left
+        else:
+            del lc.serving[me]
+        tl = self._tl
+        main = getattr(tl, "main_replied", False)
+        if main:
+            tl.main_replied = False
         # Deleted first, then main_done read: whichever of this thread and
         # the one finishing main or a background function comes last sees
         # the other's change and finishes the worker.
