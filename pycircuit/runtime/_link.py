@@ -1,16 +1,22 @@
 """Connections between runtimes, over RPyC.
 
-One RPyC connection per pair of runtimes, used in both directions. RPyC is
-configured for this use, not its defaults: no netrefs of user values (frames
-are ``bytes``), no compression, no request timeout (death is detected by the
-socket: EOF/RST from the kernel, TCP keepalive and TCP_USER_TIMEOUT across
-hosts), TCP_NODELAY, blocking sockets without the 3 s timeout rpyc.connect
-leaves behind, and writes without the O(n²) slicing of ``SocketStream``.
+One RPyC connection per pair of runtimes, used in both directions. RPyC
+frames the stream (its channel header) and guards reading (its receive
+lock), but runtimes exchange pycircuit messages (``_wire.MSG_*``: request,
+reply, fault, with a sequence number and an operation) inside those frames,
+so brine, boxing and RPyC's handler tables never run on a call; RPyC's own
+requests reach nothing (``_peer._NoService``). Configured for this use:
+no compression (compressed frames are refused), no request timeout (death
+is detected by the socket: EOF/RST, TCP keepalive and TCP_USER_TIMEOUT),
+TCP_NODELAY, blocking sockets, buffered reads (one ``recv`` a small frame)
+and no copies of large bodies either way.
 
-Each connection is served by a small elastic group of threads calling
-``Connection.serve``: RPyC releases its receive lock before dispatching a
-request, so the thread that read a request runs it while another reads on,
-and a slow call never blocks the rest of the connection.
+Each connection is served by a small elastic group of threads
+(``ServeGroup``): a thread waiting for a reply reads for itself; otherwise a
+pool thread reads and runs requests inline, and a watchdog appoints another
+reader when one runs long, so a slow call never blocks the rest of the
+connection. Threads are taken from ``_threads`` so that starting one costs
+no wait.
 """
 from __future__ import annotations
 
