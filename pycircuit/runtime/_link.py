@@ -133,17 +133,7 @@ class _Stream(SocketStream):
         view = memoryview(out)
         try:
             while got < end:
-                try:
-                    n = self.sock.recv_into(view[got:end], end - got)
-                except socket.timeout:
-                    continue
-                except (OSError, ValueError) as e:
-                    self.close()
-                    raise EOFError(e) from None
-                if not n:
-                    self.close()
-                    raise EOFError("connection closed by peer")
-                got += n
+                got += self._io(self.sock.recv_into, view[got:end], end - got)
             return got
         finally:
             view.release()
@@ -194,18 +184,22 @@ class _Stream(SocketStream):
         self.write(b"".join(pending))
 
     def _recv(self, n: int) -> bytes:
+        return self._io(self.sock.recv, n)
+
+    def _io(self, receive: Callable, *args):
+        """``receive(*args)``; a closed or broken socket is an EOFError."""
         while True:
             try:
-                data = self.sock.recv(n)
+                got = receive(*args)
             except socket.timeout:
                 continue
             except (OSError, ValueError) as e:
                 self.close()
                 raise EOFError(e) from None
-            if not data:
+            if not got:
                 self.close()
                 raise EOFError("connection closed by peer")
-            return data
+            return got
 
 
 class _Channel(Channel):
