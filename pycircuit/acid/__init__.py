@@ -25,7 +25,7 @@ def thread_stacks() -> str:
     names = {t.ident: t for t in threading.enumerate()}
     out = io.StringIO()
     out.write(f"pid {os.getpid()}, {len(names)} threads\n")
-    for ident, frame in sorted(sys._current_frames().items()):
+    for ident, frame in sorted(_sampler.current_frames().items()):
         t = names.get(ident)
         label = f"{t.name}{' (daemon)' if t and t.daemon else ''}" if t else "?"
         out.write(f"\nThread {ident:#x} {label}:\n")

@@ -7,12 +7,29 @@ Python frame.
 """
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
 from collections import Counter
 
 MAX_SECONDS = 3600.0
+
+
+def current_frames() -> dict:
+    """``sys._current_frames()`` with the cyclic collector paused. On
+    CPython up to 3.11 a collection that starts inside that call (it
+    allocates frame objects while holding the runtime's thread-list lock)
+    can free a ``threading.local``, whose cleanup takes the same lock: the
+    process hangs for good (cpython#106883; seen here as a server that froze
+    on ``pycircuit stk`` of itself)."""
+    if not gc.isenabled():
+        return sys._current_frames()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        gc.enable()
 
 
 def _frame_label(code) -> str:
@@ -30,7 +47,7 @@ def profile(seconds: float, interval: float = 0.005) -> str:
     while time.monotonic() < deadline:
         if len(names) != threading.active_count():
             names = {t.ident: t.name for t in threading.enumerate()}
-        for ident, frame in sys._current_frames().items():
+        for ident, frame in current_frames().items():
             if ident == me:
                 continue
             stack = []

@@ -117,6 +117,7 @@ class Spawner:
         self._args = [server_url, server_id, host, key_path or ""]  # key_path: the cluster key of workers
         self._var = os.path.join(var_dir, "workers")
         os.makedirs(self._var, exist_ok=True)
+        self._closed = False
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._by_token: dict[str, WorkerRecord] = {}
@@ -194,9 +195,13 @@ class Spawner:
 
     def order(self, token: str, anchors: list, spare: bool = False) -> WorkerRecord:
         wdir = os.path.join(self._var, token)
-        os.makedirs(wdir, exist_ok=True)
         rec = WorkerRecord(token, wdir, anchors, spare=spare)
         with self._lock:
+            # A late order (a spare being made as the server stops) must not
+            # restart the zygote or remake the directory the server removes.
+            if self._closed:
+                raise SpawnError("the server is stopping")
+            os.makedirs(wdir, exist_ok=True)
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
             self._by_token[token] = rec
@@ -242,6 +247,8 @@ class Spawner:
             self._by_token.pop(rec.token, None)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         proc = self._proc
         if proc is None:
             return
