@@ -56,8 +56,18 @@ def cmd_start(args) -> int:
     if key is None and not _is_loopback(host) and not args.insecure:
         raise UsageError(f"refusing to listen on non-loopback address {host} without a key (use --key, or --insecure)")
     lock = _lock_var(args.var) if args.var else None
+    # Signals are caught from here on: a TERM right after the URL is printed
+    # must still stop the server properly (it removes its temporary files).
+    early = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: early.set())
     server = Server(ServerConfig(host=host, port=port, var_dir=args.var, tls=key, docker=args.docker,
                                  spares=max(0, args.spares)))
+    stop = server.stopped
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if early.is_set():
+        stop.set()
     sys.stdout.write(server.url + "\n")
     sys.stdout.flush()
     if not args.embedded:
@@ -69,7 +79,6 @@ def cmd_start(args) -> int:
             print(f"pycircuit: cannot join {args.join} ({_one_line(e)}); running alone", file=sys.stderr)
     if args.discover is not None:
         server.start_discovery()
-    stop = server.stopped
     if args.embedded:
         # Owned by a client program: go when it goes (our stdin closes).
         def watch_stdin():
@@ -80,8 +89,6 @@ def cmd_start(args) -> int:
                 pass
             stop.set()
         threading.Thread(target=watch_stdin, daemon=True).start()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.close()
     del lock
