@@ -62,6 +62,9 @@ def test_remember_refuses_what_it_cannot_compile_and_stops_at_its_limit(tmp_path
     other = tmp_path / "other.py"
     other.write_text("Y = 1\n")
     assert _codecache.remember(str(good)) and not _codecache.remember(str(other))
+    monkeypatch.setattr(_codecache, "MAX_MODULES", 10)
+    monkeypatch.setattr(_codecache, "MAX_SOURCE", 4)
+    assert not _codecache.remember(str(other))  # larger than the bound
 
 
 def test_new_sources_lists_source_modules_imported_since(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from types import CodeType
 
 MAX_MODULES = 512  # compiled code is a few KB to a few hundred KB a module
 MAX_REPORT = 64  # paths a worker reports
+MAX_SOURCE = 4 << 20  # bytes: anyone who can call the kernel can name files, so bound the work
 
 _cache: dict[str, tuple[int, int, CodeType]] = {}
 _original_get_code = SourceFileLoader.get_code
@@ -51,6 +52,8 @@ def remember(path: str) -> bool:
         return False
     try:
         st = os.stat(path)
+        if st.st_size > MAX_SOURCE:
+            return False
         with open(path, "rb") as f:
             source = f.read()
         code = compile(source, path, "exec", dont_inherit=True)
