@@ -255,6 +255,30 @@ def test_silent_and_garbage_peers_do_not_block_others(keyed, keys):
             s.close()
 
 
+def test_a_server_says_why_it_refused_connections_at_most_five_a_minute(keys):
+    p, url = start_server("--key", keys[0])
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(p.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        a = WorkerAddr.parse(url)
+        for _ in range(8):
+            with socket.create_connection((a.host, a.port), timeout=10) as s:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                try:
+                    assert s.recv(100) == b""  # dropped
+                except ConnectionResetError:
+                    pass
+        wait_until(lambda: sum("refused a connection" in ln for ln in lines) >= 5, what="five refusal lines")
+    finally:
+        stop_process(p)
+    reader.join(10)
+    refusals = [ln for ln in lines if "refused a connection" in ln]
+    assert len(refusals) == 5, lines  # the other three in this minute are not logged
+    assert all("TLS handshake with 127.0.0.1:" in ln for ln in refusals)
+    assert refusals[-1].rstrip().endswith("(more in this minute are not logged)")
+
+
 # -- (e) the wire is TLS, and a plain client gets nothing ------------------
 
 def test_plain_rpyc_client_gets_nothing(keyed):

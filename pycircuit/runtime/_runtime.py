@@ -18,7 +18,9 @@ import os
 import queue
 import secrets
 import socket
+import sys
 import threading
+import time
 import weakref
 from threading import get_ident
 from collections import Counter, defaultdict
@@ -145,6 +147,31 @@ class _Lifecycle:
             self.finished.set()
 
 
+class _RefusalLog:
+    """A server says on stderr why it refused a connection (a peer without
+    the cluster key, say): at most ``BURST`` lines a minute, so that a port
+    scanner cannot fill the log (or a pipe nobody reads)."""
+
+    BURST = 5
+    WINDOW = 60.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._since = 0.0
+        self._count = 0
+
+    def note(self, why: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._since >= self.WINDOW:
+                self._since, self._count = now, 0
+            self._count += 1
+            n = self._count
+        if n <= self.BURST:
+            more = " (more in this minute are not logged)" if n == self.BURST else ""
+            print(f"pycircuit: refused a connection: {why}{more}", file=sys.stderr, flush=True)
+
+
 class Runtime:
     def __init__(self, cfg: RuntimeConfig):
         self.cfg = cfg
@@ -164,6 +191,7 @@ class Runtime:
         self.lifecycle = _Lifecycle()
         self.on_peer_lost: list[Callable[[Peer], None]] = []
         self._closed = False
+        self._refusals = _RefusalLog()
 
         self._sock = socket.create_server((cfg.host, cfg.port), backlog=512)
         host, port = self._sock.getsockname()[:2]
@@ -195,11 +223,13 @@ class Runtime:
             if self.cfg.tls is not None:
                 sock = self.cfg.tls.wrap_server(sock)
             peer = Peer(self, sock)
-        except Exception:
+        except Exception as e:
             try:
                 sock.close()
             except OSError:
                 pass
+            if self.cfg.role == "server":
+                self._refusals.note(str(e))
             return
         with self._lock:
             self._all_peers.add(peer)
