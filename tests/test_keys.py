@@ -430,6 +430,32 @@ def test_keygen_output_loads_and_is_fresh(keys):
     assert open(keys[0]).read() != open(keys[1]).read()
 
 
+def test_keygen_writes_a_file_only_its_owner_reads_and_never_overwrites(tmp_path):
+    out = tmp_path / "k"
+    r = cli("keygen", "-o", str(out))
+    assert r.returncode == 0 and r.stdout == "", r.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    first = out.read_text()
+    load_key(str(out))
+    again = cli("keygen", "-o", str(out))
+    assert again.returncode != 0 and again.stderr.strip().count("\n") == 0 and "not overwriting" in again.stderr
+    assert out.read_text() == first
+
+
+def test_start_warns_when_others_can_read_the_key(tmp_path, keys):
+    loose = tmp_path / "loose.key"
+    loose.write_text(open(keys[0]).read())
+    loose.chmod(0o644)
+    p = subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--key", str(loose)],
+                         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("circuit://")
+        first = p.stderr.readline()
+        assert "can be read by other users" in first and f"chmod 600 {loose}" in first
+    finally:
+        stop_process(p)
+
+
 def _leaf_key_file() -> str:
     """A key and a self-signed certificate that is not a CA."""
     import datetime

@@ -53,6 +53,7 @@ def cmd_start(args) -> int:
         from ..runtime._tls import load_key
 
         key = load_key(key_path)
+        _warn_if_readable(key_path)
     if key is None and not _is_loopback(host) and not args.insecure:
         raise UsageError(f"refusing to listen on non-loopback address {host} without a key (use --key, or --insecure)")
     lock = _lock_var(args.var) if args.var else None
@@ -112,9 +113,32 @@ def _lock_var(path: str):
 def cmd_keygen(args) -> int:
     from ..runtime._tls import keygen
 
-    sys.stdout.write(keygen())
-    sys.stdout.flush()
+    text = keygen()
+    if args.out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    try:  # readable by its owner only, and never over an existing key
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{args.out} exists; not overwriting a key") from None
+    except OSError as e:
+        raise UsageError(f"cannot create {args.out}: {e.strerror or e}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     return 0
+
+
+def _warn_if_readable(path: str) -> None:
+    """Whoever can read the key is a member of the circuit: say so when
+    others than its owner can (as ssh does for private keys)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        print(f"pycircuit: warning: key file {path} can be read by other users (chmod 600 {path})",
+              file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cluster key file (from `pycircuit keygen`; default $CIRCUIT_KEY): mutual TLS on every connection")
     s.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_start)
-    k = sub.add_parser("keygen", help="print a new cluster key (save it to a file readable only by you)")
+    k = sub.add_parser("keygen", help="make a new cluster key: printed, or written to a new file readable only by you")
+    k.add_argument("-o", "--out", metavar="FILE", help="write the key to FILE (created with mode 600; never overwritten)")
     k.set_defaults(func=cmd_keygen)
     _client_commands(sub)
     return p

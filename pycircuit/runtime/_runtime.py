@@ -162,14 +162,14 @@ class _RefusalLog:
 
     def note(self, why: str) -> None:
         now = time.monotonic()
-        with self._lock:
+        with self._lock:  # held while writing, too: lines from two handshakes do not interleave
             if now - self._since >= self.WINDOW:
                 self._since, self._count = now, 0
             self._count += 1
-            n = self._count
-        if n <= self.BURST:
-            more = " (more in this minute are not logged)" if n == self.BURST else ""
-            print(f"pycircuit: refused a connection: {why}{more}", file=sys.stderr, flush=True)
+            if self._count <= self.BURST:
+                more = " (more in this minute are not logged)" if self._count == self.BURST else ""
+                sys.stderr.write(f"pycircuit: refused a connection: {why}{more}\n")
+                sys.stderr.flush()
 
 
 class Runtime:
