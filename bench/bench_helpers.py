@@ -11,6 +11,7 @@ standard library only; pycircuit is imported where a worker needs it.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 
@@ -189,9 +190,13 @@ def stack_daemon(threads=3):
     return os.getpid()
 
 
-def exit_when_owner_goes() -> None:
-    """In a peer server process: exit as soon as stdin (a pipe from the
-    suite) closes, so a killed run leaves no server behind."""
+def ready(line: object) -> None:
+    """In a peer server process: print the line the suite waits for (its
+    address), then exit as soon as stdin (a pipe from the suite) closes, so
+    a killed run leaves no server behind."""
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
+
     def watch() -> None:
         try:
             while os.read(0, 4096):

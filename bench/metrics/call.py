@@ -47,11 +47,15 @@ def latency(subjects, n: int, warm: int, block: int = 250) -> dict:
     return {name: stats(s) for name, s in samples.items()}
 
 
-def _pin(pid: int, cpu: int) -> None:
-    """Pin every thread of ``pid`` to ``cpu`` (threads started later inherit it)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` to ``cpus`` (threads started later inherit it)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return  # gone
+    for tid in tids:
         try:
-            os.sched_setaffinity(int(tid), {cpu})
+            os.sched_setaffinity(int(tid), cpus)
         except OSError:
             pass  # a thread that just ended
 
@@ -67,16 +71,12 @@ def pinned_latency(subjects, n: int, warm: int, cpus: tuple[int, int]) -> dict:
     try:
         os.sched_setaffinity(0, {cpus[0]})
         for _, peer, _ in subjects:
-            _pin(peer.server_pid, cpus[1])
+            _pin(peer.server_pid, {cpus[1]})
         return latency(subjects, n, warm)
     finally:
         os.sched_setaffinity(0, mine)
         for _, peer, _ in subjects:
-            try:
-                for tid in os.listdir(f"/proc/{peer.server_pid}/task"):
-                    os.sched_setaffinity(int(tid), everywhere)
-            except OSError:
-                pass  # gone
+            _pin(peer.server_pid, everywhere)
 
 
 def threads_throughput(peer, threads: int, per_thread: int) -> float:

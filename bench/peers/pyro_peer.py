@@ -11,7 +11,6 @@ serves until its stdin closes.
 from __future__ import annotations
 
 import os
-import sys
 
 if __name__ != "__main__":
     import Pyro5
@@ -96,7 +95,7 @@ def _bytes(x):
 
 def serve() -> None:
     import Pyro5.api
-    from bench_helpers import exit_when_owner_goes  # bench/ is on the path of peer processes
+    from bench_helpers import ready  # bench/ is on the path of peer processes
 
     @Pyro5.api.expose
     class Echo:
@@ -108,10 +107,7 @@ def serve() -> None:
 
     daemon = Pyro5.api.Daemon(host="127.0.0.1", port=0)
     uri = daemon.register(Echo(), "bench.echo")
-    sys.stdout.write(f"{uri}\n")
-    sys.stdout.flush()
-
-    exit_when_owner_goes()
+    ready(uri)
     daemon.requestLoop()
 
 

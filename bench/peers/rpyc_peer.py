@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import pickle
 import socket
-import sys
 
 if __name__ != "__main__":
     import rpyc
@@ -96,7 +95,7 @@ if __name__ != "__main__":
 
 def serve() -> None:
     import rpyc
-    from bench_helpers import exit_when_owner_goes  # bench/ is on the path of peer processes
+    from bench_helpers import ready  # bench/ is on the path of peer processes
     from rpyc.utils.server import ThreadedServer
 
     class EchoService(rpyc.Service):
@@ -127,9 +126,7 @@ def serve() -> None:
                             protocol_config={"sync_request_timeout": None})
     # Listen before telling the port (start() would listen only later).
     server._listen()
-    sys.stdout.write(f"{server.port}\n")
-    sys.stdout.flush()
-    exit_when_owner_goes()
+    ready(server.port)
     server.start()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
-import sys
 import threading
 
 HEAD = struct.Struct("!Q")
@@ -119,12 +118,9 @@ def _serve_conn(conn) -> None:
 
 
 def serve() -> None:
-    from bench_helpers import exit_when_owner_goes  # bench/ is on the path of peer processes
+    from bench_helpers import ready  # bench/ is on the path of peer processes
     srv = socket.create_server(("127.0.0.1", 0))
-    sys.stdout.write(f"{srv.getsockname()[1]}\n")
-    sys.stdout.flush()
-
-    exit_when_owner_goes()
+    ready(srv.getsockname()[1])
     while True:
         conn, _ = srv.accept()
         threading.Thread(target=_serve_conn, args=(conn,), daemon=True).start()

@@ -60,13 +60,11 @@ def cmd_start(args) -> int:
     # Signals are caught from here on: a TERM right after the URL is printed
     # must still stop the server properly (it removes its temporary files).
     early = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: early.set())
+    _stop_on_signals(early)
     server = Server(ServerConfig(host=host, port=port, var_dir=args.var, tls=key, docker=args.docker,
                                  spares=max(0, args.spares)))
     stop = server.stopped
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    _stop_on_signals(stop)
     if early.is_set():
         stop.set()
     sys.stdout.write(server.url + "\n")
@@ -127,6 +125,11 @@ def cmd_keygen(args) -> int:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return 0
+
+
+def _stop_on_signals(event: threading.Event) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: event.set())
 
 
 def _warn_if_readable(path: str) -> None:

@@ -91,8 +91,9 @@ _ATOMS = frozenset((type(None), bool, int, float, str, bytes))
 _tls = threading.local()
 
 
-def _plain(value: Any, depth: int = 2) -> bool:
-    """Cheap check for small values of builtin atoms (most call arguments)."""
+def is_plain(value: Any, depth: int = 2) -> bool:
+    """Cheap check for small values of builtin atoms (most call arguments):
+    such a value cannot hold a cross-interface."""
     t = type(value)
     if t in _ATOMS:
         return True
@@ -102,22 +103,17 @@ def _plain(value: Any, depth: int = 2) -> bool:
         if len(value) > 8:
             return False
         for v in value:
-            if type(v) not in _ATOMS and not _plain(v, depth - 1):
+            if type(v) not in _ATOMS and not is_plain(v, depth - 1):
                 return False
         return True
     if t is dict:
         if len(value) > 8:
             return False
         for k, v in value.items():
-            if type(k) is not str or (type(v) not in _ATOMS and not _plain(v, depth - 1)):
+            if type(k) is not str or (type(v) not in _ATOMS and not is_plain(v, depth - 1)):
                 return False
         return True
     return False
-
-
-def is_plain(value: Any) -> bool:
-    """A small value of builtin atoms: it cannot hold a cross-interface."""
-    return _plain(value)
 
 
 class _DillPickler(dill.Pickler):
@@ -139,7 +135,7 @@ class _DillPickler(dill.Pickler):
 
 def dumps(value: Any, x_types: tuple = (), encode_x: Callable[[Any], tuple] | None = None) -> bytes:
     """Encode ``value``; raises SerializationError before anything is sent."""
-    if _plain(value):
+    if is_plain(value):
         return TAG_PLAIN + pickle.dumps(value, _PROTO)
     encode_x = _once(encode_x) if encode_x is not None else _no_x
     pickler = getattr(_tls, "pickler", None)

@@ -38,7 +38,7 @@ from rpyc.core.stream import SocketStream
 
 from ..errors import ProtocolError
 from . import _wire
-from ._threads import THREADS
+from ._threads import THREADS, ThreadCounts
 
 RPYC_CONFIG = dict(
     DEFAULT_CONFIG,
@@ -59,8 +59,8 @@ RPYC_CONFIG = dict(
 
 _CHUNK = 1 << 20
 _FRAME_HEADER = Channel.FRAME_HEADER  # !LB: length, compressed; a flusher byte b"\n" follows the body
-_FRAME_AND_MESSAGE = struct.Struct("!LBBIB")  # the frame header, then _wire's message head (!BIB)
-assert _FRAME_AND_MESSAGE.size == _FRAME_HEADER.size + _wire.MSG_HEAD_SIZE
+# The frame header, then _wire's message head, packed in one go.
+_FRAME_AND_MESSAGE = struct.Struct(_FRAME_HEADER.format + _wire.MSG_HEAD_FORMAT)
 assert Channel.FLUSHER == b"\n"
 
 
@@ -547,9 +547,7 @@ class ServeGroup:
         self._on_close = on_close
         self._cond = threading.Condition(threading.Lock())
         self._tl = threading.local()
-        # {thread id: replies it waits for}: each thread writes only its own
-        # key, so no lock is needed (dict operations are atomic).
-        self._waiting: dict[int, int] = {}
+        self._waiting = ThreadCounts()  # replies each thread waits for
         self._last_call = 0.0
         self._poller = False
         self._wanted = False
@@ -581,23 +579,15 @@ class ServeGroup:
 
     # -- callers ------------------------------------------------------------
     def call_begin(self) -> None:
-        me = get_ident()
-        waiting = self._waiting
-        waiting[me] = waiting.get(me, 0) + 1
+        self._waiting.up()
 
     def call_end(self) -> None:
-        me = get_ident()
-        waiting = self._waiting
-        n = waiting[me] - 1
-        if n:
-            waiting[me] = n
-        else:
-            del waiting[me]
+        self._waiting.down()
         self._last_call = time.monotonic()
 
     def waiting_here(self) -> bool:
         """Is this thread waiting for a reply on this connection?"""
-        return get_ident() in self._waiting
+        return self._waiting.mine()
 
     def hand_off(self, run: Callable[[], None]) -> None:
         """Run a request a waiting caller read, in a thread of its own: a

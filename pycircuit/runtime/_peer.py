@@ -48,16 +48,11 @@ class Peer:
 
     def invoke(self, op: int, body: bytes) -> bytes:
         """One request to the peer; its reply's body."""
-        if self.dead:
-            raise NetworkError(f"runtime {self.addr} is dead (its connection was lost)")
-        conn, group = self.conn, self.group
-        group.call_begin()  # before sending: pool threads leave the reply to us
+        self.group.call_begin()  # before sending: pool threads leave the reply to us
         try:
-            return conn.wait(conn.request(op, body))
-        except Exception as e:
-            raise self._failure(op, e) from None
+            return self._value(op, self._send(op, body))
         finally:
-            group.call_end()
+            self.group.call_end()
 
     def invoke_async(self, op: int, body: bytes) -> Pending:
         """Send a request; ``wait`` for its reply later (from any thread)."""

@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 import weakref
-from threading import get_ident
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -46,7 +45,7 @@ from ._ctx import _DecodeCtx, _EncodeCtx
 from ._link import WATCHDOG
 from ._peer import Peer
 from ._remote_exc import decode_exception, encode_exception
-from ._threads import THREADS
+from ._threads import THREADS, ThreadCounts
 
 HANDLE_ROOT = 1  # the runtime's own service directory (dial, ping)
 HANDLE_MAIN = 2  # a worker's main: runs the spawned function
@@ -132,9 +131,7 @@ class _Lifecycle:
         self.main_started = False
         self.main_done = False
         self.background = 0
-        # {thread id: calls it served whose reply has not left yet}; each
-        # serving thread writes only its own key, so without the lock.
-        self.serving: dict[int, int] = {}
+        self.serving = ThreadCounts()  # calls each thread served whose reply has not left yet
         self.handoffs = 0  # replies carrying third-party references, not yet acked
         self.finished = threading.Event()
 
@@ -456,12 +453,7 @@ class Runtime:
 
     def call_remote(self, addr: WorkerAddr, handle: int, method: str, args: tuple, kwargs: dict) -> Any:
         peer, ctx, frame = self._call_frame(addr, handle, method, args, kwargs)
-        try:
-            raw = peer.invoke(_wire.OP_CALL, frame)
-        except BaseException:
-            ctx.abort()  # the leases granted for the call go back
-            raise
-        return self._reply_value(peer, ctx, raw)
+        return self._reply_value(peer, ctx, _or_abort(ctx, peer.invoke, _wire.OP_CALL, frame))
 
     def post_remote(self, addr: WorkerAddr, handle: int, method: str, *args: Any) -> None:
         """Send a call without waiting for (or reading) its reply. Raises
@@ -500,8 +492,7 @@ class Runtime:
 
     def _on_call(self, peer: Peer, frame: bytes) -> "bytes | tuple":
         # Counted until _after_reply(OP_CALL), which follows every call.
-        serving, me = self.lifecycle.serving, get_ident()
-        serving[me] = serving.get(me, 0) + 1
+        self.lifecycle.serving.up()
         if peer.id is None:
             return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(ProtocolError("call before hello"), self.url))
         peer.group.enter_call()
@@ -550,12 +541,7 @@ class Runtime:
         if op != _wire.OP_CALL:
             return
         lc = self.lifecycle
-        me = get_ident()
-        left = lc.serving[me] - 1
-        if left:
-            lc.serving[me] = left
-        else:
-            del lc.serving[me]
+        lc.serving.down()
         tl = self._tl
         main = getattr(tl, "main_replied", False)
         if main:

@@ -50,7 +50,8 @@ MAX_SEQ = 2**32 - 1
 STATUS_OK = 0
 STATUS_ERROR = 1
 
-_MSG_HEAD = struct.Struct("!BIB")
+MSG_HEAD_FORMAT = "BIB"  # type, seq, op (the link packs it right after RPyC's frame header)
+_MSG_HEAD = struct.Struct("!" + MSG_HEAD_FORMAT)
 MSG_HEAD_SIZE = _MSG_HEAD.size
 _U64 = struct.Struct("!Q")
 _CALL_HEAD = struct.Struct("!BQH")
@@ -108,14 +109,10 @@ def _unpack_str(data: bytes, pos: int) -> tuple[str, int]:
         raise WireError(f"bad text in frame: {e}") from None
 
 
-def message_head(kind: int, seq: int, op: int) -> bytes:
+def encode_message(kind: int, seq: int, op: int, body: bytes) -> bytes:
     if kind not in (MSG_REQUEST, MSG_REPLY, MSG_FAULT) or op not in OP_NAMES or not 0 <= seq <= MAX_SEQ:
         raise WireError("bad message header")
-    return _MSG_HEAD.pack(kind, seq, op)
-
-
-def encode_message(kind: int, seq: int, op: int, body: bytes) -> bytes:
-    return message_head(kind, seq, op) + body
+    return _MSG_HEAD.pack(kind, seq, op) + body
 
 
 def decode_message_head(data: bytes) -> tuple[int, int, int]:

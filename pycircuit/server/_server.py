@@ -116,25 +116,10 @@ class Server:
         rec = self._take_spare(paths)
         if rec is None:
             rec = self._order(paths, spare=False)
-            self._replenish()
         else:
             self._list(rec)
-            with self.lock:
-                left = len(self._spares)
-            if left:
-                # Fork the replacement a little later: a new spare's boot
-                # (fork, imports touched, registration) takes the CPU that
-                # the spawner's own call to this one needs right now.
-                THREADS.start(self._replenish_soon, "pycircuit-spare")
-            else:
-                self._replenish()
+        self._replenish()
         return rec.url
-
-    REFILL_DELAY = 0.01
-
-    def _replenish_soon(self) -> None:
-        if not self.stopped.wait(self.REFILL_DELAY):
-            self._replenish()
 
     def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)
@@ -165,7 +150,25 @@ class Server:
             except CircuitError:
                 continue  # it died meanwhile; its exit is reported as usual
 
+    REFILL_DELAY = 0.01
+
     def _replenish(self) -> None:
+        """Fork spares up to the configured number: at once when none is
+        left, else a little later, since a new spare's boot (fork, imports
+        touched, registration) takes the CPU that the spawner's own call to
+        the spare it just took needs right now."""
+        with self.lock:
+            some_left = bool(self._spares)
+        if some_left:
+            THREADS.start(self._replenish_later, "pycircuit-spare")
+        else:
+            self._fill()
+
+    def _replenish_later(self) -> None:
+        if not self.stopped.wait(self.REFILL_DELAY):
+            self._fill()
+
+    def _fill(self) -> None:
         with self.lock:
             want = self.cfg.spares - len(self._spares) - self._spares_coming
             if want <= 0 or self.stopped.is_set():

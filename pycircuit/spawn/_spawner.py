@@ -188,10 +188,13 @@ class Spawner:
             if self._proc is None or self._proc.poll() is not None:
                 return
             try:
-                self._proc.stdin.write(json.dumps({"compile": paths}).encode() + b"\n")
-                self._proc.stdin.flush()
+                self._tell({"compile": paths})
             except OSError:
                 pass  # the zygote is gone; it is restarted with the next order
+
+    def _tell(self, order: dict) -> None:  # holding _lock
+        self._proc.stdin.write(json.dumps(order).encode() + b"\n")
+        self._proc.stdin.flush()
 
     def order(self, token: str, anchors: list, spare: bool = False) -> WorkerRecord:
         wdir = os.path.join(self._var, token)
@@ -206,8 +209,7 @@ class Spawner:
                 self._start()
             self._by_token[token] = rec
             try:
-                self._proc.stdin.write(json.dumps({"token": token, "dir": wdir, "spare": spare}).encode() + b"\n")
-                self._proc.stdin.flush()
+                self._tell({"token": token, "dir": wdir, "spare": spare})
             except OSError as e:
                 del self._by_token[token]
                 raise SpawnError(f"the zygote is gone: {e}") from None
