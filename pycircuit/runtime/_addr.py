@@ -1,6 +1,7 @@
 """Identifiers and circuit URLs (pure)."""
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -18,6 +19,14 @@ def new_worker_id() -> str:
 
 def new_server_id() -> str:
     return "X" + secrets.token_hex(8)
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (an address or ``localhost``) on the loopback network?"""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def is_worker_id(s: str) -> bool:

@@ -21,6 +21,7 @@ no wait.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import select
 import socket
@@ -36,7 +37,7 @@ from rpyc.core.channel import Channel
 from rpyc.core.protocol import DEFAULT_CONFIG, Connection
 from rpyc.core.stream import SocketStream
 
-from ..errors import ProtocolError
+from ..errors import ProtocolError, SerializationError
 from . import _wire
 from ._threads import THREADS, ThreadCounts
 
@@ -57,6 +58,8 @@ RPYC_CONFIG = dict(
     bind_threads=False,  # the fast request path below assumes unbound frames
 )
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 1 << 20
 _FRAME_HEADER = Channel.FRAME_HEADER  # !LB: length, compressed; a flusher byte b"\n" follows the body
 # The frame header, then _wire's message head, packed in one go.
@@ -72,9 +75,10 @@ class _Stream(SocketStream):
 
     _FILL = 1 << 16
 
-    def __init__(self, sock):
+    def __init__(self, sock, max_frame: int = 1 << 30):
         super().__init__(sock)
         self._rbuf = b""
+        self.max_frame = max_frame
 
     def write(self, data):
         try:
@@ -148,6 +152,11 @@ class _Stream(SocketStream):
         if compressed:
             self.close()
             raise EOFError("compressed frame refused")
+        if length > self.max_frame:
+            self.close()
+            log.warning("closed a connection: a frame of %d bytes exceeds the maximum of %d (RuntimeConfig.max_frame)",
+                        length, self.max_frame)
+            raise EOFError(f"a frame of {length} bytes exceeds the maximum of {self.max_frame}")
         end = 6 + length
         if len(buf) >= end:
             self._rbuf = buf[end:]
@@ -311,6 +320,9 @@ class _Connection(Connection):
         n = _wire.MSG_HEAD_SIZE
         for p in parts:
             n += len(p)
+        if n > self._channel.stream.max_frame:
+            raise SerializationError(f"a message of {n} bytes exceeds the maximum of "
+                                     f"{self._channel.stream.max_frame} (RuntimeConfig.max_frame)")
         # kind, seq and op come from this module: packed unchecked
         self._send_frame((_FRAME_AND_MESSAGE.pack(n, 0, kind, seq, op), parts, n))
 
@@ -337,7 +349,24 @@ class _Connection(Connection):
             finally:
                 self._sendlock.release()
 
+    def abort(self) -> None:
+        """Close the socket at once. RPyC's ``close`` first sends a close
+        request and waits for its answer with no deadline: a connected but
+        stalled peer would hang the caller. Readers see EOF and clean up."""
+        try:
+            self._channel.close()
+        except Exception:  # noqa: BLE001 - closing a broken channel: nothing more to release
+            log.debug("closing a channel failed", exc_info=True)
+
     # -- receiving ----------------------------------------------------------
+    def serve_first(self, timeout: float) -> bool:
+        """Read and serve one frame if it starts arriving within ``timeout``
+        (an accepted connection's HELLO); False if none came."""
+        if timeout <= 0 or not self._channel.stream.poll(timeout):
+            return False
+        self.serve_one()
+        return True
+
     def wait(self, pending: Pending) -> bytes:
         """The reply's body; raises RequestFailed or EOFError."""
         while not pending.ready:
@@ -439,9 +468,16 @@ class _Connection(Connection):
             self.after_reply(op)
 
 
-def make_connection(sock: socket.socket, service: rpyc.Service) -> Connection:
+def make_connection(sock: socket.socket, service: rpyc.Service, max_frame: int = 1 << 30) -> Connection:
     tune_socket(sock)
-    return _Connection(service, _Channel(_Stream(sock), compress=False), config=RPYC_CONFIG)
+    return _Connection(service, _Channel(_Stream(sock, max_frame), compress=False), config=RPYC_CONFIG)
+
+
+def refusal_frame(seq: int, op: int, body: bytes) -> bytes:
+    """A whole REPLY frame, written on a raw socket to answer a request the
+    link never got to read (see ``_runtime._refuse_hello``)."""
+    n = _wire.MSG_HEAD_SIZE + len(body)
+    return _FRAME_AND_MESSAGE.pack(n, 0, _wire.MSG_REPLY, seq, op) + body + Channel.FLUSHER
 
 
 class Watchdog:

@@ -3,12 +3,13 @@ calls through it. Layer: runtime (uses ``_link``; the Runtime owns peers)."""
 from __future__ import annotations
 
 import socket
+import time
 from functools import partial
 from typing import TYPE_CHECKING
 
 import rpyc
 
-from ..errors import NetworkError, ProtocolError
+from ..errors import CircuitError, NetworkError, ProtocolError
 from . import _wire
 from ._addr import WorkerAddr
 from ._link import Pending, RequestFailed, ServeGroup, make_connection
@@ -26,13 +27,13 @@ class _NoService(rpyc.Service):
 class Peer:
     """One connection to another runtime."""
 
-    def __init__(self, rt: "Runtime", sock: socket.socket):
+    def __init__(self, rt: "Runtime", sock: socket.socket, max_frame: int = 1 << 30):
         self.rt = rt
         self.id: str | None = None
         self.addr: WorkerAddr | None = None
         self.role = ""
         self.dead = False
-        self.conn = make_connection(sock, _NoService())
+        self.conn = make_connection(sock, _NoService(), max_frame)
         self.conn.handlers = {
             _wire.OP_HELLO: partial(rt._on_hello, self),
             _wire.OP_CALL: partial(rt._on_call, self),
@@ -42,6 +43,14 @@ class Peer:
         }
         self.conn.after_reply = rt._after_reply
         self.group = ServeGroup(self.conn, "peer", self._closed)
+
+    def first_request(self, deadline: float) -> bool:
+        """Serve the dialer's first request (its HELLO) if it comes before
+        ``deadline``; False if it did not, or the connection failed."""
+        try:
+            return self.conn.serve_first(deadline - time.monotonic())
+        except Exception:  # EOF, reset, a broken frame: the caller closes and says why
+            return False
 
     def _closed(self, err):
         self.rt._peer_lost(self, err)
@@ -82,7 +91,7 @@ class Peer:
     def _failure(self, op: int, e: Exception) -> Exception:
         if isinstance(e, RequestFailed):
             return ProtocolError(f"peer {self.addr} failed a {_wire.OP_NAMES[op]} request: {e}")
-        if isinstance(e, (ProtocolError, NetworkError)):
+        if isinstance(e, CircuitError):  # ours already (a message too large, say)
             return e
         if isinstance(e, (EOFError, OSError)) or self.conn.closed:
             self.rt._peer_lost(self, e)

@@ -14,6 +14,7 @@ reply, until C's ack), so the object is never freed in between.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import queue
 import secrets
@@ -40,12 +41,15 @@ from ..errors import (
 from ..xref._leases import NOT_HELD as _NOT_HELD, LeaseTable
 from ..xref._x import X, XPerm
 from . import _codec, _wire
-from ._addr import WorkerAddr, new_worker_id
+from ._addr import WorkerAddr, is_loopback, new_worker_id
+from ._auth import AuthRefused, SecretAuth, user_secret
 from ._ctx import _DecodeCtx, _EncodeCtx
-from ._link import WATCHDOG
+from ._link import WATCHDOG, refusal_frame
 from ._peer import Peer
 from ._remote_exc import decode_exception, encode_exception
 from ._threads import THREADS, ThreadCounts
+
+log = logging.getLogger(__name__)
 
 HANDLE_ROOT = 1  # the runtime's own service directory (dial, ping)
 HANDLE_MAIN = 2  # a worker's main: runs the spawned function
@@ -59,7 +63,12 @@ class RuntimeConfig:
     runtime_id: str | None = None
     host_label: str = ""  # names the host in errors (server ID for workers)
     connect_timeout: float = 5.0
-    tls: Any = None  # a pycircuit.runtime TLS pair (server ctx, client ctx) or None
+    tls: Any = None  # a ClusterKey (mutual TLS), or None: same-user secret (see _auth)
+    # An accepted connection authenticates and says HELLO within this time,
+    # or is closed; at most max_handshakes do so at once (more are closed).
+    handshake_timeout: float = 5.0
+    max_handshakes: int = 64
+    max_frame: int = 1 << 30  # largest message sent or accepted, in bytes
 
 
 def resolve_method(obj: Any, method: str) -> Callable:
@@ -189,6 +198,13 @@ class Runtime:
         self.on_peer_lost: list[Callable[[Peer], None]] = []
         self._closed = False
         self._refusals = _RefusalLog()
+        # Without a key, a runtime on loopback accepts only this user's
+        # runtimes; one listening elsewhere (`start --insecure`, or a client
+        # of a remote insecure circuit) accepts anyone who proves nothing.
+        self._auth = cfg.tls if cfg.tls is not None else \
+            SecretAuth(user_secret(), open=not is_loopback(cfg.host), timeout=cfg.handshake_timeout)
+        self._handshakes = threading.BoundedSemaphore(cfg.max_handshakes)
+        self._max_reply = cfg.max_frame - 64  # room for the frame and reply heads
 
         self._sock = socket.create_server((cfg.host, cfg.port), backlog=512)
         host, port = self._sock.getsockname()[:2]
@@ -205,31 +221,64 @@ class Runtime:
         return self.cfg.host_label or self.url
 
     # -- connections ------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        """Does this runtime accept connections that prove nothing?"""
+        return getattr(self._auth, "open", False)
+
     def _accept_loop(self) -> None:
+        backoff = 0.0
         while not self._closed:
             try:
                 sock, _ = self._sock.accept()
-            except OSError:
+            except OSError as e:
                 if self._closed:
                     return
+                # EMFILE and friends: accept fails again at once until a
+                # descriptor frees up; back off instead of spinning.
+                backoff = min(max(2 * backoff, 0.01), 1.0)
+                if backoff == 1.0 or backoff == 0.01:
+                    log.warning("accepting connections failed: %s; retrying", e.strerror or e)
+                time.sleep(backoff)
+                continue
+            backoff = 0.0
+            if not self._handshakes.acquire(False):
+                _close_quietly(sock)
+                self._refused("too many connections authenticating at once")
                 continue
             THREADS.start(lambda s=sock: self._adopt(s), "pycircuit-serve-peer")
 
+    def _refused(self, why: str) -> None:
+        if self.cfg.role == "server":
+            self._refusals.note(why)
+        else:
+            log.info("refused a connection: %s", why)
+
     def _adopt(self, sock: socket.socket) -> None:
+        """Authenticate an accepted connection and read its HELLO, both
+        within ``handshake_timeout``; then serve it in this thread."""
+        deadline = time.monotonic() + self.cfg.handshake_timeout
         try:
-            if self.cfg.tls is not None:
-                sock = self.cfg.tls.wrap_server(sock)
-            peer = Peer(self, sock)
-        except Exception as e:
             try:
-                sock.close()
-            except OSError:
-                pass
-            if self.cfg.role == "server":
-                self._refusals.note(str(e))
-            return
-        with self._lock:
-            self._all_peers.add(peer)
+                sock = self._auth.wrap_server(sock)
+            except AuthRefused as e:
+                _refuse_hello(sock, f"refused: {e}")
+                self._refused(str(e))
+                return
+            except Exception as e:
+                _close_quietly(sock)
+                self._refused(str(e))
+                return
+            peer = Peer(self, sock, self.cfg.max_frame)
+            with self._lock:
+                self._all_peers.add(peer)
+            if not peer.first_request(deadline) or peer.id is None:
+                peer.conn.abort()
+                self._peer_lost(peer, None)
+                self._refused("no HELLO in time" if peer.id is None else "bad HELLO")
+                return
+        finally:
+            self._handshakes.release()
         peer.group.run_here()  # this thread serves the connection: no second thread to wake
 
     def peer(self, addr: WorkerAddr) -> Peer:
@@ -251,13 +300,12 @@ class Runtime:
     def _dial(self, addr: WorkerAddr) -> Peer:
         try:
             sock = socket.create_connection((addr.host, addr.port), timeout=self.cfg.connect_timeout)
-            if self.cfg.tls is not None:
-                sock = self.cfg.tls.wrap_client(sock)
+            sock = self._auth.wrap_client(sock)
         except OSError as e:
             raise NetworkError(f"cannot reach {addr}: {e.strerror or e}") from None
-        except CircuitError:
-            raise
-        peer = Peer(self, sock)
+        except CircuitError as e:
+            raise NetworkError(f"cannot reach {addr}: {e}") from None
+        peer = Peer(self, sock, self.cfg.max_frame)
         peer.addr = addr
         with self._lock:
             self._all_peers.add(peer)
@@ -266,25 +314,30 @@ class Runtime:
         try:
             answer = peer.invoke(_wire.OP_HELLO, _wire.encode_hello(hello))
         except NetworkError as e:
-            # A server with a cluster key drops a plain peer at its first bytes.
-            hint = "" if self.cfg.tls is not None else \
-                " (if the circuit uses a cluster key, this process needs it too: key=, --key or $CIRCUIT_KEY)"
-            raise NetworkError(f"cannot reach {addr}: {e}{hint}") from None
+            raise NetworkError(f"cannot reach {addr}: {e}") from None
         if isinstance(answer, bytes) and answer.startswith(b"!"):
             peer.dead = True
-            peer.conn.close()
+            peer.conn.abort()
             msg = answer[1:].decode("utf-8", "replace")
             if msg.startswith("stale"):
                 raise StaleAddressError(f"{addr}: {msg}")
+            if msg.startswith("refused"):
+                raise NetworkError(f"cannot reach {addr}: {msg}")
             raise ProtocolError(f"{addr} refused us: {msg}")
         theirs = _wire.decode_hello(answer)
         _wire.check_version(_wire.WIRE_VERSION, theirs.version)
+        if theirs.runtime_id != addr.id:
+            peer.dead = True
+            peer.conn.abort()
+            raise StaleAddressError(f"{addr}: stale address: this port is now runtime {theirs.runtime_id}")
         peer.id, peer.role = theirs.runtime_id, theirs.role
         with self._lock:
             self._peers[peer.id] = peer
         return peer
 
     def _on_hello(self, peer: Peer, frame: bytes) -> bytes:
+        if peer.id is not None:  # one identity per connection: leases are bound to it
+            return b"!protocol error: a second HELLO on one connection"
         try:
             h = _wire.decode_hello(frame)
             _wire.check_version(_wire.WIRE_VERSION, h.version)
@@ -312,9 +365,16 @@ class Runtime:
             self._all_peers.discard(peer)
             if peer.id is None:
                 return
-            self._dead.add(peer.id)
             if self._peers.get(peer.id) is peer:
                 del self._peers[peer.id]
+            # Another live connection says it is the same runtime (a dial
+            # race; or a peer claiming its ID): that runtime is not known
+            # gone, so it keeps its leases and stays reachable.
+            twin = next((p for p in self._all_peers if p.id == peer.id and not p.dead), None)
+            if twin is not None:
+                self._peers.setdefault(peer.id, twin)
+                return
+            self._dead.add(peer.id)
             self._table.drop_holder(peer.id)
             gone = [t for t, (pid, _) in self._pending_acks.items() if pid == peer.id]
             for token in gone:
@@ -343,10 +403,7 @@ class Runtime:
         with self._lock:
             p = self._peers.get(runtime_id)
         if p is not None:
-            try:
-                p.conn.close()
-            except Exception:
-                pass
+            p.conn.abort()
             self._peer_lost(p, None)
 
     # -- references -------------------------------------------------------
@@ -503,6 +560,7 @@ class Runtime:
                 obj = self._table.find(call.handle)  # one dict lookup: no lock needed
                 if obj is _NOT_HELD:
                     raise ReleasedError(f"reference H{call.handle:016x} is not (or no longer) held by {self.url}")
+                method = resolve_method(obj, call.method)  # before a byte of the arguments is unpickled
                 try:
                     if call.payload[:1] == _codec.TAG_PLAIN:  # no references inside
                         args, kwargs = _codec.loads(call.payload)
@@ -512,18 +570,24 @@ class Runtime:
                         dctx.finish()
                 except RemoteImportError as e:
                     raise RemoteImportError(f"{e} on host {self.host_label}") from None
-                result = resolve_method(obj, call.method)(*args, **kwargs)
+                result = method(*args, **kwargs)
             except BaseException as e:  # application errors travel back; the runtime serves on
                 if call is not None and call.handle == HANDLE_MAIN:
                     self._tl.main_replied = True  # a worker whose function cannot start is done
                 return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(e, self.url))
             if _codec.is_plain(result):  # nothing to grant or pin
-                return _wire.reply_parts(_wire.STATUS_OK, 0, _codec.dumps(result))
+                payload = _codec.dumps(result)
+                if len(payload) > self._max_reply:
+                    return self._too_large(payload)
+                return _wire.reply_parts(_wire.STATUS_OK, 0, payload)
             ectx = _EncodeCtx(self, peer)
             try:
                 payload = ectx.dumps(result)
             except BaseException as e:
                 return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(e, self.url))
+            if len(payload) > self._max_reply:
+                ectx.abort()
+                return self._too_large(payload)
             token = 0
             if ectx.pins:
                 token = secrets.randbits(63) or 1
@@ -534,6 +598,11 @@ class Runtime:
             return _wire.reply_parts(_wire.STATUS_OK, token, payload)
         finally:
             peer.group.exit_call()
+
+    def _too_large(self, payload: bytes) -> bytes:
+        e = SerializationError(f"the reply of {len(payload)} bytes exceeds the maximum message size of "
+                               f"{self.cfg.max_frame} bytes (RuntimeConfig.max_frame)")
+        return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(e, self.url))
 
     def _after_reply(self, op: int) -> None:
         """Runs in the serving thread once the reply to a request it served
@@ -622,6 +691,31 @@ class _RootService:
 
     def ping(self) -> str:
         return self._rt.id
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass  # already broken: nothing left to release
+
+
+def _refuse_hello(sock: socket.socket, why: str, linger: float = 2.0) -> None:
+    """Tell a dialer that was refused why, as the answer to its HELLO (the
+    first request of every connection, sent right after its proof), then
+    close once it has read that (closing with its HELLO unread would reset
+    the connection and lose the answer)."""
+    try:
+        sock.sendall(refusal_frame(1, _wire.OP_HELLO, b"!" + why.encode()))
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(linger)
+        end = time.monotonic() + linger
+        while time.monotonic() < end and sock.recv(1 << 16):
+            pass  # discard what the dialer sent until it closes
+    except OSError:
+        pass  # the dialer went first: nothing more to tell it
+    finally:
+        _close_quietly(sock)
 
 
 _current: Runtime | None = None

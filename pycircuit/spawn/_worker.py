@@ -157,8 +157,9 @@ def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: st
         main = WorkerMain(rt)
         rt._table.add_static(HANDLE_MAIN, main)
         server = WorkerAddr.parse(server_url_)
-        rt.on_peer_lost.append(lambda p: p.id == server.id and _exit(EXIT_SERVER_LOST))
         kernel = rt.dial(server, "circuit")
+        link = rt.peer(server)  # the connection we dialled: a peer merely claiming the server's ID is not it
+        rt.on_peer_lost.append(lambda p: p is link and _exit(EXIT_SERVER_LOST))
         kernel.register(token, rt.url)
         main.kernel = kernel
     except BaseException:

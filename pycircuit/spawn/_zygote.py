@@ -62,6 +62,10 @@ def main(argv: list[str]) -> None:
             key = load_key(key)
         except Exception:
             pass  # each worker loads it by path, and reports why it cannot
+    if not key:  # read once here: forked workers inherit the same-user secret
+        from ..runtime._auth import user_secret
+
+        user_secret()
     _codecache.install()
     # Everything imported so far is shared with every worker: keep the
     # collector from touching (and so copying) those pages in each child.
