@@ -702,18 +702,34 @@ def _close_quietly(sock: socket.socket) -> None:
 
 def _refuse_hello(sock: socket.socket, why: str, linger: float = 2.0) -> None:
     """Tell a dialer that was refused why, as the answer to its HELLO (the
-    first request of every connection, sent right after its proof), then
-    close once it has read that (closing with its HELLO unread would reset
-    the connection and lose the answer)."""
+    first request of every connection, sent right after its proof). The
+    answer waits for the HELLO: sent earlier, the dialer could read it, and
+    our close, before it has a request to match it with. Then close once
+    the dialer has read it (closing with its bytes unread would reset the
+    connection and lose the answer)."""
     try:
+        sock.settimeout(linger)
+        head = b""
+        while len(head) < 5:
+            chunk = sock.recv(5 - len(head))
+            if not chunk:
+                return
+            head += chunk
+        left = int.from_bytes(head[:4], "big") + 1  # the body and RPyC's flusher byte
+        if left > 1 << 16:  # not a HELLO: nothing to answer
+            return
+        while left > 0:
+            chunk = sock.recv(min(left, 1 << 16))
+            if not chunk:
+                return
+            left -= len(chunk)
         sock.sendall(refusal_frame(1, _wire.OP_HELLO, b"!" + why.encode()))
         sock.shutdown(socket.SHUT_WR)
-        sock.settimeout(linger)
         end = time.monotonic() + linger
         while time.monotonic() < end and sock.recv(1 << 16):
-            pass  # discard what the dialer sent until it closes
+            pass  # discard what the dialer sends until it closes
     except OSError:
-        pass  # the dialer went first: nothing more to tell it
+        pass  # the dialer went first or stalled: nothing more to tell it
     finally:
         _close_quietly(sock)
 
