@@ -13,7 +13,7 @@ import threading
 from dnslib import RR, DNSLabel
 
 from ..errors import ElementError
-from ._dns_answer import parse_name, parse_records, respond, zone_line
+from ._dns_answer import parse_name, parse_records, respond, same_record, zone_line
 from ._dns_net import DnsConfig, DnsSockets
 
 __all__ = ["DnsElement", "DnsConfig"]
@@ -71,7 +71,7 @@ class DnsElement:
             for r in rrs:
                 have = self._records.setdefault(r.rname, [])
                 for i, old in enumerate(have):
-                    if old == r:  # same name, class, type and data (dnslib ignores the TTL)
+                    if same_record(old, r):
                         have[i] = r  # a duplicate only updates the TTL
                         break
                 else:

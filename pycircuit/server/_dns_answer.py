@@ -29,7 +29,7 @@ from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSBuffer, DNSHeader, DNSLabe
 from ..errors import ElementError
 
 __all__ = ["DEFAULT_TTL", "UDP_MIN", "TCP_MAX", "Zone", "parse_records", "parse_name",
-           "zone_line", "lookup", "respond", "frame", "Deframer"]
+           "zone_line", "same_record", "lookup", "respond", "frame", "Deframer"]
 
 DEFAULT_TTL = 3600
 UDP_MIN = 512           # the most a client without EDNS can take (RFC 1035 4.2.1)
@@ -50,6 +50,19 @@ def _one_line(s: object) -> str:
 def zone_line(rr: RR) -> str:
     """One record as zone text that ``parse_records`` accepts again."""
     return f"{rr.rname} {rr.ttl} {CLASS[rr.rclass]} {QTYPE[rr.rtype]} {rr.rdata.toZone()}"
+
+
+def _rdata_wire(rr: RR) -> bytes:
+    buf = DNSBuffer()
+    rr.rdata.pack(buf)
+    return bytes(buf.data)
+
+
+def same_record(a: RR, b: RR) -> bool:
+    """Same name, class, type and data, whatever the TTL. By wire form:
+    dnslib's own ``==`` raises for some types (LOC)."""
+    return ((a.rname, a.rtype, a.rclass) == (b.rname, b.rtype, b.rclass)
+            and _rdata_wire(a) == _rdata_wire(b))
 
 
 def _below(name: DNSLabel, parent: DNSLabel) -> bool:
@@ -199,26 +212,36 @@ def frame(message: bytes) -> bytes:
 
 
 class Deframer:
-    """Cuts a TCP byte stream into the messages it carries."""
+    """Cuts a TCP byte stream into the messages it carries, one at a time, so
+    the reader can stop taking messages (backpressure) and resume later."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._pos = 0  # start of the first message not yet taken
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """The messages completed by ``data``, in order."""
+    def feed(self, data: bytes) -> None:
+        if self._pos:  # drop taken messages once per feed: pipelining costs no quadratic copying
+            del self._buf[:self._pos]
+            self._pos = 0
         self._buf += data
-        out: list[bytes] = []
-        pos, buf = 0, self._buf
-        while len(buf) - pos >= 2:
-            n = (buf[pos] << 8) | buf[pos + 1]
-            if len(buf) - pos - 2 < n:
-                break
-            out.append(bytes(buf[pos + 2:pos + 2 + n]))
-            pos += 2 + n
-        del buf[:pos]  # once per feed, so pipelined queries cost no quadratic copying
-        return out
+
+    def next(self) -> bytes | None:
+        """The next whole message, or None until more bytes come."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 2:
+            return None
+        end = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+        if len(buf) < end:
+            return None
+        self._pos = end
+        return bytes(buf[pos + 2:end])
+
+    def clear(self) -> None:
+        """Forget everything not yet taken."""
+        self._buf.clear()
+        self._pos = 0
 
     @property
     def pending(self) -> int:
-        """Bytes of a message not yet complete."""
-        return len(self._buf)
+        """Bytes received and not yet taken as messages."""
+        return len(self._buf) - self._pos

@@ -6,10 +6,11 @@ message is answered with is the caller's ``answer`` function (the pure
 Over TCP (RFC 7766) each message carries a two-byte length, a connection may
 carry many queries, pipelined (answered in order), and is closed once it made
 no progress for ``DnsConfig.tcp_idle_timeout``; at most
-``tcp_max_connections`` are open at once, and a new one beyond that evicts the
-one idle longest, so silent clients cannot lock others out. A TCP message that
-gets no answer (not a query) closes its connection once the answers before it
-are sent.
+``tcp_max_connections`` are open at once: beyond that, new connections wait
+in the kernel's queue until one closes (silent ones do, after the timeout). A
+client that does not read its answers is not read either once
+``tcp_max_unsent`` bytes are queued for it. A TCP message that gets no answer
+(not a query) closes its connection once the answers before it are sent.
 """
 from __future__ import annotations
 
@@ -94,14 +95,14 @@ class _Conn:
     """One TCP client: what it sent that is not yet a whole message, what we
     owe it, and when it last made progress."""
 
-    __slots__ = ("sock", "deframer", "out", "last", "done_reading", "events")
+    __slots__ = ("sock", "deframer", "out", "last", "eof", "events")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock: socket.socket | None = sock
         self.deframer = Deframer()
         self.out = bytearray()
         self.last = now
-        self.done_reading = False   # the client sent EOF, or something that is not a query
+        self.eof = False   # the client sent EOF, or something that is not a query: read no more
         self.events = _READ
 
 
@@ -121,7 +122,8 @@ class DnsSockets:
         self.address = join_hostport(self._host, self._port)
         # owned by the serving thread
         self._conns: set[_Conn] = set()
-        self._accept_paused_until: float | None = None
+        self._accepting = True
+        self._accept_paused_until: float | None = None  # out of descriptors: try again then
 
     def start(self) -> None:
         """Bind (ElementError if that fails) and serve in a daemon thread."""
@@ -220,8 +222,9 @@ class DnsSockets:
         except Exception:
             log.exception("nameserver %s stopped serving", self.address)
         finally:
-            for c in list(self._conns):
-                self._close(sel, c)
+            for c in self._conns:
+                c.sock.close()
+            self._conns.clear()
             sel.close()
 
     def _udp_ready(self) -> None:
@@ -242,6 +245,9 @@ class DnsSockets:
 
     def _accept(self, sel: selectors.BaseSelector) -> None:
         for _ in range(_BATCH):
+            if len(self._conns) >= self._cfg.tcp_max_connections:
+                self._pause_accepting(sel)  # resumed by _close
+                return
             try:
                 sock, _ = self._tcp.accept()
             except (BlockingIOError, InterruptedError):
@@ -250,26 +256,38 @@ class DnsSockets:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # the connection stays queued and the listener readable: pause, not spin
                     log.warning("nameserver %s: cannot accept TCP: %s", self.address, e)
-                    sel.unregister(self._tcp)
                     self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
+                    self._pause_accepting(sel)
                     return
                 log.debug("nameserver %s: accept: %s", self.address, e)
                 continue  # e.g. ECONNABORTED: that client gave up
-            now = time.monotonic()
-            if len(self._conns) >= self._cfg.tcp_max_connections:
-                self._close(sel, min(self._conns, key=lambda c: c.last))
             sock.setblocking(False)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as e:  # only latency of pipelined answers suffers
                 log.debug("nameserver %s: TCP_NODELAY: %s", self.address, e)
-            c = _Conn(sock, now)
+            c = _Conn(sock, time.monotonic())
             self._conns.add(c)
             sel.register(sock, _READ, c)
 
+    def _pause_accepting(self, sel: selectors.BaseSelector) -> None:
+        if self._accepting:
+            sel.unregister(self._tcp)
+            self._accepting = False
+
+    def _resume_accepting(self, sel: selectors.BaseSelector, now: float) -> None:
+        if self._accepting or len(self._conns) >= self._cfg.tcp_max_connections:
+            return
+        if self._accept_paused_until is not None:
+            if now < self._accept_paused_until:
+                return
+            self._accept_paused_until = None
+        sel.register(self._tcp, _READ, _LISTEN)
+        self._accepting = True
+
     def _conn_ready(self, sel: selectors.BaseSelector, c: _Conn, mask: int) -> None:
         now = time.monotonic()
-        if mask & _READ and not c.done_reading:
+        if mask & _READ and not c.eof:
             try:
                 data = c.sock.recv(65536)
             except (BlockingIOError, InterruptedError):
@@ -279,16 +297,20 @@ class DnsSockets:
                 self._close(sel, c)
                 return
             if data == b"":
-                c.done_reading = True
+                c.eof = True
             elif data:
                 c.last = now
-                for msg in c.deframer.feed(data):
-                    reply = self._answer(msg, True)
-                    if reply is None:
-                        c.done_reading = True  # not a query: finish the answers before it, then close
-                        break
-                    c.out += frame(reply)
-        if c.out:
+                c.deframer.feed(data)
+        while True:  # answer what we may, send what we can, until either stops
+            while len(c.out) < self._cfg.tcp_max_unsent and (msg := c.deframer.next()) is not None:
+                reply = self._answer(msg, True)
+                if reply is None:  # not a query: finish the answers before it, then close
+                    c.eof = True
+                    c.deframer.clear()
+                    break
+                c.out += frame(reply)
+            if not c.out:
+                break
             try:
                 n = c.sock.send(c.out)
             except (BlockingIOError, InterruptedError):
@@ -298,13 +320,15 @@ class DnsSockets:
                 self._close(sel, c)
                 return
             if n:
-                del c.out[:n]
                 c.last = now
-        if c.done_reading and not c.out:
-            self._close(sel, c)
+            del c.out[:n]
+            if c.out:
+                break  # the client's window is full: wait until it is writable
+        if c.eof and not c.out:
+            self._close(sel, c)  # whatever is left in the deframer is no whole message
             return
         events = _WRITE if c.out else 0
-        if not c.done_reading and len(c.out) < self._cfg.tcp_max_unsent:
+        if not c.eof and len(c.out) < self._cfg.tcp_max_unsent:
             events |= _READ  # a client that does not read its answers is not read either
         if events != c.events:
             sel.modify(c.sock, events, c)
@@ -312,13 +336,8 @@ class DnsSockets:
 
     def _expire(self, sel: selectors.BaseSelector, now: float) -> float | None:
         """Close connections idle too long; seconds until the next deadline."""
-        deadlines = []
-        if self._accept_paused_until is not None:
-            if now >= self._accept_paused_until:
-                self._accept_paused_until = None
-                sel.register(self._tcp, _READ, _LISTEN)
-            else:
-                deadlines.append(self._accept_paused_until)
+        self._resume_accepting(sel, now)
+        deadlines = [self._accept_paused_until] if self._accept_paused_until is not None else []
         idle = self._cfg.tcp_idle_timeout
         for c in list(self._conns):
             if now - c.last >= idle:
@@ -333,3 +352,4 @@ class DnsSockets:
         sel.unregister(c.sock)
         c.sock.close()
         c.sock = None
+        self._resume_accepting(sel, time.monotonic())
