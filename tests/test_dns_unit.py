@@ -181,6 +181,14 @@ def test_several_records_in_one_set_and_exact_duplicates(ns):
     assert len(r.rr) == 2
 
 
+def test_duplicates_of_every_kind_of_record(ns):
+    # LOC's dnslib equality raises: records are compared by their wire form
+    loc = "t IN LOC 51 30 12.748 N 0 7 39.611 W 0.00m 1m 10000m 10m"
+    ns.set(loc)
+    ns.set(loc.replace("t IN", "t 9 IN"))
+    assert [rr.ttl for rr in ask(ns, "t.", "LOC").rr] == [9]
+
+
 def test_bad_records_are_clear_errors_and_change_nothing(ns):
     ns.set("keep IN A 10.0.0.1")
     before = ns.peek()
