@@ -67,6 +67,9 @@ def test_ipv6_loopback():
         assert el.address.startswith("[::1]:")
         el.set("v6 IN A 10.0.0.6")
         assert rdatas(ask(el, "v6.")) == ["10.0.0.6"]
+        host, port = hostport(el)
+        tcp = DNSRecord.question("v6.").send(host, port, tcp=True, timeout=10, ipv6=True)
+        assert rdatas(DNSRecord.parse(tcp)) == ["10.0.0.6"]  # TCP on the same IPv6 port
     finally:
         el.scrub()
 
