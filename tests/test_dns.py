@@ -1,5 +1,5 @@
 """The nameserver element through the CLI and the Python client, answered
-over real UDP and checked with a real DNS client (dnslib)."""
+over real UDP and TCP and checked with a real DNS client (dnslib)."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,9 @@ import pycircuit
 from conftest import cli
 
 
-def ask(addr: str, name: str, qtype: str = "A") -> DNSRecord:
+def ask(addr: str, name: str, qtype: str = "A", tcp: bool = False) -> DNSRecord:
     host, port = addr.rsplit(":", 1)
-    raw = DNSRecord.question(name, qtype).send(host, int(port), timeout=3)
+    raw = DNSRecord.question(name, qtype).send(host, int(port), tcp=tcp, timeout=10)
     return DNSRecord.parse(raw)
 
 
@@ -45,18 +45,27 @@ def test_nameserver_from_the_cli(srv):
     assert [QTYPE[rr.rtype] for rr in ask(addr, "www.", "TXT").rr] == ["TXT"]
     assert [str(rr.rdata) for rr in ask(addr, "mail.", "MX").rr] == ["10 mx.example.com."]
     assert ask(addr, "nobody.here.").header.rcode == RCODE.NXDOMAIN
+    for name, qtype in (("www.", "A"), ("www.", "ANY"), ("mail.", "MX"), ("nobody.here.", "A")):
+        u, t = ask(addr, name, qtype), ask(addr, name, qtype, tcp=True)  # TCP on the same port
+        assert (u.header.rcode, u.rr) == (t.header.rcode, t.rr), (name, qtype)
+    ok(cli("set", path, "\n".join(f"many IN A 10.1.0.{i}" for i in range(40)), url=url))
+    assert ask(addr, "many.").header.tc == 1 and len(ask(addr, "many.", tcp=True).rr) == 40
+    conn = socket.create_connection((addr.rsplit(":", 1)[0], int(addr.rsplit(":", 1)[1])), timeout=30)
     peek = json.loads(ok(cli("peek", path, url=url)))
-    assert peek["Address"] == addr and len(peek["Records"]["www."]) == 3
+    assert peek["Address"] == addr and len(peek["Records"]["www."]) == 3 and len(peek["Records"]) == 3
     ok(cli("unset", path, "www", url=url))
     assert ask(addr, "www.").header.rcode == RCODE.NXDOMAIN
     r = cli("set", path, "www IN A not-an-address", url=url)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     ok(cli("scrub", path, url=url))
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        s.bind(("127.0.0.1", int(addr.rsplit(":", 1)[1])))  # the port was released
+        assert conn.recv(1) == b""  # scrub closed the open TCP connection
     finally:
-        s.close()
+        conn.close()
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):  # the port was released, for both
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, kind == socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", int(addr.rsplit(":", 1)[1])))
 
 
 def test_busy_port_is_a_clear_error(srv):
@@ -78,6 +87,7 @@ def test_nameserver_from_python(srv):
         ns.set("api 30 IN AAAA ::1")
         addr = ns.peek()["Address"]
         assert [str(rr.rdata) for rr in ask(addr, "api.", "AAAA").rr] == ["::1"]
+        assert [str(rr.rdata) for rr in ask(addr, "api.", "AAAA", tcp=True).rr] == ["::1"]
         assert ask(addr, "api.", "A").header.rcode == RCODE.NOERROR and not ask(addr, "api.", "A").rr
         assert isinstance(c.walk([x, "py", "ns"]).get(), pycircuit.Nameserver)
         ns.scrub()

@@ -10,7 +10,7 @@ import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
 from pycircuit.errors import ElementError
-from pycircuit.server._dns import DnsElement
+from pycircuit.server._dns import DnsConfig, DnsElement
 
 
 def hostport(el: DnsElement) -> tuple[str, int]:
@@ -67,6 +67,9 @@ def test_ipv6_loopback():
         assert el.address.startswith("[::1]:")
         el.set("v6 IN A 10.0.0.6")
         assert rdatas(ask(el, "v6.")) == ["10.0.0.6"]
+        host, port = hostport(el)
+        tcp = DNSRecord.question("v6.").send(host, port, tcp=True, timeout=10, ipv6=True)
+        assert rdatas(DNSRecord.parse(tcp)) == ["10.0.0.6"]  # TCP on the same IPv6 port
     finally:
         el.scrub()
 
@@ -179,6 +182,14 @@ def test_several_records_in_one_set_and_exact_duplicates(ns):
     r = ask(ns, "multi.")
     assert {str(rr.rdata): rr.ttl for rr in r.rr} == {"10.0.0.1": 42, "10.0.0.2": 3600}
     assert len(r.rr) == 2
+
+
+def test_duplicates_of_every_kind_of_record(ns):
+    # LOC's dnslib equality raises: records are compared by their wire form
+    loc = "t IN LOC 51 30 12.748 N 0 7 39.611 W 0.00m 1m 10000m 10m"
+    ns.set(loc)
+    ns.set(loc.replace("t IN", "t 9 IN"))
+    assert [rr.ttl for rr in ask(ns, "t.", "LOC").rr] == [9]
 
 
 def test_bad_records_are_clear_errors_and_change_nothing(ns):
@@ -294,12 +305,14 @@ def test_oversized_answers_are_truncated_unless_edns(ns):
     for i in range(4):
         ns.set(f'big IN TXT "{str(i) * 200}"')
     r = ask(ns, "big.", "TXT")
-    assert r.header.tc == 1 and r.rr == []
+    # two 200-byte strings fit in 512 bytes, three do not
+    assert r.header.tc == 1 and len(r.rr) == 2 and not r.ar
     q = DNSRecord.question("big.", "TXT")
     q.add_ar(EDNS0(udp_len=4096))
     host, port = hostport(ns)
     r = DNSRecord.parse(q.send(host, port, timeout=2))
     assert r.header.tc == 0 and len(r.rr) == 4
+    assert [a.rtype for a in r.ar] == [QTYPE.OPT] and r.ar[0].rclass == DnsConfig().udp_max
 
 
 def test_peek_and_describe(ns):
