@@ -419,6 +419,19 @@ def test_auto_scrub_calls_on_done_once_when_done(spawn):
     assert p.wait(1)["Cmd"]["Scrub"] is True
 
 
+def test_auto_scrub_waits_until_the_reader_was_given_the_end(spawn):
+    calls = []
+    p = spawn("/bin/sh", "-c", "echo hi", scrub=True, on_done=calls.append)
+    p.wait(10)
+    p.stdin_close()
+    wait_until(lambda: p._outputs["stdout"]._eof, what="stdout at EOF")  # so the next read empties it
+    assert p.read("stdout", timeout=10) == b"hi\n"
+    assert calls == []  # a reader that took the last bytes comes back for b"": not cut off
+    assert p.read("stdout", timeout=10) == b""
+    wait_until(lambda: calls, what="on_done")  # stderr never had anything: nothing to lose there
+    assert calls == [p]
+
+
 def test_on_done_not_called_without_scrub_flag_or_after_user_scrub(spawn):
     calls = []
     p = spawn("/bin/sh", "-c", "exit 0", on_done=calls.append)

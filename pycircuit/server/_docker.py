@@ -504,6 +504,10 @@ class DockerElement(StdioElement):
     # ----------------------------------------------------------------- standard streams
 
     def _scrub_stdin_locked(self) -> None:
+        if self._stdin_busy and self._stdin is not None:
+            # dockerd keeps the connection of a container that never read: wake the writer
+            # ("broken pipe"); shutdown, unlike close, leaves its socket valid.
+            self._stdin.shutdown(socket.SHUT_RDWR)
         self._shut_stdin_locked()
 
     def _release_stdin_locked(self) -> None:

@@ -168,11 +168,6 @@ class _Output(BufferedOutput):
         self._on_change = on_change  # called (without our lock) when `drained` may have turned true
         super().__init__(f"proc-{name}")
 
-    @property
-    def drained(self) -> bool:
-        with self._cond:
-            return self._closed or (self._eof and not self._buf)
-
     def _pump(self) -> None:
         try:
             while True:

@@ -39,6 +39,8 @@ class BufferedOutput:
         self._eof = False
         self._closed = False
         self._unbounded = False  # the producer is gone: what is in flight is bounded, take it all
+        self._taken = False      # a read has returned data ...
+        self._eof_seen = False   # ... and a read has returned the end (b"")
         # Last: the pump may run at once and needs the subclass's fields, set before us.
         threading.Thread(target=self._pump, name=thread_name, daemon=True).start()
 
@@ -62,7 +64,15 @@ class BufferedOutput:
             self._cond.notify_all()
 
     def _drained(self) -> None:
-        """Called (without our lock) when a read has emptied the buffer after EOF."""
+        """Called (without our lock) when a read has found the buffer empty after EOF."""
+
+    @property
+    def drained(self) -> bool:
+        """Read to EOF (a reader that took data has also been given the end,
+        so it is never cut off by what follows), closed, or ended with
+        nothing ever written."""
+        with self._cond:
+            return self._closed or (self._eof and not self._buf and (self._eof_seen or not self._taken))
 
     def read(self, max_bytes: int, timeout: float | None) -> bytes:
         if not isinstance(max_bytes, int) or max_bytes <= 0:
@@ -74,6 +84,10 @@ class BufferedOutput:
                 return b""
             data = bytes(self._buf[:max_bytes])
             del self._buf[:max_bytes]
+            if data:
+                self._taken = True
+            else:
+                self._eof_seen = True
             self._cond.notify_all()  # the pump may be waiting for room
             drained = self._eof and not self._buf
         if drained:
