@@ -64,8 +64,13 @@ class _Writer(io.RawIOBase):
         return True
 
     def write(self, b) -> int:
+        """Blocks, like a pipe, until the process has taken all of ``b``; the server
+        takes it in bounded slices, so no server thread waits on a process that
+        never reads."""
         data = bytes(b)
-        self._p._op("stdin_write", data)
+        sent = self._p._op("stdin_write", data)
+        while sent < len(data):
+            sent += self._p._op("stdin_write", data[sent:])
         return len(data)
 
     def close(self) -> None:
@@ -121,7 +126,8 @@ class _Stdio(Element):
 
 class Proc(_Stdio):
     """A process element: the OS process it runs keeps running if the
-    element is scrubbed; ``signal("KILL")`` ends it."""
+    element is scrubbed; ``signal("KILL")`` ends it. ``wait`` returns once the
+    process has exited or was killed, stdin open or not, output read or not."""
 
     kind = "proc"
 
@@ -135,7 +141,8 @@ class Proc(_Stdio):
 
 
 class Container(_Stdio):
-    """A docker element; ``peek``/``wait`` give the container's inspect data."""
+    """A docker element; ``peek``/``wait`` give the container's inspect data
+    (``wait`` once the container has exited)."""
 
     kind = "docker"
 

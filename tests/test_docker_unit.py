@@ -190,6 +190,19 @@ def test_a_megabytes_round_trip_through_cat(make):
 
 
 @requires_docker
+def test_stdin_write_to_a_container_that_never_reads_is_bounded(make):
+    el = make(Path="sleep", Args=["600"])
+    data = b"x" * (16 << 20)  # more than the pipe, dockerd and the socket buffers hold
+    sent = el.stdin_write(data, timeout=1.0)
+    assert 0 <= sent < len(data)  # the rest is the caller's to write again
+    writer = threading.Thread(target=lambda: pytest.raises(ElementError, el.stdin_write, data))
+    writer.start()  # no timeout: blocked until the scrub removes the container
+    el.scrub()
+    writer.join(T)
+    assert not writer.is_alive()
+
+
+@requires_docker
 def test_outputs_and_exit_code(make):
     el = make(Path="sh", Args=["-c", "echo out; echo err >&2; exit 3"])
     assert read_all(el, "stdout") == b"out\n"
@@ -199,7 +212,7 @@ def test_outputs_and_exit_code(make):
     assert el.peek()["State"]["ExitCode"] == 3
     d = el.describe()
     assert d["kind"] == "docker" and d["State"]["ExitCode"] == 3 and d["Id"] == el.id
-    assert el.done
+    wait_until(lambda: el.done, what="done")  # wait returns at exit; done follows the output's end
     with pytest.raises(ElementError, match="^process already finished$"):
         el.signal("TERM")
     with pytest.raises(ElementError, match="broken pipe"):
@@ -207,13 +220,12 @@ def test_outputs_and_exit_code(make):
 
 
 @requires_docker
-def test_wait_returns_with_the_output_already_arrived(make):
+def test_wait_returns_at_exit_and_the_output_stays_readable(make):
     el = make(Path="sh", Args=["-c", "echo one; echo two >&2"])
-    assert el.wait(T)["State"]["ExitCode"] == 0
-    # Done means exited and the output has arrived: it is all readable now, without waiting.
-    assert el.read("stdout", timeout=0) == b"one\n"
-    assert el.read("stderr", timeout=0) == b"two\n"
-    assert el.read("stdout", timeout=0) == b""
+    assert el.wait(T)["State"]["ExitCode"] == 0  # stdin never closed, nothing read
+    assert read_all(el, "stdout") == b"one\n"
+    assert read_all(el, "stderr") == b"two\n"
+    wait_until(lambda: el.done, what="done")
 
 
 @requires_docker

@@ -69,8 +69,8 @@ def spawn():
     for p in started:
         if p.pid is None:
             continue
-        try:
-            os.kill(p.pid, 9)  # also works after scrub, and on stopped processes
+        try:  # the group (each process leads its own): children left behind go too
+            os.killpg(p.pid, 9)  # also works after scrub, and on stopped processes
         except ProcessLookupError:
             pass
         wait_until(lambda: p.peek()["Phase"] in ("exited", "signaled"), what=f"reaping {p!r}")
@@ -124,21 +124,43 @@ def test_large_transfer_through_cat_keeps_order(spawn):
     assert p.wait(10)["Exit"] is None
 
 
-def test_wait_needs_stdin_closed_and_output_drained(spawn):
-    p = spawn("/bin/sh", "-c", "echo out")
-    wait_until(lambda: p.peek()["Phase"] == "exited", what="sh to exit")
-    with pytest.raises(ElementError, match="^timeout$"):
-        p.wait(NOT_YET)  # exited, but stdin still open
-    p.stdin_close()
-    with pytest.raises(ElementError, match="^timeout$"):
-        p.wait(NOT_YET)  # stdout not read yet
+def test_wait_returns_at_exit_with_stdin_open_and_output_unread(spawn):
+    p = spawn("/bin/sh", "-c", "echo out; echo err >&2; exit 1")
+    stat = p.wait(10)  # stdin never touched, nothing read
+    assert (stat["Exit"], stat["Phase"]) == ("exit status 1", "exited")
+    assert stat == p.peek()
+    assert not p.done  # done (what auto-scrub waits for) still needs stdin closed and output read
+    assert read_all(p) == b"out\n" and read_all(p, "stderr") == b"err\n"
     assert not p.done
-    pending = Background(p.wait)
-    assert read_all(p) == b"out\n"
-    assert read_all(p, "stderr") == b""
-    assert pending.join().error is None
-    assert pending.result["Phase"] == "exited"
-    assert p.done and p.wait(0)["Exit"] is None
+    p.stdin_close()
+    assert p.done and p.wait(0) == stat
+
+
+def test_wait_returns_while_a_child_left_behind_holds_the_pipes(spawn, tmp_path):
+    pidfile = tmp_path / "child"
+    p = spawn("/bin/sh", "-c", f"echo before; sleep 1000 & echo $! > {pidfile}; exit 0")
+    stat = p.wait(10)
+    assert (stat["Exit"], stat["Phase"]) == (None, "exited")
+    child = int(wait_until(lambda: pidfile.read_text().strip(), what="child pid"))
+    try:
+        assert alive(child)
+        assert p.read("stdout", timeout=10) == b"before\n"  # readable; EOF only once the child goes
+        with pytest.raises(ElementError, match="^timeout$"):
+            p.read("stdout", timeout=NOT_YET)
+    finally:
+        os.kill(child, 9)
+    assert read_all(p) == b""
+
+
+def test_wait_blocks_until_the_process_exits(spawn):
+    p = spawn("/bin/cat")
+    pending = Background(p.wait, 30)
+    assert not pending.finished.wait(NOT_YET)
+    p.stdin_write(b"x")
+    assert not pending.finished.wait(NOT_YET)
+    p.stdin_close()  # cat exits
+    assert pending.join().error is None and pending.result["Phase"] == "exited"
+    assert read_all(p) == b"x"
 
 
 def test_close_stream_discards_without_blocking_the_process(spawn):
@@ -187,6 +209,50 @@ def test_stdin_write_to_exited_process_is_broken_pipe(spawn):
     with pytest.raises(ElementError, match="broken pipe"):
         p.stdin_write(b"x" * 200_000)
     assert finish(p)[2]["Exit"] is None
+
+
+MIB = 1 << 20  # far more than a pipe holds
+
+
+def test_stdin_write_is_bounded_by_its_timeout_when_nobody_reads(spawn):
+    p = spawn("/bin/sleep", "1000")
+    n = p.stdin_write(b"x" * MIB, timeout=0.5)
+    assert 0 < n < MIB  # what the pipe took; the caller writes the rest again
+    assert p.stdin_write(b"y" * MIB, timeout=0.1) == 0  # the pipe is full
+    with pytest.raises(ElementError, match="timeout"):
+        p.stdin_write(b"z", timeout=-1)
+
+
+def test_scrub_aborts_a_write_blocked_on_a_process_that_never_reads(spawn):
+    p = spawn("/bin/sleep", "1000")
+    writer = Background(p.stdin_write, b"x" * MIB)  # no timeout: only the scrub can end it
+    assert not writer.finished.wait(NOT_YET)
+    p.scrub()
+    assert isinstance(writer.join().error, ElementError) and str(writer.error) == "aborted"
+    with pytest.raises(ElementError, match="^aborted$"):
+        p.stdin_write(b"late")
+    assert alive(p.pid)  # scrub detaches; the process is still the user's to kill
+
+
+def test_kill_fails_a_write_blocked_on_a_process_that_never_reads(spawn):
+    p = spawn("/bin/sleep", "1000")
+    writer = Background(p.stdin_write, b"x" * MIB)
+    assert not writer.finished.wait(NOT_YET)
+    p.signal("KILL")
+    assert isinstance(writer.join().error, ElementError) and str(writer.error) == "broken pipe"
+    assert p.wait(10)["Exit"] == "signal: killed"
+
+
+def test_blocked_write_completes_once_the_process_reads(spawn):
+    p = spawn("/bin/sh", "-c", "kill -STOP $$; exec wc -c")
+    wait_until(lambda: p.peek()["Phase"] == "stopped", what="sh to stop itself")
+    writer = Background(p.stdin_write, b"x" * MIB)
+    assert not writer.finished.wait(NOT_YET)
+    p.signal("CONT")
+    assert writer.join().error is None and writer.result == MIB
+    p.stdin_close()
+    assert int(read_all(p)) == MIB
+    assert p.wait(10)["Exit"] is None
 
 
 def test_start_twice(spawn):
@@ -341,7 +407,7 @@ def test_pending_wait_keeps_its_result_if_scrub_follows_completion(spawn):
 def test_auto_scrub_calls_on_done_once_when_done(spawn):
     calls = []
     p = spawn("/bin/sh", "-c", "echo hi", scrub=True, on_done=calls.append)
-    wait_until(lambda: p.peek()["Phase"] == "exited")
+    assert p.wait(10)["Phase"] == "exited"
     assert calls == []  # exited, but stdin open and output unread
     p.stdin_close()
     assert calls == []
@@ -351,6 +417,19 @@ def test_auto_scrub_calls_on_done_once_when_done(spawn):
     p.close_stream("stdout")
     assert calls == [p]
     assert p.wait(1)["Cmd"]["Scrub"] is True
+
+
+def test_auto_scrub_waits_until_the_reader_was_given_the_end(spawn):
+    calls = []
+    p = spawn("/bin/sh", "-c", "echo hi", scrub=True, on_done=calls.append)
+    p.wait(10)
+    p.stdin_close()
+    wait_until(lambda: p._outputs["stdout"]._eof, what="stdout at EOF")  # so the next read empties it
+    assert p.read("stdout", timeout=10) == b"hi\n"
+    assert calls == []  # a reader that took the last bytes comes back for b"": not cut off
+    assert p.read("stdout", timeout=10) == b""
+    wait_until(lambda: calls, what="on_done")  # stderr never had anything: nothing to lose there
+    assert calls == [p]
 
 
 def test_on_done_not_called_without_scrub_flag_or_after_user_scrub(spawn):

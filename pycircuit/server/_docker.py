@@ -15,8 +15,9 @@ closes the container's stdin, which reads EOF.
 
 Differences from :class:`._proc.ProcElement`:
 
-* A container is *done* once it has exited and its output has arrived (it may
-  still be unread); ``wait`` does not also need stdin closed and the output read.
+* ``wait`` returns at the container's exit, as for a process; it is *done*
+  (auto-scrub removes it) once it has exited and its output has arrived (it
+  may still be unread), where a process also needs stdin closed and output read.
 * ``peek``/``wait`` give the container's inspect data (``State.ExitCode`` ...).
 * ``scrub`` removes the container (killing it if it runs) and its anonymous
   volumes; the process element's OS process, in contrast, kept running.
@@ -32,6 +33,7 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -386,6 +388,7 @@ class DockerElement(StdioElement):
             self._exited = True
             if info is not None:
                 self._last = info
+            self._cond.notify_all()  # wait returns at exit, before the output has ended
             self._stdin_dead = True
             if not self._stdin_busy:
                 self._release_stdin_locked()
@@ -501,6 +504,10 @@ class DockerElement(StdioElement):
     # ----------------------------------------------------------------- standard streams
 
     def _scrub_stdin_locked(self) -> None:
+        if self._stdin_busy and self._stdin is not None:
+            # dockerd keeps the connection of a container that never read: wake the writer
+            # ("broken pipe"); shutdown, unlike close, leaves its socket valid.
+            self._stdin.shutdown(socket.SHUT_RDWR)
         self._shut_stdin_locked()
 
     def _release_stdin_locked(self) -> None:
@@ -520,9 +527,19 @@ class DockerElement(StdioElement):
             raise ElementError("broken pipe")
         return self._stdin.sock
 
-    def _stdin_send(self, sock: socket.socket, data: memoryview) -> None:
+    def _stdin_send(self, sock: socket.socket, data: memoryview, deadline: float | None) -> int:
+        sent = 0
         try:
-            sock.sendall(data)
+            while sent < len(data):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                sock.settimeout(left)  # the stdin connection is ours alone: nobody reads it
+                try:
+                    sent += sock.send(data[sent:])
+                except TimeoutError:
+                    break
+            return sent
         except (BrokenPipeError, ConnectionResetError):
             raise ElementError("broken pipe") from None
         except OSError as e:

@@ -29,7 +29,7 @@ _OPS: dict[str, frozenset[str]] = {
     "@join": frozenset({"recv", "peek"}),
     "@leave": frozenset({"recv", "peek"}),
 }
-_BLOCKING = frozenset({"read", "wait", "send", "recv"})
+_BLOCKING = frozenset({"read", "wait", "send", "recv", "stdin_write"})
 
 
 class Kernel:

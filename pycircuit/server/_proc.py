@@ -3,17 +3,27 @@
 Standalone and thread-safe (no rpyc, no sockets): the server's kernel service
 wraps a :class:`ProcElement` and hands its methods to remote callers.
 
-A process is *done* once it has exited, its stdin has been closed and its
-stdout and stderr have been read to EOF or closed -- only then do ``wait``
-and automatic scrubbing complete (as in the original circuit, where "the
-output won't show until you close the standard input").
+``wait`` returns as soon as the process has exited or was killed by a
+signal: the reaper thread waits on the pid (``waitpid``), never on pipe EOF,
+so a child left behind holding the pipes open does not hold ``wait`` up, nor
+does an open stdin or unread output (which stays readable). The process is
+*done* -- and, with ``Scrub``, removed -- only once it has also had its
+stdin closed and its stdout and stderr read to EOF or closed, so automatic
+scrubbing loses no output.
+
+Stdin is non-blocking: a write goes in as far as the pipe takes it before the
+caller's deadline, so a process that never reads pins no server thread, and
+a scrub wakes a blocked writer (through an eventfd) with "aborted".
 """
 from __future__ import annotations
 
+import math
 import os
+import select
 import signal as _signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
 
@@ -158,11 +168,6 @@ class _Output(BufferedOutput):
         self._on_change = on_change  # called (without our lock) when `drained` may have turned true
         super().__init__(f"proc-{name}")
 
-    @property
-    def drained(self) -> bool:
-        with self._cond:
-            return self._closed or (self._eof and not self._buf)
-
     def _pump(self) -> None:
         try:
             while True:
@@ -228,6 +233,7 @@ class ProcElement(StdioElement):
         self._phase = "unknown"
         self._exit: str | None = None
         self._stdin: BinaryIO | None = None
+        self._wake: int | None = None  # eventfd: a scrub wakes a writer blocked on a full pipe
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -254,6 +260,8 @@ class ProcElement(StdioElement):
             self._pidfd = _open_pidfd(popen.pid)
             self._phase = "running"
             self._stdin = popen.stdin
+            os.set_blocking(popen.stdin.fileno(), False)
+            self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             for name, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):
                 self._outputs[name] = _Output(name, f, self._check_done)
         threading.Thread(target=self._reap, name=f"proc-reaper-{popen.pid}", daemon=True).start()
@@ -316,6 +324,8 @@ class ProcElement(StdioElement):
     def _scrub_stdin_locked(self) -> None:
         # A live process keeps its stdin (closing it would change what it does);
         # _reap shuts it once the process has ended.
+        if self._wake is not None:
+            os.eventfd_write(self._wake, 1)  # a writer blocked on a full pipe stops: "aborted"
         if self._exited:
             self._shut_stdin_locked()
 
@@ -363,18 +373,36 @@ class ProcElement(StdioElement):
         if self._stdin_closed and self._stdin is not None:
             self._stdin.close()
             self._stdin = None
+            os.close(self._wake)  # never while a writer polls it: the base calls us only when idle
+            self._wake = None
 
     def _stdin_target_locked(self) -> int:
         return self._stdin.fileno()
 
-    def _stdin_send(self, fd: int, data: memoryview) -> None:
-        try:
-            while data:
-                data = data[os.write(fd, data):]
-        except BrokenPipeError:
-            raise ElementError("broken pipe") from None
-        except OSError as e:
-            raise ElementError(f"stdin: {e.strerror}") from None
+    def _stdin_send(self, fd: int, data: memoryview, deadline: float | None) -> int:
+        sent = 0
+        poller: select.poll | None = None
+        while sent < len(data):
+            try:
+                sent += os.write(fd, data[sent:])
+                continue
+            except BlockingIOError:
+                pass  # the pipe is full: the process is not reading (yet)
+            except BrokenPipeError:
+                raise ElementError("broken pipe") from None
+            except OSError as e:
+                raise ElementError(f"stdin: {e.strerror}") from None
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            if poller is None:
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+                poller.register(self._wake, select.POLLIN)  # steady: released only when idle
+            ready = poller.poll(None if left is None else math.ceil(left * 1000))
+            if any(f == self._wake for f, _ in ready):
+                raise ElementError("aborted")  # scrubbed: nobody can use this stdin any more
+        return sent
 
     def stdin_close(self) -> None:
         """Idempotent; a write in flight finishes first (its writer closes the pipe)."""

@@ -3,10 +3,14 @@
 :class:`._proc.ProcElement` (an OS process behind pipes) and
 :class:`._docker.DockerElement` (a container behind attach connections) differ
 in how they start, deliver signals and move bytes, but give their callers the
-same contract: whole, ordered stdin writes whose close waits for a write in
-flight; bounded stdout/stderr buffers that can be read or discarded; one
-"done" moment that wakes waiters and, for auto-scrubbed elements, fires
-``on_done`` once; and a scrub that detaches waiters and discards output. That
+same contract: ordered stdin writes, bounded in time (a reader that never
+reads cannot hold a writer's thread past its timeout), whose close waits for
+a write in flight; bounded stdout/stderr buffers that can be read or
+discarded; ``wait`` that returns once the process has ended (exited or
+killed), whatever the state of its streams; a later "done" moment (ended and
+streams finished, by each element's rule) that fires ``on_done`` once for
+auto-scrubbed elements; and a scrub that detaches waiters and writers and
+discards output. That
 contract lives here once, so the two cannot drift apart; each element supplies
 only the transport-specific steps through the small ``_…`` hooks below.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 from ..errors import ElementError
@@ -34,6 +39,8 @@ class BufferedOutput:
         self._eof = False
         self._closed = False
         self._unbounded = False  # the producer is gone: what is in flight is bounded, take it all
+        self._taken = False      # a read has returned data ...
+        self._eof_seen = False   # ... and a read has returned the end (b"")
         # Last: the pump may run at once and needs the subclass's fields, set before us.
         threading.Thread(target=self._pump, name=thread_name, daemon=True).start()
 
@@ -57,7 +64,15 @@ class BufferedOutput:
             self._cond.notify_all()
 
     def _drained(self) -> None:
-        """Called (without our lock) when a read has emptied the buffer after EOF."""
+        """Called (without our lock) when a read has found the buffer empty after EOF."""
+
+    @property
+    def drained(self) -> bool:
+        """Read to EOF (a reader that took data has also been given the end,
+        so it is never cut off by what follows), closed, or ended with
+        nothing ever written."""
+        with self._cond:
+            return self._closed or (self._eof and not self._buf and (self._eof_seen or not self._taken))
 
     def read(self, max_bytes: int, timeout: float | None) -> bytes:
         if not isinstance(max_bytes, int) or max_bytes <= 0:
@@ -69,6 +84,10 @@ class BufferedOutput:
                 return b""
             data = bytes(self._buf[:max_bytes])
             del self._buf[:max_bytes]
+            if data:
+                self._taken = True
+            else:
+                self._eof_seen = True
             self._cond.notify_all()  # the pump may be waiting for room
             drained = self._eof and not self._buf
         if drained:
@@ -130,7 +149,9 @@ class StdioElement:
         """What ``_stdin_send`` writes to; may refuse the write by raising."""
         raise NotImplementedError
 
-    def _stdin_send(self, target: Any, data: memoryview) -> None:
+    def _stdin_send(self, target: Any, data: memoryview, deadline: float | None) -> int:
+        """Write what goes before ``deadline`` (``time.monotonic``; None: all of it)
+        and return how much that was; raise ElementError when stdin is broken."""
         raise NotImplementedError
 
     def _release_stdin_locked(self) -> None:
@@ -184,16 +205,21 @@ class StdioElement:
     def describe(self) -> dict:
         return {"kind": self.kind, **self.peek()}
 
+    def _ended_locked(self) -> bool:
+        # _done alone: a start that failed, where nothing will ever run.
+        return self._exited or self._done
+
     def wait(self, timeout: float | None = None) -> dict:
-        """The state (as ``peek``) once done; "aborted" after a scrub, "timeout"
-        when time runs out."""
+        """The state (as ``peek``) once the process has ended, whether or not
+        stdin was closed or the outputs read (they stay readable); "aborted"
+        after a scrub, "timeout" when time runs out."""
         with self._lock:
             if self._scrubbed:
                 raise ElementError("aborted")
-            # A scrub that comes after completion does not rob pending waiters of the result.
-            if not self._cond.wait_for(lambda: self._done or self._scrubbed, timeout):
+            # A scrub that comes after the end does not rob pending waiters of the result.
+            if not self._cond.wait_for(lambda: self._ended_locked() or self._scrubbed, timeout):
                 raise ElementError("timeout")
-            if not self._done:
+            if not self._ended_locked():
                 raise ElementError("aborted")
             return self._peek_locked()
 
@@ -211,22 +237,38 @@ class StdioElement:
         if not self._stdin_busy:
             self._release_stdin_locked()
 
-    def stdin_write(self, data: bytes) -> None:
+    def stdin_write(self, data: bytes, timeout: float | None = None) -> int:
+        """Write ``data`` to standard input; returns how many bytes went in before
+        ``timeout`` ran out (all of them with ``timeout=None``). Writes are
+        ordered and whole against other writers as far as they get in one call;
+        the caller writes the rest again. A process that never reads thus
+        holds a writer at most ``timeout`` (the kernel always gives one), and a
+        scrub ends a write at once with "aborted"."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ElementError("stdin takes bytes")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout >= 0):
+            raise ElementError("timeout must be a non-negative number")
         self._require_started()
-        with self._stdin_wlock:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._stdin_wlock.acquire(timeout=-1 if timeout is None else timeout):
+            return 0  # another writer's call is in flight: nothing of ours went in yet
+        try:
             with self._lock:
                 if self._stdin_closed:
                     raise ElementError("stdin closed")
+                if self._scrubbed:
+                    raise ElementError("aborted")
                 target = self._stdin_target_locked()
                 self._stdin_busy = True
             try:
-                self._stdin_send(target, memoryview(data).cast("B"))
+                return self._stdin_send(target, memoryview(data).cast("B"), deadline)
             finally:
                 with self._lock:
                     self._stdin_busy = False
                     self._release_stdin_locked()
+        finally:
+            self._stdin_wlock.release()
 
     def stdin_close(self) -> None:
         """Idempotent; a write in flight finishes first (its writer then closes stdin)."""
