@@ -76,7 +76,7 @@ def cmd_start(args) -> int:
             server.cluster.join(args.join)
         except CircuitError as e:
             print(f"pycircuit: cannot join {args.join} ({_one_line(e)}); running alone", file=sys.stderr)
-    if args.discover is not None:
+    if args.discover:
         server.start_discovery()
     if args.embedded:
         # Owned by a client program: go when it goes (our stdin closes).
@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-a", "--addr", default=None, help="HOST:PORT to listen on (port 0 picks one; default 127.0.0.1:0)")
     s.add_argument("--if", dest="iface", metavar="IFACE", help="listen on this interface's address (when no -a)")
     s.add_argument("-j", "--join", metavar="URL", help="join the circuit of this server")
-    s.add_argument("--discover", nargs="?", const="", default=None, metavar="IFACE",
-                   help="find and join other servers by multicast DNS on the server's interface")
+    s.add_argument("--discover", action="store_true",
+                   help="find and join other servers by multicast DNS on the server's own interface")
     s.add_argument("--docker", action="store_true", help="enable docker elements")
     s.add_argument("--spares", type=int, default=2, metavar="N",
                    help="workers kept forked ahead of demand, for fast spawns (default 2)")
@@ -172,8 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _client_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dial-in (else $CIRCUIT, a file holding a URL)")
     g.add_argument("-d", "--dial", metavar="URL", help="a server's circuit URL")
-    g.add_argument("--discover", metavar="IFACE", nargs="?", const="", default=None,
-                   help="find a server by multicast DNS on IFACE (default: $CIRCUIT_DISCOVER, else lo)")
+    # A plain flag: an optional IFACE after it would swallow the path in `ls --discover /`.
+    g.add_argument("--discover", action="store_true",
+                   help="find a server by multicast DNS on $CIRCUIT_DISCOVER, else on loopback (lo)")
+    g.add_argument("--discover-if", metavar="IFACE",
+                   help="find a server by multicast DNS on IFACE (a name like eth0, or its IPv4 address)")
     g.add_argument("--key", metavar="FILE", help="the cluster key (default: $CIRCUIT_KEY)")
 
 
@@ -233,16 +236,16 @@ def _with_client(fn):
 
 
 def _dial_in(args):
-    """--dial, then --discover/$CIRCUIT_DISCOVER, then $CIRCUIT; never an
-    embedded server (a command-line client needs a real circuit)."""
+    """--dial, then --discover-if/--discover/$CIRCUIT_DISCOVER, then $CIRCUIT;
+    never an embedded server (a command-line client needs a real circuit)."""
     from .._client import connect
 
     key = args.key or os.environ.get("CIRCUIT_KEY") or None
     if args.dial:
         return connect(args.dial, key=key)
-    discover = args.discover if args.discover is not None else os.environ.get("CIRCUIT_DISCOVER")
-    if discover is not None:
-        return connect(discover=discover or "lo", key=key)
+    env_iface = os.environ.get("CIRCUIT_DISCOVER")
+    if args.discover_if or args.discover or env_iface is not None:
+        return connect(discover=args.discover_if or env_iface or "lo", key=key)
     if os.environ.get("CIRCUIT"):
         return connect(key=key)
     raise UsageError("no circuit to dial: use -d URL or --discover, or set $CIRCUIT to a file holding a URL")
