@@ -154,9 +154,10 @@ def test_anchor_listing_and_remains(client, host):
     assert "hello from the worker" in rem["stdout"]
 
 
-def test_kill_unknown_worker_raises(client):
-    with pytest.raises(pycircuit.CircuitError):
-        client.kill("circuit://127.0.0.1:1/1/Q0000000000000000")
+def test_kill_unknown_worker_is_quiet_and_a_bad_url_raises(client):
+    assert client.kill("circuit://127.0.0.1:1/1/Q0000000000000000") is False
+    with pytest.raises(pycircuit.CircuitError, match="circuit URL"):
+        client.kill("circuit://127.0.0.1:1/1/nope")
 
 
 def test_spawn_many_concurrently(client, host):
