@@ -237,20 +237,10 @@ class Server:
         threading.Thread(target=self._discover_loop, args=(ip,), name="pycircuit-discover", daemon=True).start()
 
     def _discover_loop(self, ip: str) -> None:
-        from ._discovery import browse
+        from ._discovery import DiscoveryConfig, DiscoveryLoop
 
-        while not self.stopped.is_set():
-            try:
-                urls = browse(ip, timeout=self.cfg.discover_every, want=1000)
-            except CircuitError:
-                urls = []
-            known = {u for _, u in self.cluster.alive()}
-            for url in urls:
-                if url not in known:
-                    try:
-                        self.cluster.join(url)
-                    except CircuitError:
-                        pass
+        DiscoveryLoop(ip, self.cluster.join, lambda: {u for _, u in self.cluster.alive()}, self.stopped,
+                      DiscoveryConfig(every=self.cfg.discover_every)).run()
 
     def close(self) -> None:
         ann = getattr(self, "_announcement", None)
