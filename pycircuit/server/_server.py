@@ -23,9 +23,6 @@ from ._cluster import Cluster, ClusterConfig
 from ._kernel import Kernel
 from ._members import JOIN, Event
 
-SPAWN_TIMEOUT = 30.0
-
-
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -36,6 +33,7 @@ class ServerConfig:
     cluster: ClusterConfig = ClusterConfig()
     docker: bool = False
     spares: int = 2  # workers kept forked ahead of demand
+    spawn_timeout: float = 30.0  # fork to registration
     discover_every: float = 2.0
 
 
@@ -124,11 +122,9 @@ class Server:
     def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)
         rec = self.spawner.order(token, paths, spare=spare)
-        if not rec.ready.wait(SPAWN_TIMEOUT):
-            self.spawner.forget(rec)
-            if rec.pid:
-                _kill(rec.pid)
-            raise SpawnError(f"worker did not start on host {self.id} within {SPAWN_TIMEOUT:.0f} s")
+        if not rec.ready.wait(self.cfg.spawn_timeout):
+            self.spawner.abandon(rec)
+            raise SpawnError(f"worker did not start on host {self.id} within {self.cfg.spawn_timeout:g} s")
         if rec.failure:
             raise SpawnError(f"worker failed to start on host {self.id}: {rec.failure}")
         return rec
@@ -221,10 +217,7 @@ class Server:
 
     def kill(self, worker_id: str) -> bool:
         rec = self.spawner.find(worker_id)
-        if rec is None or rec.pid is None:
-            return False
-        _kill(rec.pid)
-        return True
+        return rec is not None and self.spawner.signal(rec, signal.SIGKILL)
 
     # -- discovery ----------------------------------------------------------
     def start_discovery(self) -> None:
@@ -249,16 +242,9 @@ class Server:
         self.cluster.stop()
         self.stopped.set()  # no more spares
         for rec in self.spawner.live(spares=True):
-            if rec.pid:
-                _kill(rec.pid)
+            self.spawner.signal(rec, signal.SIGKILL)
         self.spawner.close()
         self.rt.close()
         if self._own_var:
             shutil.rmtree(self.var, ignore_errors=True)
 
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
