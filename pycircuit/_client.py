@@ -391,13 +391,23 @@ def discover_url(iface: str, timeout: float = DISCOVER_TIMEOUT) -> str:
     return browse(interface_address(iface), timeout=timeout, want=1)[0]
 
 
+_default_making = threading.Lock()  # single flight: one thread connects, the others take its client
+
+
 def default_client() -> Client:
-    """The process default client, connecting on first use."""
+    """The process default client, connecting on first use (once, however
+    many threads ask at the same time)."""
     c = _default
-    if c is None:
-        c = connect()
-        if _default is not c:
-            c = _default or c
+    if c is not None:
+        return c
+    with _default_making:
+        c = _default
+        if c is None:
+            c = connect()
+            d = _default
+            if d is not None and d is not c:  # an explicit connect() became the default meanwhile
+                c.close()
+                c = d
     return c
 
 
