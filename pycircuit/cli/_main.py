@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import signal
 import sys
@@ -84,7 +85,7 @@ def cmd_start(args) -> int:
             try:
                 while os.read(0, 4096):
                     pass
-            except OSError:
+            except OSError:  # our owner's end is gone all the same: stop, as on EOF
                 pass
             stop.set()
         threading.Thread(target=watch_stdin, daemon=True).start()
@@ -137,7 +138,7 @@ def _warn_if_readable(path: str) -> None:
     others than its owner can (as ssh does for private keys)."""
     try:
         mode = os.stat(path).st_mode
-    except OSError:
+    except OSError:  # it was just read: gone since, and then nobody else reads it either
         return
     if mode & 0o077:
         print(f"pycircuit: warning: key file {path} can be read by other users (chmod 600 {path})",
@@ -263,7 +264,38 @@ main_4cpu = _tool("cpu")
 main_4kill = _tool("kill")
 
 
+class _OneLine(logging.Formatter):
+    """``pycircuit: message (Cause: text)``: one line per record; the full
+    traceback only with $PYCIRCUIT_DEBUG."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = record.getMessage().strip().splitlines()
+        text = f"pycircuit: {lines[0] if lines else record.levelname.lower()}"
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            if os.environ.get("PYCIRCUIT_DEBUG"):
+                return text + "\n" + self.formatException(record.exc_info)
+            cause = str(exc).strip().splitlines()
+            text += f" ({type(exc).__name__}{': ' + cause[0] if cause else ''})"
+        return text
+
+
+def _setup_logging() -> None:
+    """What the library logs reaches the terminal here, and only here:
+    warnings and worse from ``pycircuit.*``, one line each on stderr."""
+    log = logging.getLogger("pycircuit")
+    if any(getattr(h, "_pycircuit_cli", False) for h in log.handlers):
+        return
+    h = logging.StreamHandler(sys.stderr)
+    h._pycircuit_cli = True
+    h.setFormatter(_OneLine())
+    h.setLevel(logging.DEBUG if os.environ.get("PYCIRCUIT_DEBUG") else logging.WARNING)
+    log.addHandler(h)
+    log.setLevel(min(log.getEffectiveLevel(), h.level))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _setup_logging()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -273,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except CircuitError as e:
         print(f"pycircuit: {_one_line(e)}", file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C is the user's choice: no message, the shell's status
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (`| head`): nobody left to tell
         return 1
     except Exception as e:  # a bug, or an OS error: still one line (PYCIRCUIT_DEBUG=1 shows all)
         if os.environ.get("PYCIRCUIT_DEBUG"):

@@ -39,7 +39,7 @@ def interface_address(name_or_ip: str) -> str:
     one without an IPv4 address, or an IPv6 address."""
     try:
         addr = ipaddress.ip_address(name_or_ip)
-    except ValueError:
+    except ValueError:  # not an address: an interface name, looked up below
         pass
     else:
         if addr.version != 4:
@@ -187,7 +187,7 @@ def _url_of(info: ServiceInfo | None) -> str | None:
         return None
     try:
         return WorkerAddr.parse(raw.decode("utf-8", "replace")).url
-    except CircuitError:
+    except CircuitError:  # a foreign or garbled announcement of our service type: not a server to join
         return None
 
 

@@ -3,6 +3,7 @@ anchor tree and the spawner. Layer: above ``runtime``, ``spawn`` and ``acid``.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -22,6 +23,9 @@ from ._anchors import AnchorTree, check_name
 from ._cluster import Cluster, ClusterConfig
 from ._kernel import Kernel
 from ._members import JOIN, Event
+
+_log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -182,6 +186,7 @@ class Server:
             # would otherwise.
             self.rt.call_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "warm", (), {})
         except Exception:  # the server is stopping, or the spare died: no spare this time
+            _log.debug("no spare this time", exc_info=True)
             rec = None
         with self.lock:
             self._spares_coming -= 1
@@ -202,8 +207,8 @@ class Server:
             for p in rec.anchors:
                 try:
                     self.anchors.set(p + [rec.id], element)
-                except ElementError:
-                    pass
+                except ElementError as e:  # the worker runs all the same, unlisted there
+                    _log.warning("worker %s not listed at /%s: %s", rec.id, "/".join(p + [rec.id]), e)
 
     def _worker_exited(self, rec: WorkerRecord, remains: dict) -> None:
         with self.lock:

@@ -39,7 +39,7 @@ class ProcHandle:
         fd = None
         try:
             fd = os.pidfd_open(pid)
-        except ProcessLookupError:
+        except ProcessLookupError:  # gone already: nothing to signal, ever
             return None
         except (AttributeError, OSError) as e:  # no pidfds here: fall back to the start time
             _log.debug("pidfd_open(%d) unavailable (%s); checking start times instead", pid, e)
@@ -61,20 +61,20 @@ class ProcHandle:
                 try:
                     signal.pidfd_send_signal(self._fd, sig)
                     return True
-                except ProcessLookupError:
+                except ProcessLookupError:  # it has ended: the answer is False, not an error
                     return False
             if self._ctime is None or not self._same():
                 return False
             try:
                 os.kill(self.pid, sig)
                 return True
-            except ProcessLookupError:
+            except ProcessLookupError:  # it has ended: the answer is False, not an error
                 return False
 
     def _same(self) -> bool:
         try:
             return psutil.Process(self.pid).create_time() == self._ctime
-        except psutil.Error:
+        except psutil.Error:  # no such process (or not ours to see): not the same one
             return False
 
     def fileno(self) -> int | None:
@@ -89,7 +89,7 @@ class ProcHandle:
                 return True
         try:
             return psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.Error:
+        except psutil.Error:  # no such process any more: it has ended
             return True
 
     def close(self) -> None:

@@ -58,7 +58,7 @@ def _tail(path: str) -> str:
             size = f.tell()
             f.seek(max(0, size - TAIL_BYTES))
             return f.read().decode("utf-8", "replace")
-    except OSError:
+    except OSError:  # no such output (the worker died before making it): an empty tail says so
         return ""
 
 
@@ -355,7 +355,7 @@ class Spawner:
             return
         try:
             proc.stdin.close()
-        except OSError:
+        except OSError:  # a broken pipe: the zygote is gone already, which is what closing asks
             pass
         try:
             proc.wait(2)
