@@ -21,11 +21,12 @@ def spawn(host: Any, anchor: Any, fn: Callable, /, *args: Any, **kwargs: Any) ->
     return default_client().spawn(host, anchor, fn, *args, **kwargs)
 
 
-def kill(addr: "WorkerAddr | str") -> None:
-    """Kill the worker at ``addr``."""
+def kill(addr: "WorkerAddr | str") -> bool:
+    """Kill the worker at ``addr``; quiet when it has already exited (like
+    ``Popen.kill``): True if a live worker was signalled, else False."""
     from ._client import default_client
 
-    default_client().kill(addr)
+    return default_client().kill(addr)
 
 
 def ref(obj: Any) -> X:

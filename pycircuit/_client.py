@@ -154,13 +154,15 @@ class Client:
         value = self._rt.call_remote(addr, HANDLE_MAIN, "run", (fn, args, kwargs), {})
         return value, addr
 
-    def kill(self, addr: "WorkerAddr | str") -> None:
-        """Kill a worker (by address or URL)."""
+    def kill(self, addr: "WorkerAddr | str") -> bool:
+        """Kill a worker (by address or URL) with SIGKILL.
+
+        Like ``Popen.kill``, killing a worker that has already exited is not
+        an error: returns True when a live worker was signalled, False when no
+        server of the circuit has it alive (it died, or never existed).  A
+        malformed URL raises CircuitError; an unreachable server NetworkError."""
         addr = WorkerAddr.parse(addr)
-        for h in self.hosts():
-            if self._kernel_of(h).kill(addr.id):
-                return
-        raise CircuitError(f"no live worker {addr} in this circuit")
+        return any(self._kernel_of(h).kill(addr.id) for h in self.hosts())
 
     # -- anchors ------------------------------------------------------------
     def walk(self, path: "str | list[str]") -> "Anchor":
@@ -389,13 +391,23 @@ def discover_url(iface: str, timeout: float = DISCOVER_TIMEOUT) -> str:
     return browse(interface_address(iface), timeout=timeout, want=1)[0]
 
 
+_default_making = threading.Lock()  # single flight: one thread connects, the others take its client
+
+
 def default_client() -> Client:
-    """The process default client, connecting on first use."""
+    """The process default client, connecting on first use (once, however
+    many threads ask at the same time)."""
     c = _default
-    if c is None:
-        c = connect()
-        if _default is not c:
-            c = _default or c
+    if c is not None:
+        return c
+    with _default_making:
+        c = _default
+        if c is None:
+            c = connect()
+            d = _default
+            if d is not None and d is not c:  # an explicit connect() became the default meanwhile
+                c.close()
+                c = d
     return c
 
 

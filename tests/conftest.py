@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (hooks: CI=true forbids privileged skips)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -124,7 +124,7 @@ def test_discovery_across_hosts():
         # the servers find each other by multicast DNS, nobody joins by hand
         wait_until(lambda: set(listed(c[0], u1) or []) == ids, 20, what="servers discover each other")
         # a client on host 3 finds a server by discovery on its interface
-        r = pc(c[2], "ls", "--discover", "eth0", "/")
+        r = pc(c[2], "ls", "--discover-if", "eth0", "/")
         assert r.returncode == 0, r.stderr
         assert set(r.stdout.split()) == ids
 
@@ -132,7 +132,7 @@ def test_discovery_across_hosts():
 def test_discovery_with_nobody_gives_up_clearly():
     with hosts(1) as c:
         t0 = time.monotonic()
-        r = pc(c[0], "ls", "--discover", "eth0", "/")
+        r = pc(c[0], "ls", "--discover-if", "eth0", "/")
         assert r.returncode != 0 and "found no pycircuit server" in r.stderr
         assert "Traceback" not in r.stderr
         assert time.monotonic() - t0 < 15

@@ -42,24 +42,16 @@ class Acid:
     def stack(self) -> str:
         return thread_stacks()
 
-    def runtime_profile(self, name: str, debug: int = 0) -> str:
+    def runtime_profile(self, name: str, debug: int = 0, seconds: float = 1.0) -> str:
+        """``"threads"``, ``"gc"``, or ``"heap"``: live allocations by line
+        (``debug``: by traceback). When tracemalloc is off, ``heap`` turns it
+        on for ``seconds`` (at most 60), reports what was allocated then and
+        is still alive, and turns it off again: tracing slows every
+        allocation, so it never stays on behind the program's back."""
         if name in ("threads", "goroutine", "stack"):
             return thread_stacks()
         if name == "heap":
-            import tracemalloc
-
-            if not tracemalloc.is_tracing():
-                tracemalloc.start()
-                return "tracemalloc started now; call again for allocation statistics\n"
-            snap = tracemalloc.take_snapshot()
-            stats = snap.statistics("traceback" if debug else "lineno")
-            cur, peak = tracemalloc.get_traced_memory()
-            lines = [f"traced: current {cur} B, peak {peak} B"]
-            for st in stats[: 50 if not debug else 200]:
-                lines.append(str(st))
-                if debug:
-                    lines.extend("    " + ln for ln in st.traceback.format())
-            return "\n".join(lines) + "\n"
+            return _heap(debug, seconds)
         if name == "gc":
             counts = gc.get_count()
             lines = [f"counts: {counts}", f"thresholds: {gc.get_threshold()}", f"objects: {len(gc.get_objects())}"]
@@ -91,8 +83,45 @@ class Acid:
                 "fds": p.num_fds(),
                 "uptime": time.time() - p.create_time(),
                 "gc_counts": gc.get_count(),
+                "tracemalloc": _tracemalloc_on(),
                 "python": sys.version.split()[0],
             }
+
+
+_heap_lock = threading.Lock()  # one sampling window at a time: each must find tracing as the program left it
+
+
+def _tracemalloc_on() -> bool:
+    import tracemalloc
+
+    return tracemalloc.is_tracing()
+
+
+def _heap(debug: int, seconds: float) -> str:
+    import tracemalloc
+
+    if not 0 <= seconds <= 60:
+        raise ValueError("a heap sample lasts 0 to 60 seconds")
+    with _heap_lock:
+        ours = not tracemalloc.is_tracing()
+        if ours:
+            tracemalloc.start(25 if debug else 1)
+            time.sleep(seconds)  # the sampling window itself
+        try:
+            snap = tracemalloc.take_snapshot()
+            cur, peak = tracemalloc.get_traced_memory()
+        finally:
+            if ours:
+                tracemalloc.stop()
+    stats = snap.statistics("traceback" if debug else "lineno")
+    head = (f"allocated in a {seconds:g} s sample and still alive (tracemalloc was off, and is again)"
+            if ours else "traced by the program's own tracemalloc")
+    lines = [f"{head}: current {cur} B, peak {peak} B"]
+    for st in stats[: 50 if not debug else 200]:
+        lines.append(str(st))
+        if debug:
+            lines.extend("    " + ln for ln in st.traceback.format())
+    return "\n".join(lines) + "\n"
 
 
 def install(rt) -> None:

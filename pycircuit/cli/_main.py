@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import signal
 import sys
@@ -76,7 +77,7 @@ def cmd_start(args) -> int:
             server.cluster.join(args.join)
         except CircuitError as e:
             print(f"pycircuit: cannot join {args.join} ({_one_line(e)}); running alone", file=sys.stderr)
-    if args.discover is not None:
+    if args.discover:
         server.start_discovery()
     if args.embedded:
         # Owned by a client program: go when it goes (our stdin closes).
@@ -84,7 +85,7 @@ def cmd_start(args) -> int:
             try:
                 while os.read(0, 4096):
                     pass
-            except OSError:
+            except OSError:  # our owner's end is gone all the same: stop, as on EOF
                 pass
             stop.set()
         threading.Thread(target=watch_stdin, daemon=True).start()
@@ -137,7 +138,7 @@ def _warn_if_readable(path: str) -> None:
     others than its owner can (as ssh does for private keys)."""
     try:
         mode = os.stat(path).st_mode
-    except OSError:
+    except OSError:  # it was just read: gone since, and then nobody else reads it either
         return
     if mode & 0o077:
         print(f"pycircuit: warning: key file {path} can be read by other users (chmod 600 {path})",
@@ -151,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-a", "--addr", default=None, help="HOST:PORT to listen on (port 0 picks one; default 127.0.0.1:0)")
     s.add_argument("--if", dest="iface", metavar="IFACE", help="listen on this interface's address (when no -a)")
     s.add_argument("-j", "--join", metavar="URL", help="join the circuit of this server")
-    s.add_argument("--discover", nargs="?", const="", default=None, metavar="IFACE",
-                   help="find and join other servers by multicast DNS on the server's interface")
+    s.add_argument("--discover", action="store_true",
+                   help="find and join other servers by multicast DNS on the server's own interface")
     s.add_argument("--docker", action="store_true", help="enable docker elements")
     s.add_argument("--spares", type=int, default=2, metavar="N",
                    help="workers kept forked ahead of demand, for fast spawns (default 2)")
@@ -172,8 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _client_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dial-in (else $CIRCUIT, a file holding a URL)")
     g.add_argument("-d", "--dial", metavar="URL", help="a server's circuit URL")
-    g.add_argument("--discover", metavar="IFACE", nargs="?", const="", default=None,
-                   help="find a server by multicast DNS on IFACE (default: $CIRCUIT_DISCOVER, else lo)")
+    # A plain flag: an optional IFACE after it would swallow the path in `ls --discover /`.
+    g.add_argument("--discover", action="store_true",
+                   help="find a server by multicast DNS on $CIRCUIT_DISCOVER, else on loopback (lo)")
+    g.add_argument("--discover-if", metavar="IFACE",
+                   help="find a server by multicast DNS on IFACE (a name like eth0, or its IPv4 address)")
     g.add_argument("--key", metavar="FILE", help="the cluster key (default: $CIRCUIT_KEY)")
 
 
@@ -233,16 +237,16 @@ def _with_client(fn):
 
 
 def _dial_in(args):
-    """--dial, then --discover/$CIRCUIT_DISCOVER, then $CIRCUIT; never an
-    embedded server (a command-line client needs a real circuit)."""
+    """--dial, then --discover-if/--discover/$CIRCUIT_DISCOVER, then $CIRCUIT;
+    never an embedded server (a command-line client needs a real circuit)."""
     from .._client import connect
 
     key = args.key or os.environ.get("CIRCUIT_KEY") or None
     if args.dial:
         return connect(args.dial, key=key)
-    discover = args.discover if args.discover is not None else os.environ.get("CIRCUIT_DISCOVER")
-    if discover is not None:
-        return connect(discover=discover or "lo", key=key)
+    env_iface = os.environ.get("CIRCUIT_DISCOVER")
+    if args.discover_if or args.discover or env_iface is not None:
+        return connect(discover=args.discover_if or env_iface or "lo", key=key)
     if os.environ.get("CIRCUIT"):
         return connect(key=key)
     raise UsageError("no circuit to dial: use -d URL or --discover, or set $CIRCUIT to a file holding a URL")
@@ -260,7 +264,38 @@ main_4cpu = _tool("cpu")
 main_4kill = _tool("kill")
 
 
+class _OneLine(logging.Formatter):
+    """``pycircuit: message (Cause: text)``: one line per record; the full
+    traceback only with $PYCIRCUIT_DEBUG."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = record.getMessage().strip().splitlines()
+        text = f"pycircuit: {lines[0] if lines else record.levelname.lower()}"
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            if os.environ.get("PYCIRCUIT_DEBUG"):
+                return text + "\n" + self.formatException(record.exc_info)
+            cause = str(exc).strip().splitlines()
+            text += f" ({type(exc).__name__}{': ' + cause[0] if cause else ''})"
+        return text
+
+
+def _setup_logging() -> None:
+    """What the library logs reaches the terminal here, and only here:
+    warnings and worse from ``pycircuit.*``, one line each on stderr."""
+    log = logging.getLogger("pycircuit")
+    if any(getattr(h, "_pycircuit_cli", False) for h in log.handlers):
+        return
+    h = logging.StreamHandler(sys.stderr)
+    h._pycircuit_cli = True
+    h.setFormatter(_OneLine())
+    h.setLevel(logging.DEBUG if os.environ.get("PYCIRCUIT_DEBUG") else logging.WARNING)
+    log.addHandler(h)
+    log.setLevel(min(log.getEffectiveLevel(), h.level))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _setup_logging()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -270,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except CircuitError as e:
         print(f"pycircuit: {_one_line(e)}", file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C is the user's choice: no message, the shell's status
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (`| head`): nobody left to tell
         return 1
     except Exception as e:  # a bug, or an OS error: still one line (PYCIRCUIT_DEBUG=1 shows all)
         if os.environ.get("PYCIRCUIT_DEBUG"):

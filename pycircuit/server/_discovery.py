@@ -12,9 +12,12 @@ from any thread, more than once.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import psutil
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
@@ -22,9 +25,12 @@ from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange,
 from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr
 
-__all__ = ["SERVICE_TYPE", "Announcement", "announce", "browse", "interface_address"]
+__all__ = ["SERVICE_TYPE", "Announcement", "DiscoveryConfig", "DiscoveryLoop", "announce", "browse",
+           "interface_address"]
 
 SERVICE_TYPE = "_pycircuit._tcp.local."
+
+_log = logging.getLogger(__name__)
 
 
 def interface_address(name_or_ip: str) -> str:
@@ -33,7 +39,7 @@ def interface_address(name_or_ip: str) -> str:
     one without an IPv4 address, or an IPv6 address."""
     try:
         addr = ipaddress.ip_address(name_or_ip)
-    except ValueError:
+    except ValueError:  # not an address: an interface name, looked up below
         pass
     else:
         if addr.version != 4:
@@ -117,6 +123,15 @@ def browse(ip: str, timeout: float = 3.0, want: int = 1) -> list[str]:
     if want < 1:
         raise ValueError("want must be >= 1")
     ip = interface_address(ip)
+    found = _browse_once(ip, timeout, want)
+    if not found:
+        raise CircuitError(f"discovery on {ip} found no pycircuit server within {timeout:g} s")
+    return found
+
+
+def _browse_once(ip: str, timeout: float, want: int) -> list[str]:
+    """What :func:`browse` finds, [] when nothing; raises only when browsing
+    itself fails (zeroconf cannot start on ``ip``, …)."""
     deadline = time.monotonic() + timeout
     cond = threading.Condition()
     pending: dict[str, None] = {}      # service names seen, not yet resolved (ordered)
@@ -161,8 +176,6 @@ def browse(ip: str, timeout: float = 3.0, want: int = 1) -> list[str]:
             browser.cancel()
     finally:
         zc.close()
-    if not found:
-        raise CircuitError(f"discovery on {ip} found no pycircuit server within {timeout:g} s")
     return list(dict.fromkeys(found.values()))
 
 
@@ -174,5 +187,79 @@ def _url_of(info: ServiceInfo | None) -> str | None:
         return None
     try:
         return WorkerAddr.parse(raw.decode("utf-8", "replace")).url
-    except CircuitError:
+    except CircuitError:  # a foreign or garbled announcement of our service type: not a server to join
         return None
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    every: float = 2.0          # one browse window, seconds
+    backoff_min: float = 0.5    # first wait after browsing failed
+    backoff_max: float = 60.0   # the wait doubles per failure up to this
+
+
+class DiscoveryLoop:
+    """A server's discovery: browse ``ip`` window after window and hand each
+    URL not in ``known()`` to ``join``, until ``stop`` is set.
+
+    When browsing fails (zeroconf cannot start on the interface, …) it waits
+    ``backoff_min`` doubling up to ``backoff_max`` before the next try rather
+    than spin, and logs why once per change of state (failing for another
+    reason, recovered).  A URL that cannot be joined is logged once per
+    reason.  ``attempts`` counts browse attempts."""
+
+    def __init__(self, ip: str, join: Callable[[str], object], known: Callable[[], set],
+                 stop: threading.Event, cfg: DiscoveryConfig = DiscoveryConfig()):
+        self.ip = ip
+        self.cfg = cfg
+        self.attempts = 0
+        self._join = join
+        self._known = known
+        self._stop = stop
+        self._failing: str | None = None          # the reason browsing fails now
+        self._join_failed: dict[str, str] = {}    # url -> reason last logged
+
+    def start(self) -> threading.Thread:
+        t = threading.Thread(target=self.run, name="pycircuit-discover", daemon=True)
+        t.start()
+        return t
+
+    def run(self) -> None:
+        delay = self.cfg.backoff_min
+        while not self._stop.is_set():
+            self.attempts += 1
+            try:
+                urls = _browse_once(interface_address(self.ip), self.cfg.every, 1000)
+            except Exception as e:  # anything: this loop must neither die nor spin
+                self._failed(e, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.cfg.backoff_max)
+                continue
+            delay = self.cfg.backoff_min
+            if self._failing is not None:
+                _log.warning("discovery on %s works again", self.ip)
+                self._failing = None
+            self._join_new(urls)
+
+    def _failed(self, e: Exception, delay: float) -> None:
+        reason = f"{type(e).__name__}: {e}"
+        if reason != self._failing:
+            _log.warning("discovery on %s fails (%s); retrying with backoff from %g s up to %g s",
+                         self.ip, reason, delay, self.cfg.backoff_max,
+                         exc_info=not isinstance(e, CircuitError))
+            self._failing = reason
+
+    def _join_new(self, urls: list[str]) -> None:
+        known = self._known()
+        for url in urls:
+            if url in known:
+                self._join_failed.pop(url, None)
+                continue
+            try:
+                self._join(url)
+            except CircuitError as e:
+                if self._join_failed.get(url) != str(e):
+                    _log.warning("discovery found %s but cannot join it: %s", url, e)
+                    self._join_failed[url] = str(e)
+            else:
+                self._join_failed.pop(url, None)

@@ -90,7 +90,8 @@ class Kernel:
             raise CircuitError(f"no live worker {worker_id} on host {self._s.id}")
         path = os.path.join(rec.wdir, "stack")
         before = os.path.getsize(path) if os.path.exists(path) else 0
-        os.kill(rec.pid, signal.SIGUSR1)
+        if not self._s.spawner.signal(rec, signal.SIGUSR1):
+            raise CircuitError(f"no live worker {worker_id} on host {self._s.id}")
         deadline = time.monotonic() + timeout
         last = -1
         while time.monotonic() < deadline:  # faulthandler writes from a signal handler: poll the file

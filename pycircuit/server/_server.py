@@ -3,6 +3,7 @@ anchor tree and the spawner. Layer: above ``runtime``, ``spawn`` and ``acid``.
 """
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -23,7 +24,7 @@ from ._cluster import Cluster, ClusterConfig
 from ._kernel import Kernel
 from ._members import JOIN, Event
 
-SPAWN_TIMEOUT = 30.0
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ServerConfig:
     cluster: ClusterConfig = ClusterConfig()
     docker: bool = False
     spares: int = 2  # workers kept forked ahead of demand
+    spawn_timeout: float = 30.0  # fork to registration
     discover_every: float = 2.0
 
 
@@ -124,11 +126,9 @@ class Server:
     def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)
         rec = self.spawner.order(token, paths, spare=spare)
-        if not rec.ready.wait(SPAWN_TIMEOUT):
-            self.spawner.forget(rec)
-            if rec.pid:
-                _kill(rec.pid)
-            raise SpawnError(f"worker did not start on host {self.id} within {SPAWN_TIMEOUT:.0f} s")
+        if not rec.ready.wait(self.cfg.spawn_timeout):
+            self.spawner.abandon(rec)
+            raise SpawnError(f"worker did not start on host {self.id} within {self.cfg.spawn_timeout:g} s")
         if rec.failure:
             raise SpawnError(f"worker failed to start on host {self.id}: {rec.failure}")
         return rec
@@ -186,6 +186,7 @@ class Server:
             # would otherwise.
             self.rt.call_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "warm", (), {})
         except Exception:  # the server is stopping, or the spare died: no spare this time
+            _log.debug("no spare this time", exc_info=True)
             rec = None
         with self.lock:
             self._spares_coming -= 1
@@ -206,8 +207,8 @@ class Server:
             for p in rec.anchors:
                 try:
                     self.anchors.set(p + [rec.id], element)
-                except ElementError:
-                    pass
+                except ElementError as e:  # the worker runs all the same, unlisted there
+                    _log.warning("worker %s not listed at /%s: %s", rec.id, "/".join(p + [rec.id]), e)
 
     def _worker_exited(self, rec: WorkerRecord, remains: dict) -> None:
         with self.lock:
@@ -221,10 +222,7 @@ class Server:
 
     def kill(self, worker_id: str) -> bool:
         rec = self.spawner.find(worker_id)
-        if rec is None or rec.pid is None:
-            return False
-        _kill(rec.pid)
-        return True
+        return rec is not None and self.spawner.signal(rec, signal.SIGKILL)
 
     # -- discovery ----------------------------------------------------------
     def start_discovery(self) -> None:
@@ -237,20 +235,10 @@ class Server:
         threading.Thread(target=self._discover_loop, args=(ip,), name="pycircuit-discover", daemon=True).start()
 
     def _discover_loop(self, ip: str) -> None:
-        from ._discovery import browse
+        from ._discovery import DiscoveryConfig, DiscoveryLoop
 
-        while not self.stopped.is_set():
-            try:
-                urls = browse(ip, timeout=self.cfg.discover_every, want=1000)
-            except CircuitError:
-                urls = []
-            known = {u for _, u in self.cluster.alive()}
-            for url in urls:
-                if url not in known:
-                    try:
-                        self.cluster.join(url)
-                    except CircuitError:
-                        pass
+        DiscoveryLoop(ip, self.cluster.join, lambda: {u for _, u in self.cluster.alive()}, self.stopped,
+                      DiscoveryConfig(every=self.cfg.discover_every)).run()
 
     def close(self) -> None:
         ann = getattr(self, "_announcement", None)
@@ -259,16 +247,9 @@ class Server:
         self.cluster.stop()
         self.stopped.set()  # no more spares
         for rec in self.spawner.live(spares=True):
-            if rec.pid:
-                _kill(rec.pid)
+            self.spawner.signal(rec, signal.SIGKILL)
         self.spawner.close()
         self.rt.close()
         if self._own_var:
             shutil.rmtree(self.var, ignore_errors=True)
 
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

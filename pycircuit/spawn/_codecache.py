@@ -33,7 +33,7 @@ def _cached_get_code(self: SourceFileLoader, fullname: str):
     if hit is not None:
         try:
             st = os.stat(path)
-        except OSError:
+        except OSError:  # gone or unreadable: a miss, and the import reports what is wrong
             pass
         else:
             if (st.st_mtime_ns, st.st_size) == hit[:2]:
@@ -57,7 +57,7 @@ def remember(path: str) -> bool:
         with open(path, "rb") as f:
             source = f.read()
         code = compile(source, path, "exec", dont_inherit=True)
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError):  # not cached: the worker's own import compiles it and reports errors
         return False
     _cache[path] = (st.st_mtime_ns, st.st_size, code)
     return True

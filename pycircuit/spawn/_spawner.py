@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -15,12 +17,21 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import SpawnError
+from ._pidfd import ProcHandle
 
 TAIL_BYTES = 4096
+ZYGOTE_MIN_LIFE = 5.0        # seconds; a zygote dying younger is restarted after a delay
+ZYGOTE_RESTART_DELAY = 1.0
+ORPHAN_POLL = 1.0  # how often workers of a dead zygote are checked without pidfds
+
+_log = logging.getLogger(__name__)
 
 
-def describe_status(status: int) -> tuple[int | None, int | None, str]:
-    """Raw wait status → (exit code, signal number, cause)."""
+def describe_status(status: int | None) -> tuple[int | None, int | None, str]:
+    """Raw wait status → (exit code, signal number, cause); None: unknown
+    (the worker outlived its zygote, so nobody of ours reaped it)."""
+    if status is None:
+        return None, None, "exited (status unknown: its zygote had died)"
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
@@ -47,7 +58,7 @@ def _tail(path: str) -> str:
             size = f.tell()
             f.seek(max(0, size - TAIL_BYTES))
             return f.read().decode("utf-8", "replace")
-    except OSError:
+    except OSError:  # no such output (the worker died before making it): an empty tail says so
         return ""
 
 
@@ -64,6 +75,9 @@ class WorkerRecord:
     failure: str | None = None
     spare: bool = False  # forked ahead of demand; not anybody's until assigned
     assigned: bool = False
+    handle: ProcHandle | None = None  # what signals reach it (see _pidfd)
+    zygote: object = None             # the zygote Popen that forks it
+    abandoned: bool = False           # its spawn timed out: killed once forked, no remains
 
     @property
     def owned(self) -> bool:
@@ -118,12 +132,13 @@ class Spawner:
         self._var = os.path.join(var_dir, "workers")
         os.makedirs(self._var, exist_ok=True)
         self._closed = False
+        self._closing = threading.Event()
         self._on_exit = on_exit
         self._lock = threading.Lock()
         self._by_token: dict[str, WorkerRecord] = {}
         self._by_pid: dict[int, WorkerRecord] = {}
-        self._early_exits: dict[int, int] = {}
         self._proc: subprocess.Popen | None = None
+        self._proc_started = 0.0
         self.remains = Remains()
         self._start()
 
@@ -134,6 +149,7 @@ class Spawner:
         # fresh block for every one (measured: 1 MiB echo 4.0 -> 0.5 ms).
         env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 << 20))
         env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 << 20))
+        self._proc_started = time.monotonic()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pycircuit.spawn._zygote", *self._args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
@@ -145,36 +161,105 @@ class Spawner:
             try:
                 ev = json.loads(line)
             except ValueError:
+                _log.warning("zygote %d wrote a line that is not JSON: %.200r", proc.pid, line)
                 continue
             if ev.get("ev") == "forked":
-                with self._lock:
-                    rec = self._by_token.get(ev["token"])
-                    if rec is None:
-                        continue
-                    rec.pid = ev["pid"]
-                    self._by_pid[rec.pid] = rec
-                    status = self._early_exits.pop(rec.pid, None)
-                if status is not None:
-                    self._exited(rec, status)
+                self._forked(proc, ev["token"], ev["pid"])
             elif ev.get("ev") == "exit":
                 with self._lock:
                     rec = self._by_pid.pop(ev["pid"], None)
-                    if rec is None:
-                        self._early_exits[ev["pid"]] = ev["status"]
-                        continue
-                self._exited(rec, ev["status"])
+                if rec is not None:
+                    self._exited(rec, ev["status"])
+                # else the child of an order nobody wanted: killed at "forked", nothing to record
+        self._zygote_died(proc)
 
-    def _exited(self, rec: WorkerRecord, status: int) -> None:
+    def _forked(self, proc: subprocess.Popen, token: str, pid: int) -> None:
+        handle = ProcHandle.open(pid, parent=proc.pid)
+        with self._lock:
+            rec = self._by_token.get(token)
+            kill = rec is None or rec.abandoned  # an order given up: the child is nobody's
+            if rec is not None:
+                handle = self._track(rec, pid, handle)
+        if handle is not None and kill:
+            handle.send(signal.SIGKILL)
+            if rec is None:
+                handle.close()
+
+    def _track(self, rec: WorkerRecord, pid: int, handle: ProcHandle | None) -> ProcHandle | None:
+        """Holding _lock: note the worker's pid and handle (the first one
+        wins; "forked" and the worker's registration race). Returns its handle."""
+        if rec.pid is None:
+            rec.pid = pid
+            self._by_pid[pid] = rec
+        if rec.handle is None and rec.pid == pid:
+            rec.handle = handle
+        elif handle is not None and handle is not rec.handle:
+            handle.close()
+        return rec.handle
+
+    def _zygote_died(self, proc: subprocess.Popen) -> None:
+        """The zygote is gone: its workers live on (re-parented), but nobody
+        reports their exits now. Watch them through their handles, fail the
+        orders it never forked, and start a new zygote."""
+        status = proc.wait()
+        with self._lock:
+            closed = self._closed
+            mine = [r for r in self._by_token.values() if r.zygote is proc]
+        if closed:
+            return
+        how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        _log.warning("the zygote (pid %d) died (%s) leaving %d worker(s); starting another",
+                     proc.pid, how, len(mine))
+        orphans = []
+        for rec in mine:
+            if rec.pid is not None:
+                orphans.append(rec)
+                continue
+            with self._lock:
+                self._by_token.pop(rec.token, None)
+            shutil.rmtree(rec.wdir, ignore_errors=True)
+            rec.failure = "the zygote died before forking it"
+            rec.ready.set()
+        if orphans:
+            threading.Thread(target=self._watch_orphans, args=(orphans,), name="pycircuit-orphans",
+                             daemon=True).start()
+        # A zygote that dies young is restarted a little later: one that
+        # cannot start must not be restarted in a tight loop.
+        if time.monotonic() - self._proc_started < ZYGOTE_MIN_LIFE and self._closing.wait(ZYGOTE_RESTART_DELAY):
+            return
+        with self._lock:
+            if not self._closed and self._proc is proc:  # an order may have restarted it already
+                self._start()
+
+    def _watch_orphans(self, recs: list[WorkerRecord]) -> None:
+        """Record the remains of workers whose zygote died, as they end."""
+        while recs and not self._closed:
+            fds = [fd for fd in (r.handle.fileno() for r in recs if r.handle) if fd is not None]
+            if fds:
+                select.select(fds, [], [], ORPHAN_POLL)
+            else:
+                time.sleep(ORPHAN_POLL)  # no pidfds here: poll start times
+            for rec in [r for r in recs if r.handle is None or r.handle.exited()]:
+                recs.remove(rec)
+                with self._lock:
+                    ours = self._by_pid.pop(rec.pid, None) is rec
+                if ours:
+                    self._exited(rec, None)
+
+    def _exited(self, rec: WorkerRecord, status: int | None) -> None:
         with self._lock:
             self._by_token.pop(rec.token, None)
             self._by_pid.pop(rec.pid, None)
+            handle, rec.handle = rec.handle, None
+        if handle is not None:
+            handle.close()
         code, sig, cause = describe_status(status)
         remains = {
             "id": rec.id, "url": rec.url, "pid": rec.pid, "exit_code": code, "signal": sig,
             "cause": cause, "stdout": _tail(os.path.join(rec.wdir, "stdout")),
             "stderr": _tail(os.path.join(rec.wdir, "stderr")), "started": rec.started, "died": time.time(),
         }
-        if rec.owned:  # a spare nobody used leaves no remains
+        if rec.owned and not rec.abandoned:  # a spare nobody used, or a spawn given up, leaves none
             self.remains.add(rec.id or rec.token, remains)
         shutil.rmtree(rec.wdir, ignore_errors=True)
         if rec.url is None:
@@ -190,7 +275,7 @@ class Spawner:
             try:
                 self._tell({"compile": paths})
             except OSError:
-                pass  # the zygote is gone; it is restarted with the next order
+                pass  # the zygote is gone and its reader starts another: only this hint is lost
 
     def _tell(self, order: dict) -> None:  # holding _lock
         self._proc.stdin.write(json.dumps(order).encode() + b"\n")
@@ -207,6 +292,7 @@ class Spawner:
             os.makedirs(wdir, exist_ok=True)
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
+            rec.zygote = self._proc
             self._by_token[token] = rec
             try:
                 self._tell({"token": token, "dir": wdir, "spare": spare})
@@ -220,16 +306,15 @@ class Spawner:
             rec = self._by_token.get(token)
             if rec is None:
                 return None
+            if rec.abandoned:
+                return None
             rec.url, rec.id = url, wid
-            if rec.pid is None:
-                rec.pid = pid
-                self._by_pid[pid] = rec
-                status = self._early_exits.pop(pid, None)
-            else:
-                status = None
+            zygote = getattr(rec.zygote, "pid", None)
+        if rec.pid is None:  # registered before the zygote's "forked" was read
+            handle = ProcHandle.open(pid, parent=zygote)
+            with self._lock:
+                self._track(rec, pid, handle)
         rec.ready.set()
-        if status is not None:
-            self._exited(rec, status)
         return rec
 
     def live(self, spares: bool = False) -> list[WorkerRecord]:
@@ -244,19 +329,33 @@ class Spawner:
                     return r
         return None
 
-    def forget(self, rec: WorkerRecord) -> None:
+    def signal(self, rec: WorkerRecord, sig: int) -> bool:
+        """Send ``sig`` to the worker; False when it is gone (the signal
+        never reaches a process that reused its pid)."""
         with self._lock:
-            self._by_token.pop(rec.token, None)
+            handle = rec.handle
+        return handle is not None and handle.send(sig)
+
+    def abandon(self, rec: WorkerRecord) -> None:
+        """Give up a spawn that timed out: its worker is killed, now or as
+        soon as it is forked, and its exit removes the record and the work
+        directory as usual (a zygote that dies first cleans them then)."""
+        with self._lock:
+            rec.abandoned = True
+            handle = rec.handle
+        if handle is not None:
+            handle.send(signal.SIGKILL)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
+        self._closing.set()
         proc = self._proc
         if proc is None:
             return
         try:
             proc.stdin.close()
-        except OSError:
+        except OSError:  # a broken pipe: the zygote is gone already, which is what closing asks
             pass
         try:
             proc.wait(2)

@@ -119,7 +119,7 @@ def _redirect_stdio(wdir: str) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(line_buffering=True)
-        except (AttributeError, ValueError):
+        except (AttributeError, ValueError):  # replaced by the user's own stream: keep its buffering
             pass
 
 
@@ -127,7 +127,7 @@ def _exit(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:
+        except Exception:  # exiting now anyway; a stream that cannot flush has nowhere to report to
             pass
     os._exit(code)
 

@@ -45,7 +45,7 @@ def _reap(out) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
+        except ChildProcessError:  # no children left to reap
             return
         if pid == 0:
             return
@@ -83,13 +83,13 @@ def main(argv: list[str]) -> None:
     while True:
         try:
             ready, _, _ = select.select([inp, rfd], [], [])
-        except InterruptedError:
+        except InterruptedError:  # a signal woke us; its wakeup byte is read next round
             continue
         if rfd in ready:
             try:
                 while os.read(rfd, 512):
                     pass
-            except BlockingIOError:
+            except BlockingIOError:  # the wakeup pipe is drained
                 pass
             _reap(out)
         if inp in ready:
