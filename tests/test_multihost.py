@@ -79,6 +79,8 @@ def test_spawn_on_a_remote_host_and_call_back(three):
     r = c[2].python(code, urls[0], c[1].ip, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"ok circuit://{c[1].ip}:")
+    # its runtime listens on a routable address without a key: it says so, once
+    assert r.stderr.count("without a cluster key") == 1, r.stderr
 
 
 def test_killed_host_is_dropped_and_reported(three):

@@ -166,6 +166,13 @@ def run(ctx) -> Section:
             asy[name] = median([async_throughput(peer, THREADS * per_thread, WINDOW) for _ in range(reps)])
     sec.raw["async_calls_per_s"] = asy
 
+    conn: dict[str, dict] = {}
+    for name, peer, _ in live:
+        if peer.has_connect:
+            log(f"  new connection and its first call, {name} …")
+            conn[name] = stats(peer.connect_calls(ctx.n(300, 60)))
+    sec.raw["connect"] = conn
+
     peers = [s for s in subjects if s[0] != "pycircuit"]
 
     def target(name: str) -> Target | None:
@@ -201,6 +208,10 @@ def run(ctx) -> Section:
     for name, peer, _ in peers:
         if peer is not None:
             sec.add(m3, name, tp["pycircuit"], tp[name], unit="calls/s", info=peer.info)
+    m5 = "new connection and its first call (connect, authenticate, call), median"
+    for name, peer, _ in peers:
+        if peer is not None and name in conn and "pycircuit" in conn:
+            sec.add(m5, name, conn["pycircuit"]["median_us"], conn[name]["median_us"], info=peer.info)
     m4 = f"async API, {WINDOW} calls in flight from one thread (calls/s, higher is better)"
     for name, peer, _ in peers:
         if peer is not None and name in asy:

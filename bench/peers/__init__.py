@@ -41,6 +41,14 @@ class CallPeer:
         """Echo 0..n-1 with up to ``window`` calls in flight (peers with an async API)."""
         raise NotImplementedError
 
+    #: the peer measures a new connection and its first call (``connect_calls``)
+    has_connect = False
+
+    def connect_calls(self, n: int) -> list[float]:
+        """n times: open a new connection, make one call on it (timed, in
+        ns), close it (not timed)."""
+        raise NotImplementedError
+
     def value_echo(self, v: Any) -> Any:
         """The value there and back."""
         raise NotImplementedError

@@ -105,6 +105,28 @@ class Pycircuit(CallPeer):
         for f in pending:
             f.result()
 
+    has_connect = True
+
+    def connect_calls(self, n):
+        """A runtime of its own dials the worker each time (TCP connect, the
+        same-user authentication, HELLO) and pings it; then drops the link."""
+        from common import clock
+        from pycircuit.runtime._runtime import HANDLE_ROOT, Runtime, RuntimeConfig
+
+        rt = Runtime(RuntimeConfig())
+        out = []
+        try:
+            for _ in range(n):
+                t0 = clock()
+                if rt.call_remote(self.addr, HANDLE_ROOT, "ping", (), {}) != self.addr.id:
+                    raise AssertionError("pycircuit ping on a new connection")
+                out.append(clock() - t0)
+                rt.drop(self.addr.id)
+                rt.revive(self.addr.id)
+        finally:
+            rt.close()
+        return out
+
     def value_echo(self, v):
         return self.call("echo", v)
 

@@ -56,6 +56,22 @@ if __name__ != "__main__":
         def caller(self):
             return self.echo  # shared by the threads: one connection, as pycircuit has
 
+        has_connect = True
+
+        def connect_calls(self, n):
+            from common import clock
+
+            out = []
+            for i in range(n):
+                t0 = clock()
+                conn = rpyc.connect(LOOPBACK, self.port, config={"sync_request_timeout": None})
+                conn._channel.stream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if conn.root.echo(i) != i:
+                    raise AssertionError("raw RPyC echo on a new connection")
+                out.append(clock() - t0)
+                conn.close()
+            return out
+
         def async_calls(self, n, window):
             aecho = rpyc.async_(self.echo)
             pending = []

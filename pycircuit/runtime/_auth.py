@@ -115,7 +115,7 @@ def _private_dir(path: str) -> bool:
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         st = os.lstat(path)
-    except OSError:
+    except OSError:  # not ours to make (read-only home, say): the caller tries the next place
         return False
     # Another user may have made /tmp/pycircuit-<uid> first: never trust it.
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
@@ -124,7 +124,7 @@ def _private_dir(path: str) -> bool:
 def _read_secret(path: str) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
+    except FileNotFoundError:  # not made yet: the caller makes it
         return None
     try:
         st = os.fstat(fd)
@@ -152,7 +152,7 @@ def _make_secret(directory: str) -> bytes | None:
     tmp = os.path.join(directory, f".secret.{os.getpid()}.{threading.get_ident()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError:
+    except OSError:  # a directory we cannot write: the caller tries the next place
         return None
     try:
         with os.fdopen(fd, "w") as f:
@@ -161,7 +161,7 @@ def _make_secret(directory: str) -> bytes | None:
             os.link(tmp, path)  # atomic; fails if another process won the race
         except FileExistsError:
             pass  # the winner's secret is read below
-    except OSError:
+    except OSError:  # a full or read-only disk: the caller tries the next place
         return None
     finally:
         try:
@@ -292,7 +292,7 @@ def _close(sock: socket.socket) -> None:
 def _where(sock: socket.socket) -> str:
     try:
         host, port = sock.getpeername()[:2]
-    except OSError:
+    except OSError:  # already reset: the message names no address
         return "the peer"
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

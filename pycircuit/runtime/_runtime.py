@@ -205,6 +205,9 @@ class Runtime:
             SecretAuth(user_secret(), open=not is_loopback(cfg.host), timeout=cfg.handshake_timeout)
         self._handshakes = threading.BoundedSemaphore(cfg.max_handshakes)
         self._max_reply = cfg.max_frame - 64  # room for the frame and reply heads
+        if cfg.role == "client" and self.is_open:
+            log.warning("this program listens on %s without a cluster key (its circuit is remote and has none): "
+                        "anyone who can reach that address can call into it", cfg.host)
 
         self._sock = socket.create_server((cfg.host, cfg.port), backlog=512)
         host, port = self._sock.getsockname()[:2]
@@ -458,18 +461,27 @@ class Runtime:
             while True:
                 try:
                     items.append(self._release_q.get_nowait())
-                except queue.Empty:
+                except queue.Empty:  # drained: send this batch
                     break
-            batches: dict[str, Counter] = defaultdict(Counter)
-            for owner, handle, cell in items:
-                with self._lock:
-                    n, cell[0] = cell[0], 0
-                if n:
-                    batches[owner.id][handle] += n
-            for oid, counts in batches.items():
-                p = self._peers.get(oid)
-                if p is not None and not p.dead:
-                    p.post(_wire.OP_RELEASE, _wire.encode_leases(list(counts.items())))
+            stop = None in items  # close()
+            try:
+                self._send_releases([i for i in items if i is not None])
+            except Exception:  # never die: every later release would be lost
+                log.exception("sending lease releases failed")
+            if stop:
+                return
+
+    def _send_releases(self, items: list) -> None:
+        batches: dict[str, Counter] = defaultdict(Counter)
+        for owner, handle, cell in items:
+            with self._lock:
+                n, cell[0] = cell[0], 0
+            if n:
+                batches[owner.id][handle] += n
+        for oid, counts in batches.items():
+            p = self._peers.get(oid)
+            if p is not None and not p.dead:
+                p.post(_wire.OP_RELEASE, _wire.encode_leases(list(counts.items())))
 
     def _on_release(self, peer: Peer, frame: bytes) -> None:
         if peer.id is None:
@@ -675,11 +687,16 @@ class Runtime:
         return payload, stack
 
     def close(self) -> None:
+        """Stop listening, close every connection (without a close
+        handshake: a stalled peer must not hold us) and stop the release
+        thread. Proxies of other runtimes' objects are dead afterwards."""
         self._closed = True
-        try:
-            self._sock.close()
-        except OSError:
-            pass
+        _close_quietly(self._sock)
+        with self._lock:
+            peers = list(self._all_peers)
+        for p in peers:
+            p.conn.abort()
+        self._release_q.put(None)
 
 
 class _RootService:

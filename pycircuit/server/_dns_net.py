@@ -231,7 +231,7 @@ class DnsSockets:
         for _ in range(_BATCH):
             try:
                 data, peer = self._udp.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError):  # nothing more waiting: back to the selector
                 return
             except OSError as e:  # e.g. an ICMP error for an earlier answer
                 log.debug("nameserver %s: UDP receive: %s", self.address, e)
@@ -250,7 +250,7 @@ class DnsSockets:
                 return
             try:
                 sock, _ = self._tcp.accept()
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError):  # nothing more waiting: back to the selector
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
