@@ -11,13 +11,14 @@ Layers, bottom up (a module imports only from layers below it):
 5. ``cli`` (the ``pycircuit`` command).
 """
 from . import errors
-from ._api import dial, export, import_, kill, listen, perm_ref, ref, run_in_back, spawn, try_dial
+from ._api import acall, call_within, dial, export, import_, kill, listen, perm_ref, ref, run_in_back, spawn, try_dial
 from ._client import Anchor, Client, Host, connect
 from ._elements import Chan, Container, Nameserver, Proc, ProcStat, Subscription
 from .errors import (
     CircuitError,
     ElementError,
     NetworkError,
+    NoSuchMethodError,
     ProtocolError,
     ReleasedError,
     RemoteError,
@@ -37,11 +38,11 @@ __version__ = "0.1.0"
 __all__ = [
     "connect", "Client", "Host", "Anchor",
     "spawn", "run_in_back", "kill",
-    "ref", "perm_ref", "X", "XPerm", "Future", "export", "import_",
+    "ref", "perm_ref", "X", "XPerm", "Future", "call_within", "acall", "export", "import_",
     "listen", "dial", "try_dial",
     "WorkerAddr", "errors",
     "Cmd", "Proc", "ProcStat", "Chan", "Subscription", "Container", "Nameserver",
     "CircuitError", "NetworkError", "RemoteError", "ProtocolError", "StaleAddressError",
     "SerializationError", "RemoteImportError", "ReleasedError", "ServiceError", "SpawnError",
-    "ElementError",
+    "ElementError", "NoSuchMethodError",
 ]

@@ -75,3 +75,29 @@ def try_dial(addr: "WorkerAddr | str", name: str) -> tuple[X | None, Exception |
         return dial(addr, name), None
     except Exception as e:  # noqa: BLE001 - the contract is "never raises"
         return None, e
+
+
+def call_within(seconds: float, x: X, method: str, /, *args: Any, **kwargs: Any) -> Any:
+    """``x.call(method, *args, **kwargs)``, but raise ``TimeoutError`` when
+    no reply came within ``seconds``. The call goes on in its owner; its late
+    reply is dropped (references in it released). A function, not a method
+    of ``X``: ``x.name`` is a remote call, so no name there is safe to take."""
+    if not isinstance(x, X):
+        raise TypeError(f"call_within needs a cross-interface, not {type(x).__name__}")
+    future = x.call_async(method, *args, **kwargs)
+    try:
+        return future.result(seconds)
+    except TimeoutError:
+        raise TimeoutError(f"{method!r} on {x!r}: no reply within {seconds:g} s") from None
+
+
+async def acall(x: X, method: str, /, *args: Any, **kwargs: Any) -> Any:
+    """``await``-able ``x.call``, for asyncio code; bound it with
+    ``asyncio.wait_for``/``asyncio.timeout`` (the call goes on in its owner,
+    its late reply is dropped). The request is sent before the first
+    ``await``: a large argument blocks the event loop while it is written."""
+    import asyncio
+
+    if not isinstance(x, X):
+        raise TypeError(f"acall needs a cross-interface, not {type(x).__name__}")
+    return await asyncio.wrap_future(x.call_async(method, *args, **kwargs))

@@ -14,6 +14,8 @@ EXPECT = {
     "hello_spawn.py": ["hello from worker pid", "closure result: 42"],
     "service_refs.py": ["bank open at circuit://", "balance after 5: 5",
                         "balance after a second worker paid in 3×10: 35", "no method 'withdraw' on type Account"],
+    "deadlines.py": ["as completed: [1, 2, 3]", "call_within: 'think'", "no reply within 0.2 s",
+                     "still serving: yes", "asyncio: ('awaited', 'wait_for timed out')"],
     "export_import.py": ["imported: registry v1 XPERM://", "registry says: hello",
                          "export of a plain ref refuses: only permanent references"],
 }

@@ -228,33 +228,48 @@ class _Channel(Channel):
             self.stream.write_frame((data,))
 
 
-def tune_socket(sock: socket.socket) -> None:
+def tune_socket(sock: socket.socket, silence: float = 30.0) -> None:
+    """Blocking, no Nagle, and a link declared dead only when the peer is
+    known gone (EOF, RST) or its host has been silent for about ``silence``
+    seconds: unacknowledged data (TCP_USER_TIMEOUT) or unanswered keepalive
+    probes. A stopped or busy process still has its kernel acknowledge both,
+    so a stall within that time loses nothing (SPEC §7)."""
     sock.settimeout(None)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for opt, val in (("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 5000)):
+        idle = max(1, int(silence / 3))
+        interval = max(1, int(silence / 6))
+        count = max(1, int((silence - idle) / interval))
+        for opt, val in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count),
+                         ("TCP_USER_TIMEOUT", int(silence * 1000))):
             if hasattr(socket, opt):
                 try:
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
-                except OSError:
-                    pass
+                except OSError:  # an option this kernel lacks: the others still bound the silence
+                    log.debug("cannot set %s on a link", opt)
 
 
 class Pending:
-    """A request's reply to come: ``conn.wait(pending)`` gives its body."""
+    """A request's reply to come: ``conn.wait(pending)`` gives its body.
+    ``on_ready`` (if set) runs in the thread that delivers it, which may
+    hold the connection's receive lock: it must not read the connection."""
 
-    __slots__ = ("ready", "is_exc", "obj")
+    __slots__ = ("ready", "is_exc", "obj", "on_ready")
 
     def __init__(self):
         self.ready = False
         self.is_exc = False
         self.obj = None
+        self.on_ready: Callable[[], None] | None = None
 
     def __call__(self, is_exc: bool, obj) -> None:
         self.is_exc = is_exc
         self.obj = obj
         self.ready = True
+        cb = self.on_ready
+        if cb is not None:
+            cb()
 
 
 class _Until:
@@ -367,13 +382,25 @@ class _Connection(Connection):
         self.serve_one()
         return True
 
-    def wait(self, pending: Pending) -> bytes:
-        """The reply's body; raises RequestFailed or EOFError."""
+    def wait(self, pending: Pending, deadline: float | None = None) -> bytes:
+        """The reply's body; raises RequestFailed or EOFError, or
+        TimeoutError once ``deadline`` (``time.monotonic()``) has passed."""
         while not pending.ready:
-            self.serve_one(pending)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError
+            self.serve_one(pending, deadline)
         if pending.is_exc:
             raise pending.obj
         return pending.obj
+
+    def fail_pending(self, exc: BaseException) -> None:
+        """The connection is gone: every request still waiting fails with
+        ``exc`` (a caller reading for itself learns it anyway; a Future
+        whose caller does not read learns it only here)."""
+        for seq in list(self._pending):
+            p = self._pending.pop(seq, None)
+            if p is not None and not p.ready:
+                p(True, exc)
 
     def serve(self, timeout=1, wait_for_lock=True, waiting=lambda: True):
         # RPyC's own requests (none in normal use: see _NoService) wait the
@@ -381,18 +408,22 @@ class _Connection(Connection):
         self.serve_one(_Until(waiting))
         return True
 
-    def serve_one(self, pending: "Pending | _Until | None" = None) -> None:
+    def serve_one(self, pending: "Pending | _Until | None" = None, deadline: float | None = None) -> None:
         """Read and dispatch one frame, or wait while another thread reads.
 
         RPyC's ``serve`` minus its select: the caller either waits for a
-        reply (which must come) or has just seen the socket readable."""
-        if not self._recvlock.acquire(False) and not self._wait_for_reader(pending):
+        reply (which must come) or has just seen the socket readable. With
+        a ``deadline``, it returns when that passes with nothing read."""
+        if not self._recvlock.acquire(False) and not self._wait_for_reader(pending, deadline):
             return
         try:
             if pending is not None and pending.ready:  # dispatched meanwhile
                 self._recvlock.release()
                 return
             try:
+                if deadline is not None and not self._channel.stream.poll(max(0.0, deadline - time.monotonic())):
+                    self._recvlock.release()
+                    return
                 data = self._channel.recv()
             except BaseException as exc:
                 self._recvlock.release()
@@ -405,7 +436,7 @@ class _Connection(Connection):
                 with self._recv_event:
                     self._recv_event.notify_all()
 
-    def _wait_for_reader(self, pending: "Pending | _Until | None") -> bool:
+    def _wait_for_reader(self, pending: "Pending | _Until | None", deadline: float | None = None) -> bool:
         """Another thread is reading: wait until it has dispatched a frame.
         True if the receive lock came free meanwhile (and is now ours).
 
@@ -419,7 +450,7 @@ class _Connection(Connection):
                 if self._recvlock.acquire(False):
                     return True
                 if pending is None or not pending.ready:
-                    ev.wait()
+                    ev.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 return False
             finally:
                 self._recv_waiters -= 1
@@ -468,8 +499,9 @@ class _Connection(Connection):
             self.after_reply(op)
 
 
-def make_connection(sock: socket.socket, service: rpyc.Service, max_frame: int = 1 << 30) -> Connection:
-    tune_socket(sock)
+def make_connection(sock: socket.socket, service: rpyc.Service, max_frame: int = 1 << 30,
+                    silence: float = 30.0) -> Connection:
+    tune_socket(sock, silence)
     return _Connection(service, _Channel(_Stream(sock, max_frame), compress=False), config=RPYC_CONFIG)
 
 

@@ -27,13 +27,13 @@ class _NoService(rpyc.Service):
 class Peer:
     """One connection to another runtime."""
 
-    def __init__(self, rt: "Runtime", sock: socket.socket, max_frame: int = 1 << 30):
+    def __init__(self, rt: "Runtime", sock: socket.socket, max_frame: int = 1 << 30, silence: float = 30.0):
         self.rt = rt
         self.id: str | None = None
         self.addr: WorkerAddr | None = None
         self.role = ""
         self.dead = False
-        self.conn = make_connection(sock, _NoService(), max_frame)
+        self.conn = make_connection(sock, _NoService(), max_frame, silence)
         self.conn.handlers = {
             _wire.OP_HELLO: partial(rt._on_hello, self),
             _wire.OP_CALL: partial(rt._on_call, self),
@@ -53,6 +53,7 @@ class Peer:
             return False
 
     def _closed(self, err):
+        self.conn.fail_pending(err if isinstance(err, Exception) else EOFError("connection closed"))
         self.rt._peer_lost(self, err)
 
     def invoke(self, op: int, body: bytes) -> bytes:
@@ -87,6 +88,24 @@ class Peer:
             return self.conn.wait(pending)
         except Exception as e:
             raise self._failure(op, e) from None
+
+    def read_until(self, pending: Pending, deadline: "float | None") -> None:
+        """Read the connection in this thread until ``pending`` is ready
+        or ``deadline`` passes (then return quietly)."""
+        self.group.call_begin()
+        try:
+            self.conn.wait(pending, deadline)
+        except TimeoutError:
+            return  # the caller's deadline: the request stays in flight
+        except RequestFailed:
+            return  # delivered into pending: the Future reports it
+        finally:
+            self.group.call_end()
+
+    def failure(self, op: int, e: BaseException) -> Exception:
+        """What a caller of ``op`` sees for ``e`` (a lost connection is a
+        NetworkError, and the peer is then known lost)."""
+        return self._failure(op, e)
 
     def _failure(self, op: int, e: Exception) -> Exception:
         if isinstance(e, RequestFailed):

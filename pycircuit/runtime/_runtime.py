@@ -44,6 +44,7 @@ from . import _codec, _wire
 from ._addr import WorkerAddr, is_loopback, new_worker_id
 from ._auth import AuthRefused, SecretAuth, user_secret
 from ._ctx import _DecodeCtx, _EncodeCtx
+from ._future import Future
 from ._link import WATCHDOG, refusal_frame
 from ._peer import Peer
 from ._remote_exc import decode_exception, encode_exception
@@ -69,6 +70,9 @@ class RuntimeConfig:
     handshake_timeout: float = 5.0
     max_handshakes: int = 64
     max_frame: int = 1 << 30  # largest message sent or accepted, in bytes
+    # A link is dead when its peer is known gone (EOF, RST, refused) or its
+    # host was silent this long; only then are leases through it released.
+    link_silence: float = 30.0
 
 
 def resolve_method(obj: Any, method: str) -> Callable:
@@ -87,48 +91,6 @@ def _or_abort(ctx: _EncodeCtx, step: Callable[..., Any], *args: Any) -> Any:
     except BaseException:
         ctx.abort()
         raise
-
-
-class Future:
-    """The result of ``X.call_async``: ``result()`` waits for the reply (or
-    raises what the call raised); safe to call from several threads."""
-
-    __slots__ = ("_finish", "_lock", "_done", "_value", "_error")
-
-    def __init__(self, finish: Callable[[], Any]):
-        self._finish = finish
-        self._lock = threading.Lock()
-        self._done = False
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-    @classmethod
-    def settled(cls, fn: Callable[[], Any]) -> "Future":
-        f = cls(fn)
-        f._settle()
-        return f
-
-    def _settle(self) -> None:
-        try:
-            self._value = self._finish()
-        except BaseException as e:  # kept for every result() call
-            self._error = e
-        self._done = True
-        self._finish = None
-
-    def result(self) -> Any:
-        with self._lock:
-            if not self._done:
-                self._settle()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def done(self) -> bool:
-        return self._done
-
-    def __repr__(self) -> str:
-        return f"<pycircuit.Future {'done' if self._done else 'pending'}>"
 
 
 class _Lifecycle:
@@ -272,7 +234,7 @@ class Runtime:
                 _close_quietly(sock)
                 self._refused(str(e))
                 return
-            peer = Peer(self, sock, self.cfg.max_frame)
+            peer = Peer(self, sock, self.cfg.max_frame, self.cfg.link_silence)
             with self._lock:
                 self._all_peers.add(peer)
             if not peer.first_request(deadline) or peer.id is None:
@@ -308,7 +270,7 @@ class Runtime:
             raise NetworkError(f"cannot reach {addr}: {e.strerror or e}") from None
         except CircuitError as e:
             raise NetworkError(f"cannot reach {addr}: {e}") from None
-        peer = Peer(self, sock, self.cfg.max_frame)
+        peer = Peer(self, sock, self.cfg.max_frame, self.cfg.link_silence)
         peer.addr = addr
         with self._lock:
             self._all_peers.add(peer)
@@ -531,13 +493,13 @@ class Runtime:
         # nothing on a connection lost since.
         self.peer(addr).post(_wire.OP_CALL, _wire.call_parts(handle, method, _codec.dumps((args, {}))))
 
-    def call_x_async(self, x: X, method: str, args: tuple, kwargs: dict) -> "Future":
+    def call_x_async(self, x: X, method: str, args: tuple, kwargs: dict) -> Future:
         """Send a cross-call now; its Future gives the value (or raises)."""
         if x._local is not None:
             return Future.settled(lambda: self.call_x(x, method, args, kwargs))
         peer, ctx, frame = self._call_frame(x._owner, x._handle, method, args, kwargs)
         pending = _or_abort(ctx, peer.invoke_async, _wire.OP_CALL, frame)
-        return Future(lambda: self._reply_value(peer, ctx, _or_abort(ctx, peer.wait, _wire.OP_CALL, pending)))
+        return Future.of_call(peer, pending, lambda raw: self._reply_value(peer, ctx, raw), _reply_is_plain)
 
     def _call_frame(self, addr: WorkerAddr, handle: int, method: str, args: tuple,
                     kwargs: dict) -> tuple[Peer, _EncodeCtx, tuple]:
@@ -708,6 +670,15 @@ class _RootService:
 
     def ping(self) -> str:
         return self._rt.id
+
+
+def _reply_is_plain(raw: Any) -> bool:
+    """Can this reply be decoded without network I/O (no references inside)?"""
+    try:
+        reply = _wire.decode_reply(raw)
+    except ProtocolError:
+        return True  # decoding fails at once, no I/O either
+    return reply.status == _wire.STATUS_ERROR or reply.payload[:1] == _codec.TAG_PLAIN
 
 
 def _close_quietly(sock: socket.socket) -> None:

@@ -39,8 +39,10 @@ class X:
         return self._rt.call_x(self, method, args, kwargs)
 
     def call_async(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Send the call now and return a ``Future`` at once: many calls can
-        be in flight on one connection (``result()`` waits for one)."""
+        """Send the call and return a ``pycircuit.Future`` (a
+        ``concurrent.futures.Future``) once the request is written (a large
+        argument is written before this returns); many calls can be in
+        flight on one connection. ``result(timeout)`` waits for the reply."""
         if not isinstance(method, str):
             raise TypeError("method name must be a str")
         return self._rt.call_x_async(self, method, args, kwargs)

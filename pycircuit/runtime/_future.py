@@ -1,0 +1,129 @@
+"""``pycircuit.Future``: the result of ``X.call_async``, a standard
+``concurrent.futures.Future``.
+
+It is done as soon as the reply arrives, whoever reads it: a pool thread
+of the connection, or the thread calling ``result()``, which reads the
+connection itself while it waits (the same fast path as a blocking call).
+A reply carrying no references is decoded by the thread that read it; one
+carrying references is decoded in a thread of its own, because taking
+leases means more round trips on connections the reading thread must stay
+free to read. ``result(timeout)`` raises ``TimeoutError`` and leaves the
+call running: its reply still settles the Future, and one that nobody reads
+is dropped with the Future, its references released.
+
+Layer: runtime (``_link`` delivers replies into ``Pending.on_ready``).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import _wire
+from ._threads import THREADS
+
+if TYPE_CHECKING:
+    from ._link import Pending
+    from ._peer import Peer
+
+
+class Future(cf.Future):
+    """The result of ``X.call_async``: a ``concurrent.futures.Future``.
+
+    ``done()`` turns true when the reply arrives; ``result(timeout)`` and
+    ``exception(timeout)`` raise ``TimeoutError`` when it has not, leaving
+    the call running; ``add_done_callback``, ``concurrent.futures.wait`` and
+    ``as_completed`` and ``asyncio.wrap_future`` work. It cannot be
+    cancelled: the request has left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_running_or_notify_cancel()
+        self._peer: Peer | None = None
+        self._pending: Pending | None = None
+        self._decode: Callable[[Any], Any] | None = None
+        self._inline: Callable[[Any], bool] | None = None
+        self._claimed = False
+
+    @classmethod
+    def of_call(cls, peer: "Peer", pending: "Pending", decode: Callable[[Any], Any],
+                inline: Callable[[Any], bool]) -> "Future":
+        """The Future of a request in flight: ``decode(body)`` gives its
+        value (or raises); ``inline(body)`` says it may run in the thread
+        that read the reply (no network I/O)."""
+        f = cls()
+        f._peer, f._pending, f._decode, f._inline = peer, pending, decode, inline
+        pending.on_ready = f._arrived
+        if pending.ready:  # arrived before on_ready was set: _arrived runs once either way
+            f._arrived()
+        return f
+
+    @classmethod
+    def settled(cls, fn: Callable[[], Any]) -> "Future":
+        f = cls()
+        try:
+            f.set_result(fn())
+        except BaseException as e:  # the call's error, kept for result()
+            f.set_exception(e)
+        return f
+
+    def _arrived(self) -> None:
+        with self._condition:
+            if self._claimed:
+                return
+            self._claimed = True
+        p = self._pending
+        assert p is not None and self._peer is not None
+        if p.is_exc:
+            self._settle(lambda: _raise(self._peer.failure(_wire.OP_CALL, p.obj)))  # type: ignore[union-attr]
+            return
+        body = p.obj
+        if self._inline is not None and self._inline(body):
+            self._settle(lambda: self._decode(body))  # type: ignore[misc]
+        else:
+            THREADS.start(lambda: self._settle(lambda: self._decode(body)), "pycircuit-reply")  # type: ignore[misc]
+
+    def _settle(self, produce: Callable[[], Any]) -> None:
+        try:
+            value = produce()
+        except BaseException as e:  # the call's error, kept for result()
+            self.set_exception(e)
+        else:
+            self.set_result(value)
+        # The encode context (pins of references sent with the call) lives
+        # in _decode: it goes now, not when the Future is collected.
+        self._decode = self._inline = None
+
+    def _read(self, timeout: float | None) -> float | None:
+        """Read the connection in this thread until the reply is in or
+        ``timeout`` passes; the time left of it."""
+        pending, peer = self._pending, self._peer
+        if pending is None or peer is None or pending.ready:
+            return timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            peer.read_until(pending, deadline)
+        except BaseException as e:  # the connection failed: that is the call's outcome
+            if not pending.ready:
+                pending(True, e)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            timeout = self._read(timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            timeout = self._read(timeout)
+        return super().exception(timeout)
+
+    def cancel(self) -> bool:
+        return False  # the request has left; its reply will settle this Future
+
+    def __repr__(self) -> str:
+        return f"<pycircuit.Future {'done' if self.done() else 'pending'}>"
+
+
+def _raise(e: BaseException) -> Any:
+    raise e
