@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+import psutil
+
 from ..errors import CircuitError, ElementError
 from ..runtime._addr import is_worker_id
 from ..spawn import _codecache
@@ -35,6 +37,10 @@ _BLOCKING = frozenset({"read", "wait", "send", "recv"})
 class Kernel:
     def __init__(self, server: Any) -> None:
         self._s = server
+        self._stats_lock = threading.Lock()
+        self._spawns = 0
+        self._procs: dict[str, psutil.Process] = {}  # worker ID -> process, for CPU % between calls
+        self._me = psutil.Process()
 
     # -- identity and membership ------------------------------------------------
     def info(self) -> dict:
@@ -60,7 +66,10 @@ class Kernel:
 
     # -- workers ------------------------------------------------------------------
     def spawn(self, anchors: list) -> str:
-        return self._s.spawn(anchors)
+        url = self._s.spawn(anchors)
+        with self._stats_lock:
+            self._spawns += 1
+        return url
 
     def register(self, token: str, url: str) -> None:
         self._s.register(token, url)
@@ -102,6 +111,50 @@ class Kernel:
             last = size
             time.sleep(0.01)
         raise CircuitError(f"worker {worker_id} wrote no stack within {timeout} s")
+
+    # -- monitoring ---------------------------------------------------------------
+    def metrics(self) -> dict:
+        """This host at a glance, for monitoring (``pycircuit web``): live
+        workers with CPU % (since the previous call) and RSS, the server
+        runtime's counters, spawns, members, remains, the server process's
+        and the machine's CPU and memory. Read from /proc: no worker is
+        called, so this stays cheap with many workers."""
+        s = self._s
+        live = s.spawner.live()
+        remains = s.spawner.remains.all()
+        with self._stats_lock:
+            workers = [self._worker_stat(r) for r in live]
+            for gone in set(self._procs) - {r.id for r in live}:
+                del self._procs[gone]
+            spawns = self._spawns
+            with self._me.oneshot():
+                me_cpu = self._me.cpu_times()
+                server = {"pid": self._me.pid, "rss": self._me.memory_info().rss,
+                          "cpu_percent": self._me.cpu_percent(None), "cpu_seconds": me_cpu.user + me_cpu.system}
+            host_cpu = psutil.cpu_percent(None)
+        vm = psutil.virtual_memory()
+        return {
+            "id": s.id, "url": s.url, "time": time.time(), "started": s.started,
+            "spawns": spawns, "members": len(s.cluster.alive()), "workers": workers,
+            "remains": len(remains), "last_death": remains[-1]["died"] if remains else None,
+            "runtime": s.rt.counters(), "server": server,
+            "host": {"cpu_percent": host_cpu, "cpus": psutil.cpu_count() or 1,
+                     "mem_total": vm.total, "mem_available": vm.available},
+        }
+
+    def _worker_stat(self, rec: Any) -> dict:  # holding _stats_lock
+        out = {"id": rec.id, "url": rec.url, "pid": rec.pid, "anchors": rec.anchors, "started": rec.started,
+               "cpu_percent": None, "rss": None}
+        p = self._procs.get(rec.id)
+        try:
+            if p is None:
+                p = self._procs[rec.id] = psutil.Process(rec.pid)
+            with p.oneshot():
+                out["cpu_percent"] = p.cpu_percent(None)  # 0.0 on the first call
+                out["rss"] = p.memory_info().rss
+        except psutil.Error:
+            self._procs.pop(rec.id, None)  # it is exiting: its figures are left out
+        return out
 
     # -- anchors ------------------------------------------------------------------
     def view(self, path: list) -> dict:
