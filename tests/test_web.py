@@ -241,3 +241,135 @@ def test_other_commands_do_not_import_the_web_stack():
                        capture_output=True, text=True, timeout=60, env=child_env())
     assert r.returncode == 0
     assert "aiohttp" not in r.stderr and "prometheus_client" not in r.stderr
+
+
+# -- the page in a real browser --------------------------------------------------------
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, driven by Playwright (never a downloaded browser).
+    In CI both must be there: no skip."""
+    if os.environ.get("CI") != "true":
+        if not os.path.exists(CHROMIUM):
+            pytest.skip("no chromium (apt-get install chromium)")
+        pytest.importorskip("playwright")
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="pycircuit-chromium-") as profile, sync_playwright() as pw:
+        # A persistent context is how Playwright takes our fresh --user-data-dir.
+        ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                    args=CHROMIUM_FLAGS)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+@pytest.fixture
+def page(browser, two):
+    _, view = two
+    pg = browser.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(view.url)
+    pg.wait_for_selector("#status.live", timeout=WAIT_MS)
+    try:
+        yield pg
+    finally:
+        pg.close()
+    assert not errors, errors
+
+
+def _worker_li(host_id: str, anchor: str, wid: str) -> str:
+    return f'li[data-path="/{host_id}/{anchor}"] > ul > li[data-worker="{wid}"]'
+
+
+def test_page_lists_every_host_and_the_workers_under_their_anchors(two, page):
+    c, view = two
+    assert urlsplit(page.url).query == ""  # the token left the address bar for a cookie
+    hosts = c.hosts()
+    a1, a2 = _spawn(c, hosts[0], "web/one"), _spawn(c, hosts[1], ["web/two", "web/also"])
+    try:
+        for h in hosts:
+            page.wait_for_selector(f'#hosts tr[data-host="{h.id}"]', timeout=WAIT_MS)
+            page.wait_for_selector(f'#tree li.host-root[data-host="{h.id}"]', timeout=WAIT_MS)
+        page.wait_for_selector(_worker_li(hosts[0].id, "web/one", a1.id), timeout=WAIT_MS)
+        page.wait_for_selector(_worker_li(hosts[1].id, "web/two", a2.id), timeout=WAIT_MS)
+        row = page.locator(_worker_li(hosts[1].id, "web/also", a2.id))
+        row.wait_for(timeout=WAIT_MS)
+        assert f"pid {a2.pid}" in row.locator(".stats").first.text_content()
+        assert page.locator(f'#hosts tr[data-host="{hosts[0].id}"] td').first.text_content() == hosts[0].id
+        # The membership timeline has both hosts (the @join subscription starts with the live ones).
+        for h in hosts:
+            page.wait_for_selector(f'#events li.ev-join:has-text("{h.id}")', timeout=WAIT_MS)
+    finally:
+        c.kill(a1)
+        c.kill(a2)
+
+
+def test_page_follows_spawns_and_kills_live(two, page):
+    c, view = two
+    host = c.hosts()[0]
+    addr = _spawn(c, host, "live")  # after the page opened
+    sel = _worker_li(host.id, "live", addr.id)
+    page.wait_for_selector(sel, timeout=WAIT_MS)
+    c.kill(addr)
+    page.wait_for_selector(sel, state="detached", timeout=WAIT_MS)
+    # ... and its remains show up, with the cause of death.
+    remains = page.locator(f'#remains details[data-worker="{addr.id}"]')
+    remains.wait_for(timeout=WAIT_MS)
+    assert "SIGKILL" in remains.locator("summary").text_content()
+
+
+def test_stack_and_flame_graph_on_click(two, page):
+    c, _ = two
+    host = c.hosts()[0]
+    addr = _spawn(c, host, "inspect")
+    try:
+        row = page.locator(_worker_li(host.id, "inspect", addr.id))
+        row.wait_for(timeout=WAIT_MS)
+        row.locator("button.stack").first.click()
+        stack = page.locator("#stack")
+        stack.wait_for(timeout=WAIT_MS)
+        assert f"pid {addr.pid}" in stack.text_content() and "Thread" in stack.text_content()
+        page.fill("#seconds", "0.5")
+        page.locator(_worker_li(host.id, "inspect", addr.id)).locator("button.profile").first.click()
+        page.wait_for_selector("#flame svg rect", timeout=WAIT_MS)
+        labels = page.locator("#flame svg title").all_text_contents()
+        assert labels and labels[0].startswith("all")  # the root bar, then the workers' threads and frames
+        assert any("samples" in t for t in labels[1:])
+    finally:
+        c.kill(addr)
+
+
+def test_an_anchor_named_with_html_does_not_inject(two, page):
+    c, _ = two
+    host = c.hosts()[0]
+    addr = _spawn(c, host, XSS)
+    try:
+        sel = f'li[data-worker="{addr.id}"]'
+        page.wait_for_selector(sel, timeout=WAIT_MS)
+        names = page.locator(".anchor-name").all_text_contents()
+        assert XSS in names  # shown literally
+        assert page.evaluate("document.querySelectorAll('img').length") == 0
+        assert page.evaluate("window.__pwned") is None
+    finally:
+        c.kill(addr)
+
+
+def test_kill_button_is_a_marked_control(two, page):
+    c, _ = two
+    host = c.hosts()[1]
+    addr = _spawn(c, host, "button")
+    sel = _worker_li(host.id, "button", addr.id)
+    button = page.locator(sel).locator("button.kill").first
+    button.wait_for(timeout=WAIT_MS)
+    assert "control" in button.get_attribute("class") and "control" in button.get_attribute("title")
+    page.once("dialog", lambda d: d.accept())
+    button.click()
+    page.wait_for_selector(sel, state="detached", timeout=WAIT_MS)
+    assert addr.id not in {w["id"] for w in c._kernel_of(host).workers()}
