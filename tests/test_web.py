@@ -159,7 +159,7 @@ def test_metrics_parse_and_are_labelled_by_host(two):
 
 def test_kernel_metrics_count_spawns_and_calls(two):
     c, _ = two
-    host = c.hosts()[0]
+    host = next(h for h in c.hosts() if h.id == c.server_id)  # the web view's dial-in server
     k = c._kernel_of(host)
     before = k.metrics()
     addr = _spawn(c, host, "count")
@@ -169,6 +169,12 @@ def test_kernel_metrics_count_spawns_and_calls(two):
         assert after["runtime"]["calls_served"] > before["runtime"]["calls_served"]
         mine = [w for w in after["workers"] if w["id"] == addr.id]
         assert mine and mine[0]["pid"] == addr.pid and mine[0]["rss"] > 0 and mine[0]["anchors"] == [["count"]]
+        assert "tree" not in after
+        view = k.metrics(True)  # what one poll of the page reads from a host
+        assert {hid for hid, _ in view["hosts"]} == {h.id for h in c.hosts()}
+        assert (["count", addr.id], "worker") in [(list(p), kind) for p, kind in view["tree"]]
+        subs = [p for p, kind in view["tree"] if kind == "@join"]
+        assert subs and view["elements"]["/".join(subs[0])]["Pending"] >= 0  # the web view's own subscription
     finally:
         c.kill(addr)
 

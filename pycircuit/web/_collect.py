@@ -3,10 +3,10 @@ calls; the web server runs them in threads).
 
 A snapshot is a dict of sections (``hosts``, ``tree``, ``workers``,
 ``elements``, ``remains``, ``events``); the server pushes a section to the
-pages only when it changed. Per host one poll is two kernel calls
-(``metrics`` and ``tree``) plus one ``peek`` per element that is not a
-worker; the remains (with output tails) are fetched only when their count
-or newest death changed.
+pages only when it changed. A poll is one kernel call per host,
+``metrics(view=True)``; the remains (with output tails) are fetched only
+when their count or newest death changed, and the membership
+subscriptions are received from only when a poll saw events pending.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from .._client import Client
+from .._client import Client, Host
 from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr, is_server_id, is_worker_id
 
@@ -28,7 +28,7 @@ MAX_PROFILE_SECONDS = 60.0
 MAX_EVENTS = 500
 MAX_REMAINS = 50  # newest, per host
 TAIL_CHARS = 2000  # of each output stream of a dead worker
-MAX_ELEMENT_PEEKS = 200  # per host and poll
+EVENTS_EVERY = 2.0  # seconds between looks at the membership subscriptions when no page polls
 
 
 class Circuit:
@@ -40,36 +40,68 @@ class Circuit:
         self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
         self._remains: dict[str, tuple[Any, list]] = {}  # host ID -> (key, remains shown)
         self._targets: dict[str, tuple[str, str]] = {}  # worker or server ID -> (host ID, URL)
-        self._subs: list[Any] = []
+        self._subs: list[tuple[str, Any]] = []  # (join | leave, subscription)
+        self._drain_lock = threading.Lock()
+        self._last_poll = 0.0
         self._stopped = threading.Event()
 
     # -- membership events ----------------------------------------------------------
     def watch_membership(self) -> None:
         """Subscribe to @join and @leave on the dial-in server, under an
-        anchor of our own (scrubbed by ``close``)."""
+        anchor of our own (scrubbed by ``close``). Never a blocking receive:
+        a call left waiting in the server keeps its serving machinery awake
+        (measured: +0.6 % of a core at rest); polls see what is pending."""
         base = self.c.walk([self.c.server_id, f"pycircuit-web-{secrets.token_hex(4)}"])
-        for name, make in (("join", base.walk("join").make_on_join), ("leave", base.walk("leave").make_on_leave)):
-            sub = make()
-            self._subs.append(sub)
-            threading.Thread(target=self._read_events, args=(sub, name), name=f"pycircuit-web-{name}",
-                             daemon=True).start()
+        self._subs = [("join", base.walk("join").make_on_join()), ("leave", base.walk("leave").make_on_leave())]
+        self.drain_events()
+        threading.Thread(target=self._drain_loop, name="pycircuit-web-events", daemon=True).start()
 
-    def _read_events(self, sub: Any, kind: str) -> None:
-        while not self._stopped.is_set():
+    def _drain_loop(self) -> None:
+        while not self._stopped.wait(EVENTS_EVERY):
+            if time.monotonic() - self._last_poll >= EVENTS_EVERY:  # else the polls drain
+                self.drain_events()
+
+    def drain_events(self) -> None:
+        pending = {}
+        for kind, sub in list(self._subs):
             try:
-                path = sub.recv(timeout=None)
+                pending[sub] = sub.peek()["Pending"]
             except CircuitError as e:
-                if not self._stopped.is_set():
-                    log.warning("membership %s subscription ended: %s", kind, e)
-                    with self._lock:
-                        self._events.append({"time": time.time(), "kind": "lost", "host": f"{kind}: {e}"})
-                return
-            with self._lock:
-                self._events.append({"time": time.time(), "kind": kind, "host": path.strip("/")})
+                self._lost(kind, sub, e)
+        self._receive(pending)
+
+    def _drain_seen(self, states: dict) -> None:
+        """Receive what a poll of the dial-in server saw pending."""
+        pending = {}
+        for _, sub in self._subs:
+            st = states.get(sub.path.split("/", 2)[2])  # the path below the server's anchor
+            if isinstance(st, dict) and st.get("Pending"):
+                pending[sub] = st["Pending"]
+        self._receive(pending)
+
+    def _receive(self, pending: dict) -> None:
+        with self._drain_lock:
+            for kind, sub in list(self._subs):
+                try:
+                    for _ in range(pending.get(sub, 0)):
+                        path = sub.recv(timeout=0)
+                        with self._lock:
+                            self._events.append({"time": time.time(), "kind": kind, "host": path.strip("/")})
+                except CircuitError as e:
+                    if str(e) != "timeout":  # a timeout: another drain took it first
+                        self._lost(kind, sub, e)
+
+    def _lost(self, kind: str, sub: Any, e: Exception) -> None:
+        if self._stopped.is_set():
+            return
+        log.warning("membership %s subscription ended: %s", kind, e)
+        self._subs = [s for s in self._subs if s[1] is not sub]
+        with self._lock:
+            self._events.append({"time": time.time(), "kind": "lost", "host": f"{kind}: {e}"})
 
     def close(self) -> None:
         self._stopped.set()
-        for sub in self._subs:
+        for _, sub in self._subs:
             try:
                 sub.scrub()
             except CircuitError as e:  # the server is gone: so is the subscription
@@ -77,54 +109,45 @@ class Circuit:
 
     # -- the snapshot ---------------------------------------------------------------
     def snapshot(self) -> dict:
+        """One ``metrics(view=True)`` per host; the dial-in server's first,
+        as it names the live hosts."""
         hosts, tree, workers, elements, remains = [], {}, {}, {}, {}
         targets: dict[str, tuple[str, str]] = {}
         try:
-            live = self.c.hosts()
+            first = self.c._kernel_of(self.c.server_id).metrics(True)
         except CircuitError as e:
             return {"hosts": [], "error": f"cannot reach the dial-in server: {e}"}
-        for h in live:
-            targets[h.id] = (h.id, h.url)
+        self._last_poll = time.monotonic()
+        for hid, url in sorted(first["hosts"]):
+            targets[hid] = (hid, url)
             try:
-                k = self.c._kernel_of(h)
-                m = k.metrics()
-                paths = k.tree([])
-                tree[h.id] = [["/".join(p), kind] for p, kind in paths]
-                elements[h.id] = self._elements(k, paths)
-                remains[h.id] = self._host_remains(k, h.id, m)
+                k = self.c._kernel_of(Host(hid, url))
+                m = first if hid == first["id"] else k.metrics(True)
+                remains[hid] = self._host_remains(k, hid, m)
             except CircuitError as e:
-                hosts.append({"id": h.id, "url": h.url, "error": str(e)})
+                hosts.append({"id": hid, "url": url, "error": str(e)})
                 continue
+            tree[hid] = [["/".join(p), kind] for p, kind in m["tree"]]
+            elements[hid] = {p: {"kind": kind, "state": m["elements"][p]} for p, kind in tree[hid]
+                             if p in m["elements"]}
             ws = []
             for w in m["workers"]:
-                targets[w["id"]] = (h.id, w["url"])
+                targets[w["id"]] = (hid, w["url"])
                 ws.append({"id": w["id"], "pid": w["pid"], "url": w["url"], "started": w["started"],
                            "cpu": w["cpu_percent"], "rss": w["rss"],
                            "anchors": ["/".join(a) for a in w["anchors"]]})
-            workers[h.id] = ws
-            hosts.append({"id": h.id, "url": h.url, "workers": len(ws), "members": m["members"],
+            workers[hid] = ws
+            hosts.append({"id": hid, "url": url, "workers": len(ws), "members": m["members"],
                           "cpu": m["host"]["cpu_percent"], "cpus": m["host"]["cpus"],
                           "mem_total": m["host"]["mem_total"], "mem_available": m["host"]["mem_available"],
                           "server_rss": m["server"]["rss"], "server_cpu": m["server"]["cpu_percent"],
                           "spawns": m["spawns"], "started": m["started"]})
+        self._drain_seen(first["elements"])
         with self._lock:
             self._targets = targets
             events = list(self._events)
         return {"hosts": hosts, "tree": tree, "workers": workers, "elements": elements, "remains": remains,
                 "events": events, "error": None}
-
-    def _elements(self, k: Any, paths: list) -> dict:
-        out = {}
-        for p, kind in paths:
-            if kind in (None, "worker"):
-                continue
-            if len(out) >= MAX_ELEMENT_PEEKS:
-                break
-            try:
-                out["/".join(p)] = {"kind": kind, "state": k.peek(p)}
-            except CircuitError as e:  # scrubbed meanwhile
-                out["/".join(p)] = {"kind": kind, "state": {"error": str(e)}}
-        return out
 
     def _host_remains(self, k: Any, host_id: str, m: dict) -> list:
         key = (m["remains"], m["last_death"])
