@@ -5,7 +5,6 @@
 (function () {
   const SVG = 'http://www.w3.org/2000/svg';
   const ROW = 17;
-  const WIDTH = 1000;
 
   function parse(text) {
     const root = { name: 'all', value: 0, children: new Map() };
@@ -39,6 +38,8 @@
   }
 
   function draw(box, root, focus) {
+    // Drawn at the box's own pixel width, so labels keep their font size.
+    const WIDTH = Math.max(300, Math.floor(box.getBoundingClientRect().width) || 1000);
     const total = focus.value;
     const rows = depth(focus);
     const svg = document.createElementNS(SVG, 'svg');
