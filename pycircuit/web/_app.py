@@ -2,7 +2,8 @@
 tools behind it, and ``/metrics``.
 
 The circuit is polled only while a page is open (one poll loop for every
-page); a section of the state goes out only when it changed. Circuit calls
+page), more slowly while nothing but figures change; a section of the
+state goes out only when it changed. Circuit calls
 block, so they run in a small thread pool.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _ASSETS = {"app.js": "text/javascript", "flame.js": "text/javascript", "style.css": "text/css"}
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
+BACKOFF = 3  # at rest, polls slow down to one every BACKOFF × --poll seconds
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
                                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -49,12 +51,26 @@ class Broker:
         self.state: dict = {}
         self.polls = 0
 
-    async def poll_once(self) -> dict:
+    async def poll_once(self) -> bool:
+        """Read the circuit; send each page the sections that changed.
+        True if more than figures changed (a worker, an element, an event)."""
         snap = await asyncio.get_running_loop().run_in_executor(self._pool, self._circuit.snapshot)
         self.polls += 1
         changed = {k: v for k, v in snap.items() if self.state.get(k, ...) != v}
+        if not changed:
+            return False
+        moved = bool(changed.keys() - {"hosts", "workers"}) or _ids(self.state) != _ids(snap)
         self.state.update(changed)
-        return changed
+        msg = _event(changed)
+        for q in list(self._queues):
+            if q.full():  # a page that stopped reading: it reconnects and gets the whole state
+                self._queues.discard(q)
+                while not q.empty():
+                    q.get_nowait()
+                q.put_nowait(None)
+            else:
+                q.put_nowait(msg)
+        return moved
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue(maxsize=64)
@@ -67,21 +83,23 @@ class Broker:
         self._queues.discard(q)
 
     async def _loop(self) -> None:
+        """Every ``every`` seconds while things move; at rest (only CPU and
+        memory figures change) the pause doubles, up to BACKOFF times."""
+        pause = self._every
         while self._queues:
             try:
-                changed = await self.poll_once()
+                moved = await self.poll_once()
             except Exception:  # a bug must not end live updates for good
                 log.exception("polling the circuit failed")
-                changed = {}
-            if changed:
-                msg = _event(changed)
-                for q in list(self._queues):
-                    if q.full():  # a page that stopped reading: it reloads the whole state
-                        self._queues.discard(q)
-                        q.put_nowait(None)
-                    else:
-                        q.put_nowait(msg)
-            await asyncio.sleep(self._every)
+                moved = False
+            pause = self._every if moved else min(2 * pause, BACKOFF * self._every)
+            await asyncio.sleep(pause)
+
+
+def _ids(state: dict) -> dict:
+    """Which hosts and workers there are."""
+    return {h.get("id"): sorted(w["id"] for w in state.get("workers", {}).get(h.get("id"), []))
+            for h in state.get("hosts", [])}
 
 
 def _event(sections: dict) -> bytes:
@@ -138,11 +156,10 @@ def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Applicat
     async def events(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={**_HEADERS, "Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        q = broker.subscribe()
+        q = broker.subscribe()  # the first poll after a quiet time sends what changed meanwhile
         try:
-            if not broker.state:
-                await broker.poll_once()
-            await resp.write(_event(broker.state))
+            if broker.state:
+                await resp.write(_event(broker.state))
             while True:
                 try:
                     msg = await asyncio.wait_for(q.get(), KEEPALIVE)
@@ -158,8 +175,8 @@ def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Applicat
         return resp
 
     async def state(request: web.Request) -> web.Response:
-        await broker.poll_once()
-        return web.json_response(broker.state, headers=_HEADERS)
+        """The whole state, read now (for scripts; the page uses /events)."""
+        return web.json_response(await blocking(circuit.snapshot), headers=_HEADERS)
 
     async def tool(fn: Callable, *args: Any) -> web.Response:
         try:
