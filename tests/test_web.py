@@ -208,7 +208,8 @@ def test_tools_refuse_unknown_targets(two):
     assert view.authed("/api/profile?id=Q0123456789abcdef&seconds=99999").status == 400
 
 
-def test_non_loopback_needs_a_key_or_insecure(server):
+def test_non_loopback_needs_a_key_or_insecure(two):
+    server = two[0].url
     r = subprocess.run([sys.executable, "-m", "pycircuit.cli", "web", "-d", server, "-a", "0.0.0.0:0"],
                        capture_output=True, text=True, timeout=60, env=child_env())
     assert r.returncode == 2 and r.stdout == ""

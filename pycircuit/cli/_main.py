@@ -266,7 +266,7 @@ def cmd_web(args) -> int:
         if key is None and not args.insecure:
             raise UsageError(f"refusing to serve the web view on non-loopback address {host} without a key "
                              "(use --key: HTTPS with a certificate the cluster key signs; or --insecure)")
-        print(f"pycircuit: warning: the web view is reachable beyond this host at {host}:{port} "
+        print(f"pycircuit: warning: the web view is reachable beyond this host (on {host}) "
               f"({'HTTPS, cluster key' if key else 'plain HTTP, --insecure'}); its token is its only guard",
               file=sys.stderr)
     if not args.poll > 0:
