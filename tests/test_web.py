@@ -102,6 +102,22 @@ def test_url_is_the_only_stdout_line_and_carries_a_token(two):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{40,}", view.url)
 
 
+def test_stops_cleanly_and_scrubs_its_subscriptions(two):
+    c, _ = two
+    k = c._kernel_of(c.server_id)
+
+    def mine() -> set:
+        return {p[0] for p, kind in k.tree([]) if kind == "@join"}
+    before = mine()
+    view = WebView("-d", c.url)
+    new = wait_until(lambda: mine() - before, 20, what="the view's @join subscription")
+    assert len(new) == 1 and next(iter(new)).startswith("pycircuit-web-")
+    view.stop()
+    assert view.proc.returncode == 0
+    assert view.proc.stdout.read() == ""  # the URL was the only line
+    wait_until(lambda: not (mine() - before), 20, what="the subscription scrubbed")
+
+
 def test_token_is_enforced(two):
     _, view = two
     for path in ("/", "/events", "/api/state", "/metrics", "/static/app.js"):
@@ -353,15 +369,28 @@ def test_stack_and_flame_graph_on_click(two, page):
         c.kill(addr)
 
 
+def shouting():
+    """A worker whose output is HTML (it shows in its remains)."""
+    import threading
+
+    print(XSS, flush=True)
+    pycircuit.run_in_back(threading.Event().wait)
+
+
 def test_an_anchor_named_with_html_does_not_inject(two, page):
     c, _ = two
     host = c.hosts()[0]
     addr = _spawn(c, host, XSS)
+    _, loud = c.spawn(host, "loud", shouting)
     try:
         sel = f'li[data-worker="{addr.id}"]'
         page.wait_for_selector(sel, timeout=WAIT_MS)
         names = page.locator(".anchor-name").all_text_contents()
         assert XSS in names  # shown literally
+        c.kill(loud)
+        tail = page.locator(f'#remains details[data-worker="{loud.id}"] pre.stdout')
+        tail.wait_for(state="attached", timeout=WAIT_MS)
+        assert tail.text_content().strip() == XSS
         assert page.evaluate("document.querySelectorAll('img').length") == 0
         assert page.evaluate("window.__pwned") is None
     finally:
