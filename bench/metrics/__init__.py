@@ -8,6 +8,7 @@ footprint  idle worker RSS/USS
 stack      stack dump of a live worker by path
 gc         distributed GC churn
 cluster    N servers joining, and a killed one reported to @leave
+web        pycircuit web at rest with 100 workers and a page open
 ========== ======================================================
 
 Spawn runs first so that the fork-based peers fork this process before it
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-ORDER = ["spawn", "call", "byvalue", "footprint", "stack", "gc", "cluster"]
+ORDER = ["spawn", "call", "byvalue", "footprint", "stack", "gc", "cluster", "web"]
 
 
 class Context:

@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("-o", "--out", metavar="FILE", help="write the key to FILE (created with mode 600; never overwritten)")
     k.set_defaults(func=cmd_keygen)
     _client_commands(sub)
+    _web_command(sub)
     return p
 
 
@@ -250,6 +251,46 @@ def _dial_in(args):
     if os.environ.get("CIRCUIT"):
         return connect(key=key)
     raise UsageError("no circuit to dial: use -d URL or --discover, or set $CIRCUIT to a file holding a URL")
+
+
+def _web_command(sub) -> None:
+    w = sub.add_parser("web", help="serve a live web view of the circuit and /metrics (prints its URL)")
+    w.add_argument("-a", "--addr", default=None, help="HOST:PORT to serve on (default 127.0.0.1:0)")
+    w.add_argument("--insecure", action="store_true", help="allow a non-loopback address without a key (plain HTTP)")
+    w.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
+                   help="seconds between reads of the circuit while a page is open (default 1)")
+    _client_opts(w)
+    w.set_defaults(func=cmd_web)
+
+
+def cmd_web(args) -> int:
+    host, port = _split_addr(args.addr) if args.addr else ("127.0.0.1", 0)
+    key = args.key or os.environ.get("CIRCUIT_KEY") or None
+    if not _is_loopback(host):
+        if key is None and not args.insecure:
+            raise UsageError(f"refusing to serve the web view on non-loopback address {host} without a key "
+                             "(use --key: HTTPS with a certificate the cluster key signs; or --insecure)")
+        print(f"pycircuit: warning: the web view is reachable beyond this host (on {host}) "
+              f"({'HTTPS, cluster key' if key else 'plain HTTP, --insecure'}); its token is its only guard",
+              file=sys.stderr)
+    if not args.poll > 0:
+        raise UsageError("--poll is a positive number of seconds")
+    try:  # the web stack loads only for this command
+        from ..web import WebConfig, serve
+    except ImportError as e:
+        raise UsageError(f"pycircuit web needs the web extra: pip install 'pycircuit[web]' ({e})") from None
+    c = _dial_in(args)
+
+    def announce(url: str) -> None:
+        sys.stdout.write(url + "\n")
+        sys.stdout.flush()
+        print(f"pycircuit: web view of {c.url} (open the URL above; it carries the access token)", file=sys.stderr)
+    try:
+        serve(c, WebConfig(host=host, port=port, poll_every=args.poll,
+                           key_path=key if not _is_loopback(host) else None), announce)
+    finally:
+        c.close()
+    return 0
 
 
 def _tool(cmd: str):

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+import psutil
+
 from ..errors import CircuitError, ElementError
 from ..runtime._addr import is_worker_id
 from ..spawn import _codecache
@@ -35,6 +37,10 @@ _BLOCKING = frozenset({"read", "wait", "send", "recv", "stdin_write"})
 class Kernel:
     def __init__(self, server: Any) -> None:
         self._s = server
+        self._stats_lock = threading.Lock()
+        self._spawns = 0
+        self._cpu: dict[str, tuple[float, float]] = {}  # worker ID -> (when, CPU seconds), for CPU % between calls
+        self._me = psutil.Process()
 
     # -- identity and membership ------------------------------------------------
     def info(self) -> dict:
@@ -60,7 +66,10 @@ class Kernel:
 
     # -- workers ------------------------------------------------------------------
     def spawn(self, anchors: list) -> str:
-        return self._s.spawn(anchors)
+        url = self._s.spawn(anchors)
+        with self._stats_lock:
+            self._spawns += 1
+        return url
 
     def register(self, token: str, url: str) -> None:
         self._s.register(token, url)
@@ -103,6 +112,68 @@ class Kernel:
             last = size
             time.sleep(0.01)
         raise CircuitError(f"worker {worker_id} wrote no stack within {timeout} s")
+
+    # -- monitoring ---------------------------------------------------------------
+    def metrics(self, view: bool = False) -> dict:
+        """This host at a glance, for monitoring (``pycircuit web``): live
+        workers with CPU % (since the previous call) and RSS, the server
+        runtime's counters, spawns, members, remains, the server process's
+        and the machine's CPU and memory. Read from /proc: no worker is
+        called, so this stays cheap with many workers. With ``view``, also
+        the live hosts, the anchor tree (as ``tree``) and the state of each
+        element that is not a worker: one call per host for a live view."""
+        s = self._s
+        extra = self._view() if view else {}
+        live = s.spawner.live()
+        remains = s.spawner.remains.all()
+        with self._stats_lock:
+            now = time.monotonic()
+            workers = [self._worker_stat(r, now) for r in live]
+            for gone in set(self._cpu) - {r.id for r in live}:
+                del self._cpu[gone]
+            spawns = self._spawns
+            with self._me.oneshot():
+                me_cpu = self._me.cpu_times()
+                server = {"pid": self._me.pid, "rss": self._me.memory_info().rss,
+                          "cpu_percent": self._me.cpu_percent(None), "cpu_seconds": me_cpu.user + me_cpu.system}
+            host_cpu = psutil.cpu_percent(None)
+        vm = psutil.virtual_memory()
+        return {
+            "id": s.id, "url": s.url, "time": time.time(), "started": s.started,
+            "spawns": spawns, "members": len(s.cluster.alive()), "workers": workers,
+            "remains": len(remains), "last_death": remains[-1]["died"] if remains else None,
+            "runtime": s.rt.counters(), "server": server,
+            "host": {"cpu_percent": host_cpu, "cpus": psutil.cpu_count() or 1,
+                     "mem_total": vm.total, "mem_available": vm.available},
+            **extra,
+        }
+
+    MAX_VIEW_ELEMENTS = 200  # element states in one metrics(view=True)
+
+    def _view(self) -> dict:
+        tree = self.tree([])
+        elements = {}
+        for path, kind in tree:
+            if kind not in (None, "worker") and len(elements) < self.MAX_VIEW_ELEMENTS:
+                try:
+                    elements["/".join(path)] = self.peek(path)
+                except CircuitError as e:  # scrubbed meanwhile, or a broken element: shown as such
+                    elements["/".join(path)] = {"error": str(e)}
+        return {"hosts": self.hosts(), "tree": tree, "elements": elements}
+
+    def _worker_stat(self, rec: Any, now: float) -> dict:  # holding _stats_lock
+        out = {"id": rec.id, "url": rec.url, "pid": rec.pid, "anchors": rec.anchors, "started": rec.started,
+               "cpu_percent": None, "rss": None}
+        got = _proc_times(rec.pid)
+        if got is None:  # it is exiting: its figures are left out
+            self._cpu.pop(rec.id, None)
+            return out
+        cpu, out["rss"] = got
+        then = self._cpu.get(rec.id)
+        self._cpu[rec.id] = (now, cpu)
+        out["cpu_percent"] = 0.0 if then is None or now <= then[0] else \
+            round(100.0 * (cpu - then[1]) / (now - then[0]), 2)
+        return out
 
     # -- anchors ------------------------------------------------------------------
     def view(self, path: list) -> dict:
@@ -220,6 +291,32 @@ class Kernel:
         if el is None and required:
             raise ElementError(f"no element at /{self._s.id}/{'/'.join(path)}")
         return el if el is not None else default
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_HAVE_PROC = os.path.exists("/proc/self/stat")
+
+
+def _proc_times(pid: int) -> tuple[float, int] | None:
+    """(CPU seconds, RSS bytes) of a process, or None if it is gone. One
+    read of /proc/PID/stat where there is one: a tenth of what psutil's
+    two reads cost, which counts when a host has hundreds of workers."""
+    if not _HAVE_PROC:
+        try:
+            p = psutil.Process(pid)
+            with p.oneshot():
+                t = p.cpu_times()
+                return t.user + t.system, p.memory_info().rss
+        except psutil.Error:
+            return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()  # after the command name, which may hold anything
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[21]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _kind(el: Any) -> str | None:
