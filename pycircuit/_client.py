@@ -66,7 +66,7 @@ class _Embedded:
         if p.poll() is None:
             try:
                 p.stdin.close()
-            except OSError:
+            except OSError:  # it exited already: the wait below reaps it
                 pass
             try:
                 p.wait(5)
@@ -193,7 +193,7 @@ def _local_ip_toward(host: str) -> str:
     try:
         if ipaddress.ip_address(host).is_loopback:
             return "127.0.0.1"
-    except ValueError:
+    except ValueError:  # a name, not an address: the route lookup below resolves it
         pass
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

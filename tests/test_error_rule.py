@@ -20,8 +20,6 @@ import pytest
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pycircuit")
 
 ALLOWLIST = {
-    "runtime/_runtime.py", "runtime/_link.py", "runtime/_peer.py", "runtime/_tls.py",
-    "_client.py",
     "server/_proc.py", "server/_stdio.py", "server/_dns.py", "server/_cluster.py", "server/_members.py",
     "server/_docker.py",
 }

@@ -200,7 +200,7 @@ class _Stream(SocketStream):
         while True:
             try:
                 got = receive(*args)
-            except socket.timeout:
+            except socket.timeout:  # a timeout someone set on the socket: reading goes on
                 continue
             except (OSError, ValueError) as e:
                 self.close()
@@ -318,7 +318,9 @@ class _Connection(Connection):
     # -- sending ------------------------------------------------------------
     def request(self, op: int, body: "Body") -> Pending:
         pending = Pending()
-        seq = next(self._seq) & _wire.MAX_SEQ or next(self._seq)
+        seq = next(self._seq) & _wire.MAX_SEQ
+        while not seq or seq in self._pending:  # wrapped round to 0, or to a call still in flight
+            seq = next(self._seq) & _wire.MAX_SEQ
         self._pending[seq] = pending
         try:
             self._send_message(_wire.MSG_REQUEST, seq, op, body)

@@ -2,6 +2,7 @@
 calls through it. Layer: runtime (uses ``_link``; the Runtime owns peers)."""
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from functools import partial
@@ -16,6 +17,20 @@ from ._link import Pending, RequestFailed, ServeGroup, make_connection
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+
+
+log = logging.getLogger(__name__)
+
+LARGE = 1 << 16  # a request this large may block in sendall (see invoke)
+
+
+def _size(body: "bytes | tuple") -> int:
+    if type(body) is tuple:
+        n = 0
+        for p in body:
+            n += len(p)
+        return n
+    return len(body)
 
 
 class _NoService(rpyc.Service):
@@ -56,11 +71,19 @@ class Peer:
         self.conn.fail_pending(err if isinstance(err, Exception) else EOFError("connection closed"))
         self.rt._peer_lost(self, err)
 
-    def invoke(self, op: int, body: bytes) -> bytes:
+    def invoke(self, op: int, body: "bytes | tuple") -> bytes:
         """One request to the peer; its reply's body."""
-        self.group.call_begin()  # before sending: pool threads leave the reply to us
+        if _size(body) >= LARGE:
+            # A send that may block: pool threads keep reading meanwhile, or
+            # two runtimes sending each other large calls at once would both
+            # sit in sendall, each waiting for the other to read.
+            pending = self._send(op, body)
+            self.group.call_begin()
+        else:
+            self.group.call_begin()  # before sending: pool threads leave the reply to us
+            pending = None
         try:
-            return self._value(op, self._send(op, body))
+            return self._value(op, pending if pending is not None else self._send(op, body))
         finally:
             self.group.call_end()
 
@@ -123,5 +146,5 @@ class Peer:
             return
         try:
             self.conn.post(op, body)
-        except Exception:
-            pass
+        except Exception as e:  # fire and forget: a lost link is reported by its reader
+            log.debug("post of %s to %s failed: %s", _wire.OP_NAMES.get(op, op), self.addr, e)

@@ -19,7 +19,6 @@ import os
 import queue
 import secrets
 import socket
-import sys
 import threading
 import time
 import weakref
@@ -51,6 +50,8 @@ from ._remote_exc import decode_exception, encode_exception
 from ._threads import THREADS, ThreadCounts
 
 log = logging.getLogger(__name__)
+
+MAX_DEAD = 10_000  # lost runtimes remembered (calls to them fail at once without a dial)
 
 HANDLE_ROOT = 1  # the runtime's own service directory (dial, ping)
 HANDLE_MAIN = 2  # a worker's main: runs the spawned function
@@ -116,7 +117,7 @@ class _Lifecycle:
 
 
 class _RefusalLog:
-    """A server says on stderr why it refused a connection (a peer without
+    """A server logs why it refused a connection (a peer without
     the cluster key, say): at most ``BURST`` lines a minute, so that a port
     scanner cannot fill the log (or a pipe nobody reads)."""
 
@@ -136,8 +137,7 @@ class _RefusalLog:
             self._count += 1
             if self._count <= self.BURST:
                 more = " (more in this minute are not logged)" if self._count == self.BURST else ""
-                sys.stderr.write(f"pycircuit: refused a connection: {why}{more}\n")
-                sys.stderr.flush()
+                log.warning("refused a connection: %s%s", why, more)
 
 
 class Runtime:
@@ -149,7 +149,7 @@ class Runtime:
         self._table = LeaseTable()
         self._peers: dict[str, Peer] = {}
         self._all_peers: set[Peer] = set()
-        self._dead: set[str] = set()
+        self._dead: dict[str, None] = {}  # runtimes known lost, oldest first (bounded: see _peer_lost)
         self._dial_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._proxies: "weakref.WeakValueDictionary[tuple[str, int], X]" = weakref.WeakValueDictionary()
         self._pending_acks: dict[int, tuple[str, list]] = {}
@@ -339,7 +339,10 @@ class Runtime:
             if twin is not None:
                 self._peers.setdefault(peer.id, twin)
                 return
-            self._dead.add(peer.id)
+            self._dead[peer.id] = None
+            if len(self._dead) > MAX_DEAD:  # forgetting the oldest is safe: dialling them fails anyway
+                del self._dead[next(iter(self._dead))]
+            self._dial_locks.pop(peer.id, None)
             self._table.drop_holder(peer.id)
             gone = [t for t, (pid, _) in self._pending_acks.items() if pid == peer.id]
             for token in gone:
@@ -349,8 +352,8 @@ class Runtime:
         for cb in list(self.on_peer_lost):
             try:
                 cb(peer)
-            except Exception:
-                pass
+            except Exception:  # one subscriber's bug must not keep the others from hearing
+                log.exception("a lost-peer callback failed")
 
     def is_dead(self, runtime_id: str) -> bool:
         return runtime_id in self._dead
@@ -360,7 +363,7 @@ class Runtime:
         Only for servers (membership heals partitions): a worker that was
         lost stays dead for this process, as the API promises."""
         with self._lock:
-            self._dead.discard(runtime_id)
+            self._dead.pop(runtime_id, None)
 
     def drop(self, runtime_id: str) -> None:
         """Close the connection to a runtime judged unreachable; calls

@@ -183,7 +183,7 @@ class ClusterKey:
                 if s is not None:
                     try:
                         s.close()
-                    except OSError:
+                    except OSError:  # already broken: nothing left to release
                         pass
             raise NetworkError(f"TLS handshake with {where} failed: {_explain(e, self.timeout)}") from None
 

@@ -308,14 +308,14 @@ def _proc_times(pid: int) -> tuple[float, int] | None:
             with p.oneshot():
                 t = p.cpu_times()
                 return t.user + t.system, p.memory_info().rss
-        except psutil.Error:
+        except psutil.Error:  # the worker is gone: it has no figures
             return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
         fields = data[data.rindex(b")") + 2:].split()  # after the command name, which may hold anything
         return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[21]) * _PAGE
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError):  # the worker is gone (or its stat was cut short): no figures
         return None
 
 

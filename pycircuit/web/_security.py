@@ -39,7 +39,7 @@ class Guard:
         try:
             parts = urlsplit(f"//{header}")
             name, port = parts.hostname, parts.port
-        except ValueError:
+        except ValueError:  # a malformed Host header is refused, not an error
             return False
         if name is None or port != self.port:
             return False
