@@ -103,6 +103,7 @@ class Reservoir:
                 fn()
             except BaseException as e:  # as for a plain thread: reported, and the thread lives on
                 threading.excepthook(threading.ExceptHookArgs((type(e), e, e.__traceback__, me)))
+            fn = None  # a parked thread must not keep what the last job held alive (a reply's references)
             with self._lock:
                 if len(self._parked) >= self._keep:
                     return
