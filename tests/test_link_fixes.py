@@ -4,9 +4,11 @@ sequence numbers that wrap, and the bounded memory of lost runtimes."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
 import itertools
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -119,3 +121,67 @@ def test_lost_runtimes_are_remembered_within_a_bound(pair, monkeypatch):
         wait_until(lambda: a.is_dead(ids[-1]), 5, what="the closed runtime is known lost")
     assert [a.is_dead(i) for i in ids] == [False, False, True, True, True]
     assert not any(i in a._dial_locks for i in ids)
+
+
+def test_the_release_loop_survives_an_error(pair, caplog):
+    a, b = pair
+    x = b.dial(a.addr, "sink")
+    real = b._send_releases
+    calls = []
+
+    def flaky(items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return real(items)
+
+    b._send_releases = flaky
+    with caplog.at_level("ERROR", logger="pycircuit.runtime._runtime"):
+        one = x.call("size", b"")  # warm: nothing to release yet
+        assert one == 0
+        a.listen("maker", _Maker(a))
+        m = b.dial(a.addr, "maker")
+        first = m.make()
+        del first  # its release hits the injected error
+        wait_until(lambda: (gc.collect(), calls)[1], 5, what="a release attempt")
+        second = m.make()
+        before = a.table_size()
+        del second
+        wait_until(lambda: (gc.collect(), a.table_size() < before)[1], 5, what="a later release still lands")
+    assert "sending lease releases failed" in caplog.text
+
+
+class _Maker:
+    def __init__(self, rt):
+        self.rt = rt
+
+    def make(self):
+        return self.rt.local_ref(Sink(), False)
+
+
+def test_accept_backs_off_when_it_fails(pair, caplog, monkeypatch):
+    import errno
+
+    a, _ = pair
+    attempts = []
+
+    class Failing:
+        def accept(self):
+            attempts.append(time.monotonic())
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        def close(self):
+            pass  # nothing to release
+
+    with caplog.at_level("WARNING", logger="pycircuit.runtime._runtime"):
+        r = Runtime(RuntimeConfig())
+        real = r._sock
+        r._sock = Failing()
+        real.shutdown(socket.SHUT_RDWR)  # wakes the loop's blocked accept; from then on it meets Failing
+        real.close()
+        wait_until(lambda: len(attempts) >= 3, 10, what="accept retried")
+        time.sleep(0.5)  # a window in which a spinning loop would retry thousands of times
+        n = len(attempts)
+        r.close()
+    assert n < 60, n
+    assert "accepting connections failed" in caplog.text
