@@ -2,13 +2,15 @@
 each with its own address, servers and clients running inside them."""
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 
-from conftest import PYCIRCUIT, wait_until
+from conftest import PYCIRCUIT, stop_process, wait_until
 from netns import hosts, requires_netns, requires_nft
 
 pytestmark = requires_netns
@@ -150,3 +152,54 @@ def test_start_on_an_interface_by_name():
         assert len(listed(c[1], url)) == 1  # reachable from the other host
         r = c[0].run([sys.executable, "-m", "pycircuit.cli", "start", "-a", f"{c[0].ip}:0"])
         assert r.returncode != 0 and "non-loopback" in r.stderr and "Traceback" not in r.stderr
+
+
+@requires_nft
+def test_a_call_to_a_host_cut_off_fails_within_the_link_bound(three):
+    """Link death (SPEC §7): a call in flight to a worker whose host is cut
+    off gives NetworkError once the link has been silent for about
+    ``RuntimeConfig.link_silence`` (30 s), not before and not never."""
+    c, urls = three
+    wait_until(lambda: len(listed(c[2], urls[0]) or []) == 3, 15)
+    code = textwrap.dedent("""
+        import sys, threading, time, pycircuit
+        class Napper:
+            def nap(self, s):
+                time.sleep(s)
+        def serve():
+            pycircuit.listen("napper", Napper())
+            pycircuit.run_in_back(threading.Event().wait)
+        with pycircuit.connect(sys.argv[1]) as cl:
+            target = [h for h in cl.hosts() if h.url.split("/")[2].split(":")[0] == sys.argv[2]][0]
+            _, addr = pycircuit.spawn(target, None, serve)
+            x = pycircuit.dial(addr, "napper")
+            print("ready", flush=True)
+            t0 = time.monotonic()
+            try:
+                x.nap(600)
+                print("returned", flush=True)
+            except pycircuit.NetworkError as e:
+                print("network", round(time.monotonic() - t0, 1), flush=True)
+    """)
+    p = c[2].popen_python(code, urls[0], c[1].ip, stdout=subprocess.PIPE, text=True)
+    try:
+        assert _line_of(p, 60) == "ready"
+        cut = time.monotonic()
+        c[1].partition()
+        out = _line_of(p, 90)
+        took = time.monotonic() - cut
+        assert out.startswith("network"), out
+        assert 20 < took < 60, f"NetworkError after {took:.1f} s"
+    finally:
+        c[1].heal()
+        stop_process(p)
+
+
+def _line_of(p, timeout: float) -> str:
+    box: list[bytes] = []
+    t = threading.Thread(target=lambda: box.append(p.stdout.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert box, f"no line within {timeout} s"
+    line = box[0]
+    return (line.decode() if isinstance(line, bytes) else line).strip()
