@@ -16,11 +16,14 @@ Layer: runtime (``_link`` delivers replies into ``Pending.on_ready``).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _wire
 from ._threads import THREADS
+
+_FINISHED = cf._base.FINISHED  # the base class's own state name (stable since 3.2)
 
 if TYPE_CHECKING:
     from ._link import Pending
@@ -38,12 +41,13 @@ class Future(cf.Future):
 
     def __init__(self) -> None:
         super().__init__()
-        self.set_running_or_notify_cancel()
+        # Left PENDING rather than RUNNING (cancel() is refused below): one
+        # lock round less on the path of every call.
         self._peer: Peer | None = None
         self._pending: Pending | None = None
         self._decode: Callable[[Any], Any] | None = None
         self._inline: Callable[[Any], bool] | None = None
-        self._claimed = False
+        self._claim = itertools.count()  # next() is atomic: the first caller of _arrived wins
 
     @classmethod
     def of_call(cls, peer: "Peer", pending: "Pending", decode: Callable[[Any], Any],
@@ -61,31 +65,28 @@ class Future(cf.Future):
     @classmethod
     def settled(cls, fn: Callable[[], Any]) -> "Future":
         f = cls()
-        try:
-            f.set_result(fn())
-        except BaseException as e:  # the call's error, kept for result()
-            f.set_exception(e)
+        f._claim = None
+        f._settle(fn)
         return f
 
     def _arrived(self) -> None:
-        with self._condition:
-            if self._claimed:
-                return
-            self._claimed = True
-        p = self._pending
-        assert p is not None and self._peer is not None
+        if next(self._claim):  # type: ignore[arg-type]
+            return
+        p, peer = self._pending, self._peer
+        assert p is not None and peer is not None
         if p.is_exc:
-            self._settle(lambda: _raise(self._peer.failure(_wire.OP_CALL, p.obj)))  # type: ignore[union-attr]
+            self.set_exception(peer.failure(_wire.OP_CALL, p.obj))
+            self._decode = self._inline = None
             return
         body = p.obj
         if self._inline is not None and self._inline(body):
-            self._settle(lambda: self._decode(body))  # type: ignore[misc]
+            self._settle(self._decode, body)  # type: ignore[arg-type]
         else:
-            THREADS.start(lambda: self._settle(lambda: self._decode(body)), "pycircuit-reply")  # type: ignore[misc]
+            THREADS.start(lambda: self._settle(self._decode, body), "pycircuit-reply")  # type: ignore[arg-type]
 
-    def _settle(self, produce: Callable[[], Any]) -> None:
+    def _settle(self, produce: Callable[..., Any], *args: Any) -> None:
         try:
-            value = produce()
+            value = produce(*args)
         except BaseException as e:  # the call's error, kept for result()
             self.set_exception(e)
         else:
@@ -109,12 +110,14 @@ class Future(cf.Future):
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> Any:
-        if not self.done():
-            timeout = self._read(timeout)
-        return super().result(timeout)
+        if self._state != _FINISHED:
+            return super().result(self._read(timeout))
+        if self._exception is not None:
+            return super().result()  # raises it, as the base class does
+        return self._result  # the common case, without the lock
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if not self.done():
+        if self._state != _FINISHED:
             timeout = self._read(timeout)
         return super().exception(timeout)
 
@@ -122,8 +125,6 @@ class Future(cf.Future):
         return False  # the request has left; its reply will settle this Future
 
     def __repr__(self) -> str:
-        return f"<pycircuit.Future {'done' if self.done() else 'pending'}>"
+        return f"<pycircuit.Future {'done' if self._state == _FINISHED else 'pending'}>"
 
 
-def _raise(e: BaseException) -> Any:
-    raise e

@@ -252,8 +252,8 @@ def tune_socket(sock: socket.socket, silence: float = 30.0) -> None:
 
 class Pending:
     """A request's reply to come: ``conn.wait(pending)`` gives its body.
-    ``on_ready`` (if set) runs in the thread that delivers it, which may
-    hold the connection's receive lock: it must not read the connection."""
+    ``on_ready`` (if set) runs in the thread that delivers it, after it
+    released the receive lock; it must not block on this connection."""
 
     __slots__ = ("ready", "is_exc", "obj", "on_ready")
 
@@ -263,10 +263,16 @@ class Pending:
         self.obj = None
         self.on_ready: Callable[[], None] | None = None
 
-    def __call__(self, is_exc: bool, obj) -> None:
+    def settle(self, is_exc: bool, obj) -> None:
+        """Mark the reply in; the caller then runs ``on_ready``."""
         self.is_exc = is_exc
         self.obj = obj
         self.ready = True
+
+    def __call__(self, is_exc: bool, obj) -> None:
+        """Settle and run ``on_ready`` (for replies that never came: the
+        link failed, or a reader gave up)."""
+        self.settle(is_exc, obj)
         cb = self.on_ready
         if cb is not None:
             cb()
@@ -477,12 +483,20 @@ class _Connection(Connection):
                 self._serve_request(seq, op, body)
             return
         pending = self._pending.pop(seq, None)
-        if pending is not None:
-            if kind == _wire.MSG_REPLY:
-                pending(False, body)
-            else:
-                pending(True, RequestFailed(bytes(body).decode("utf-8", "replace")))
-        self._recvlock.release()  # after the callback, as RPyC does (its #527)
+        if pending is None:
+            self._recvlock.release()
+            return
+        if kind == _wire.MSG_REPLY:
+            pending.settle(False, body)
+        else:
+            pending.settle(True, RequestFailed(bytes(body).decode("utf-8", "replace")))
+        # Released once the reply is marked ready (a waiter that then takes
+        # the lock sees it: RPyC's #527), but before on_ready runs, which
+        # may decode a value: other readers need not wait for that.
+        self._recvlock.release()
+        cb = pending.on_ready
+        if cb is not None:
+            cb()
 
     def _serve_request(self, seq: int, op: int, body: bytes) -> None:
         try:

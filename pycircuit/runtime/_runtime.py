@@ -687,13 +687,14 @@ class _RootService:
         return self._rt.id
 
 
+_REPLY_TAG = _wire.REPLY_HEAD_SIZE
+
+
 def _reply_is_plain(raw: Any) -> bool:
-    """Can this reply be decoded without network I/O (no references inside)?"""
-    try:
-        reply = _wire.decode_reply(raw)
-    except ProtocolError:
-        return True  # decoding fails at once, no I/O either
-    return reply.status == _wire.STATUS_ERROR or reply.payload[:1] == _codec.TAG_PLAIN
+    """Can this reply be decoded without network I/O (an error, or a value
+    with no references inside)? Peeks at the head; a malformed reply fails
+    at once in decoding, no I/O either."""
+    return raw[:1] != b"\x00" or raw[_REPLY_TAG:_REPLY_TAG + 1] == _codec.TAG_PLAIN
 
 
 def _close_quietly(sock: socket.socket) -> None:

@@ -56,6 +56,7 @@ MSG_HEAD_SIZE = _MSG_HEAD.size
 _U64 = struct.Struct("!Q")
 _CALL_HEAD = struct.Struct("!BQH")
 _REPLY_HEAD = struct.Struct("!BQ")
+REPLY_HEAD_SIZE = _REPLY_HEAD.size  # a reply's payload starts here
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _LEASE = struct.Struct("!QI")
