@@ -196,13 +196,13 @@ class _Conn:
         self.sock = getattr(self._io, "_sock", self._io)
         try:
             self.sock.settimeout(None)  # the client's request timeout must not cut a quiet stream
-        except (AttributeError, OSError):
+        except (AttributeError, OSError):  # not a socket we can tune (or closed): reads still work
             pass
 
     def shutdown(self, how: int) -> None:
         try:
             self.sock.shutdown(how)
-        except OSError:
+        except OSError:  # already shut or closed: nothing left to shut
             pass
 
     def close(self) -> None:
@@ -210,8 +210,8 @@ class _Conn:
         for f in (self._io, self.sock):
             try:
                 f.close()
-            except Exception:  # noqa: BLE001 -- closing is best effort
-                pass
+            except Exception:  # noqa: BLE001
+                pass  # closing is best effort: a broken stream has nothing to flush
 
 
 class _Output(BufferedOutput):
@@ -364,13 +364,13 @@ class DockerElement(StdioElement):
     def _inspect_quiet(self) -> dict | None:
         try:
             return self._api.inspect_container(self._id)
-        except _API_ERRORS:
+        except _API_ERRORS:  # gone, or dockerd unreachable: the caller treats both as "no state"
             return None
 
     def _remove_quietly(self, cid: str) -> None:
         try:
             self._api.remove_container(cid, v=True, force=True)
-        except _derrors.NotFound:
+        except _derrors.NotFound:  # already removed: that is what we wanted
             pass
         except _API_ERRORS as e:
             _log.warning("could not remove container %s: %s", cid[:12], _explain(e))
@@ -379,7 +379,7 @@ class DockerElement(StdioElement):
         cid = self._id
         try:
             self._api.wait(cid)  # no timeout: blocks until the container is not running
-        except _derrors.NotFound:
+        except _derrors.NotFound:  # already removed: that is what we wanted
             pass  # removed (scrubbed)
         except _API_ERRORS as e:
             _log.warning("waiting for container %s failed: %s", cid[:12], _explain(e))
@@ -428,7 +428,7 @@ class DockerElement(StdioElement):
                 return
             try:
                 self._api.remove_container(cid, v=True, force=True)
-            except _derrors.NotFound:
+            except _derrors.NotFound:  # already removed: that is what we wanted
                 pass
             except _derrors.APIError as e:
                 if e.status_code != 409:  # 409: a removal (auto-scrub) is already under way
@@ -537,7 +537,7 @@ class DockerElement(StdioElement):
                 sock.settimeout(left)  # the stdin connection is ours alone: nobody reads it
                 try:
                     sent += sock.send(data[sent:])
-                except TimeoutError:
+                except TimeoutError:  # the deadline: the caller gets what was sent and writes the rest again
                     break
             return sent
         except (BrokenPipeError, ConnectionResetError):

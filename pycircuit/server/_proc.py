@@ -215,7 +215,7 @@ def _open_pidfd(pid: int) -> int | None:
     # a recycled pid. Without pidfd support we fall back to os.kill.
     try:
         return os.pidfd_open(pid)
-    except (AttributeError, OSError):
+    except (AttributeError, OSError):  # no pidfd here: the caller falls back to os.kill
         return None
 
 
