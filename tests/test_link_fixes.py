@@ -185,3 +185,21 @@ def test_accept_backs_off_when_it_fails(pair, caplog, monkeypatch):
         r.close()
     assert n < 60, n
     assert "accepting connections failed" in caplog.text
+
+
+def test_closing_a_link_under_a_blocked_writer_fails_it_cleanly(client_pair):
+    c, addr, pid = client_pair
+    x = pycircuit.dial(addr, "sink")
+    assert x.size(b"a") == 1
+    os.kill(pid, signal.SIGSTOP)  # its socket buffer fills: our send blocks
+    try:
+        with cf.ThreadPoolExecutor(1) as ex:
+            f = ex.submit(x.size, os.urandom(64 << 20))
+            wait_until(lambda: _runtime.current().peer(addr).conn._sendlock.locked(), 10,
+                       what="the writer holds the send lock")
+            _runtime.current().drop(addr.id)
+            with pytest.raises(pycircuit.NetworkError) as e:
+                f.result(timeout=30)
+        assert "release unlocked lock" not in str(e.value)  # RPyC's cleanup released a lock held by the writer
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -372,14 +372,22 @@ class _Connection(Connection):
             finally:
                 self._sendlock.release()
 
-    def abort(self) -> None:
-        """Close the socket at once. RPyC's ``close`` first sends a close
-        request and waits for its answer with no deadline: a connected but
-        stalled peer would hang the caller. Readers see EOF and clean up."""
+    def close(self) -> None:
+        """Close the socket at once; readers see EOF and clean up. Not
+        RPyC's ``close``: that sends a close request and waits for its
+        answer with no deadline (a stalled peer would hang us), and its
+        ``_cleanup`` releases the send and receive locks whoever holds them
+        (a writer then fails with "release unlocked lock", and a third
+        thread could write into the middle of a frame)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._channel.close()
         except Exception:  # noqa: BLE001 - closing a broken channel: nothing more to release
             log.debug("closing a channel failed", exc_info=True)
+
+    abort = close
 
     # -- receiving ----------------------------------------------------------
     def serve_first(self, timeout: float) -> bool:
