@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -10,7 +9,7 @@ import sys
 import threading
 
 from ..errors import CircuitError
-from ..runtime._addr import WorkerAddr
+from ..runtime._addr import WorkerAddr, is_loopback
 from . import _commands as C
 from ._commands import UsageError
 
@@ -26,13 +25,6 @@ def _split_addr(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise UsageError(f"bad address {text!r} (want HOST:PORT)")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def cmd_start(args) -> int:
@@ -55,7 +47,7 @@ def cmd_start(args) -> int:
 
         key = load_key(key_path)
         _warn_if_readable(key_path)
-    if key is None and not _is_loopback(host) and not args.insecure:
+    if key is None and not is_loopback(host) and not args.insecure:
         raise UsageError(f"refusing to listen on non-loopback address {host} without a key (use --key, or --insecure)")
     lock = _lock_var(args.var) if args.var else None
     # Signals are caught from here on: a TERM right after the URL is printed
@@ -266,7 +258,7 @@ def _web_command(sub) -> None:
 def cmd_web(args) -> int:
     host, port = _split_addr(args.addr) if args.addr else ("127.0.0.1", 0)
     key = args.key or os.environ.get("CIRCUIT_KEY") or None
-    if not _is_loopback(host):
+    if not is_loopback(host):
         if key is None and not args.insecure:
             raise UsageError(f"refusing to serve the web view on non-loopback address {host} without a key "
                              "(use --key: HTTPS with a certificate the cluster key signs; or --insecure)")
@@ -287,7 +279,7 @@ def cmd_web(args) -> int:
         print(f"pycircuit: web view of {c.url} (open the URL above; it carries the access token)", file=sys.stderr)
     try:
         serve(c, WebConfig(host=host, port=port, poll_every=args.poll,
-                           key_path=key if not _is_loopback(host) else None), announce)
+                           key_path=key if not is_loopback(host) else None), announce)
     finally:
         c.close()
     return 0
