@@ -43,7 +43,7 @@ class SwimConfig:
     suspicion_mult: float = 4.0  # min suspicion = mult * max(1, log10 N) * period
     suspicion_max_mult: float = 3.0  # max suspicion (no confirmations) = this * min
     retransmit_mult: int = 4
-    max_piggyback: int = 8  # updates per message
+    max_piggyback: int = 16  # updates per message (~80 bytes each)
     gossip_interval: float = 0.2
     gossip_fanout: int = 3
     push_pull: float = 30.0  # full-state sync with one member, every this * max(1, N / push_pull_n) s
@@ -97,8 +97,8 @@ class Swim:
         self._susp: dict[int, Suspicion] = {}
         self._probes: dict[int, _Probe] = {}
         self._seq = 0
-        self._queue: dict[int, list] = {}  # member -> [transmits, order, update]
-        self._qn = 0
+        self._queue: dict[int, int] = {}  # member -> times its pending update was sent
+        self._buckets: list[dict[int, Update]] = [{} for _ in range(cfg.retransmit_mult * 6)]  # by times sent
         self._joins: dict[str, list] = {}  # url -> [tries, deadline]
         r = self.rng.random
         self._next_probe = now + cfg.period * r()  # spread the members' periods
@@ -294,6 +294,7 @@ class Swim:
             tid, turl = self.dir.ids[i], self.dir.urls[i]
             for h in helpers:
                 out.sends.append((self.dir.urls[h], PingReq(seq, tid, turl, self._take())))
+            out.sends.append((turl, Ping(seq, tid, ())))  # and once more directly (a lost datagram is likelier)
             return
         del self._probes[seq]
         if p.reconnect:
@@ -310,7 +311,9 @@ class Swim:
             if now - t > self.cfg.forget_after:
                 del self._since[i]
                 self._st[i] = UNKNOWN
-                self._queue.pop(i, None)
+                n = self._queue.pop(i, None)
+                if n is not None:
+                    del self._buckets[n][i]
         if dead:
             i = self.rng.choice(dead)
             if self._st[i] == DEAD:
@@ -433,23 +436,40 @@ class Swim:
 
     # -- the broadcast queue ---------------------------------------------------------
     def _enqueue(self, i: int, u: Update) -> None:
-        self._qn += 1
-        self._queue[i] = [0, self._qn, u]
+        old = self._queue.pop(i, None)
+        if old is not None:
+            del self._buckets[old][i]
+        self._queue[i] = 0
+        self._buckets[0][i] = u  # dicts keep insertion order: newest last
         if len(self._queue) > self.cfg.max_queue:
-            worst = max(self._queue, key=lambda m: (self._queue[m][0], -self._queue[m][1]))
-            del self._queue[worst]
+            for b in reversed(self._buckets):
+                if b:
+                    del self._queue[next(iter(b))]
+                    del b[next(iter(b))]
+                    break
 
     def _take(self) -> tuple:
         """Up to ``max_piggyback`` pending updates, least sent and newest first."""
-        q = self._queue
-        if not q:
+        if not self._queue:
             return ()
-        limit = self.retransmit_limit()
-        picked = sorted(q.items(), key=lambda kv: (kv[1][0], -kv[1][1]))[:self.cfg.max_piggyback]
+        limit, want = self.retransmit_limit(), self.cfg.max_piggyback
+        while len(self._buckets) <= limit:
+            self._buckets.append({})
+        picked: list[tuple[int, int]] = []
+        for n, b in enumerate(self._buckets):
+            for i in reversed(b):
+                picked.append((n, i))
+                if len(picked) == want:
+                    break
+            if len(picked) == want:
+                break
         ups = []
-        for i, e in picked:
-            e[0] += 1
-            ups.append(e[2])
-            if e[0] >= limit:
-                del q[i]
+        for n, i in picked:
+            u = self._buckets[n].pop(i)
+            ups.append(u)
+            if n + 1 >= limit:
+                del self._queue[i]
+            else:
+                self._queue[i] = n + 1
+                self._buckets[n + 1][i] = u
         return tuple(ups)
