@@ -56,6 +56,13 @@ class SwimConfig:
     max_queue: int = 512  # pending updates kept; the most-sent go first
     forget_after: float = 3600.0
 
+    def presence_bound(self, n: int) -> float:
+        """Seconds within which a member that falls silent is dropped by every
+        member of a cluster of ``n`` (a refused member goes sooner): a few
+        periods to be probed, the longest suspicion, and dissemination."""
+        suspicion = self.suspicion_mult * max(1.0, math.log10(max(1, n))) * self.suspicion_max_mult
+        return self.period * (4 + suspicion + 2 * math.ceil(math.log2(n + 1)))
+
 
 class _Probe:
     __slots__ = ("target", "start", "direct_deadline", "end", "stage", "nacks", "expected", "relay", "reconnect")
