@@ -46,7 +46,7 @@ _EXT_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
 @dataclass(frozen=True)
 class ClusterConfig:
     swim: SwimConfig = field(default_factory=SwimConfig)
-    max_wait: float = 0.5  # the loop looks at least this often (timers set by other threads)
+    max_wait: float = 2.0  # the loop looks at least this often (timers set by other threads)
     drop_log_lines: int = 5  # at most this many lines a minute about dropped datagrams
 
 
