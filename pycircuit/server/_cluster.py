@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import CircuitError, ProtocolError
-from ..runtime._addr import WorkerAddr
+from ..runtime._addr import WorkerAddr, is_server_id
 from ._members import DIED, JOIN, LEAVE_KINDS, LEFT_EV, Event
 from ._swim import Swim, SwimConfig
 from ._swim_wire import MAX_DATAGRAM, MEMBERS_VERSION, Sealer, decode, derive_key, encode
@@ -151,6 +151,8 @@ class Cluster:
     def hello(self, from_id: str, from_url: str, version: int) -> tuple[str, str, int]:
         """A server joins through us: learn of it, and sync with it too."""
         _check_version(version)
+        if not is_server_id(from_id):
+            raise CircuitError(f"not a server ID: {from_id!r}")
         WorkerAddr.parse(from_url)
         self._feed_core(lambda now: self._core.join(from_id, from_url, now))
         return self.id, self.url, MEMBERS_VERSION
