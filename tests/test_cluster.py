@@ -155,3 +155,20 @@ def test_forged_membership_datagrams_are_dropped_and_counted(servers):
     _, err = p.communicate(timeout=10)
     assert err.count("dropped a membership datagram") == 3, err
     assert "only sealed" in err and "authentication" in err and "not a pycircuit membership datagram" in err
+
+
+def test_a_server_of_another_membership_version_is_refused_naming_both(servers):
+    from pycircuit.server._swim_wire import MEMBERS_VERSION
+
+    a = servers.start()
+    c = pycircuit.Client(a)
+    try:
+        try:
+            c._kernel.hello("X0123456789abcdef", "circuit://127.0.0.1:9/1/Q0123456789abcdef", MEMBERS_VERSION + 1)
+        except pycircuit.CircuitError as e:
+            assert f"version {MEMBERS_VERSION}" in str(e) and f"version {MEMBERS_VERSION + 1}" in str(e)
+        else:
+            raise AssertionError("hello of another version accepted")
+        assert [h.id for h in c.hosts()] == [c.server_id]  # and it was not admitted
+    finally:
+        c.close()
