@@ -118,3 +118,57 @@ def test_a_stopped_server_removes_the_directory_it_made(servers, tmp_path):
         stop_process(p)
     assert glob.glob(pattern) == []
     assert (tmp_path / "var").is_dir() and kept
+
+
+def test_forged_membership_datagrams_are_dropped_and_counted(servers):
+    """On loopback without a key, datagrams are sealed with the same-user
+    secret: plain, garbage or other-key datagrams change nothing, and are
+    logged (a few lines a minute)."""
+    import socket
+
+    from pycircuit.server._cluster import _user_secret
+    from pycircuit.server._members import LEFT, Update
+    from pycircuit.server._swim import Gossip, Ping
+    from pycircuit.server._swim_wire import Sealer, decode, derive_key, encode
+
+    a = servers.start()
+    b = servers.start("-j", a)
+    aid, bid = server_id(a), server_id(b)
+    wait_until(lambda: ids(a) == sorted([aid, bid]), 10, what="a lists b")
+    addr = pycircuit.WorkerAddr.parse(a)
+    lie = Gossip((Update(LEFT, bid, b, 99),))  # "b left", in the name of b
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(10)
+        me = f"circuit://127.0.0.1:{s.getsockname()[1]}/1/Q0123456789abcdef"
+        s.sendto(encode(bid, b, lie), (addr.host, addr.port))  # plain
+        s.sendto(encode(bid, b, lie, Sealer(derive_key(b"not the secret"))), (addr.host, addr.port))
+        s.sendto(b"\x00garbage", (addr.host, addr.port))
+        # a real probe after them: its answer means a has handled the three (one thread, in order)
+        sealer = Sealer(derive_key(_user_secret()))
+        s.sendto(encode("X0123456789abcdef", me, Ping(7, aid, ()), sealer), (addr.host, addr.port))
+        src_id, _, ack = decode(s.recv(65536), sealer)
+    assert src_id == aid and ack.seq == 7
+    assert ids(a) == sorted([aid, bid])
+    p = servers.procs[0]
+    p.terminate()
+    _, err = p.communicate(timeout=10)
+    assert err.count("dropped a membership datagram") == 3, err
+    assert "only sealed" in err and "authentication" in err and "not a pycircuit membership datagram" in err
+
+
+def test_a_server_of_another_membership_version_is_refused_naming_both(servers):
+    from pycircuit.server._swim_wire import MEMBERS_VERSION
+
+    a = servers.start()
+    c = pycircuit.Client(a)
+    try:
+        try:
+            c._kernel.hello("X0123456789abcdef", "circuit://127.0.0.1:9/1/Q0123456789abcdef", MEMBERS_VERSION + 1)
+        except pycircuit.CircuitError as e:
+            assert f"version {MEMBERS_VERSION}" in str(e) and f"version {MEMBERS_VERSION + 1}" in str(e)
+        else:
+            raise AssertionError("hello of another version accepted")
+        assert [h.id for h in c.hosts()] == [c.server_id]  # and it was not admitted
+    finally:
+        c.close()

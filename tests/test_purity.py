@@ -22,6 +22,8 @@ PURE = {
     "pycircuit.runtime._addr": "runtime/_addr.py",
     "pycircuit.xref._leases": "xref/_leases.py",
     "pycircuit.server._members": "server/_members.py",
+    "pycircuit.server._swim": "server/_swim.py",
+    "pycircuit.server._swim_wire": "server/_swim_wire.py",
     "pycircuit.server._anchors": "server/_anchors.py",
 }
 

@@ -146,6 +146,23 @@ class ClusterKey:
     _client: ssl.SSLContext = field(repr=False, compare=False)
     timeout: float = field(default=HANDSHAKE_TIMEOUT, compare=False)
 
+    def datagram_secret(self) -> bytes:
+        """Secret material for keys that are not TLS (membership datagrams):
+        the private key (never the certificate, which is public), as DER."""
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read(1 << 20)
+        except OSError as e:
+            raise CircuitError(f"bad cluster key file {self.path}: cannot be read: {e.strerror or e}") from None
+        for m in _PEM_BLOCK.finditer(data):
+            if m.group(1) in (b"PRIVATE KEY", b"EC PRIVATE KEY"):
+                key = serialization.load_pem_private_key(m.group(0), password=None)
+                return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+        raise CircuitError(f"bad cluster key file {self.path}: no private key")
+
     def wrap_server(self, sock: socket.socket) -> ssl.SSLSocket:
         """TLS on an accepted socket; closes it and raises NetworkError on failure."""
         return self._handshake(self._server, sock, True)

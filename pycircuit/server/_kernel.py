@@ -51,11 +51,9 @@ class Kernel:
     def hosts(self) -> list[tuple[str, str]]:
         return self._s.cluster.alive()
 
-    def gossip(self, from_id: str, from_url: str) -> tuple:
-        return self._s.cluster.gossip_in(str(from_id), str(from_url))
-
-    def bye(self, member_id: str) -> None:
-        self._s.cluster.bye(str(member_id))
+    def hello(self, from_id: str, from_url: str, version: int) -> tuple:
+        """A server joins the circuit through this one (membership then runs over UDP)."""
+        return self._s.cluster.hello(str(from_id), str(from_url), version)
 
     def join(self, url: str) -> str:
         return self._s.cluster.join(str(url))

@@ -1,110 +1,133 @@
-"""Who is in the cluster, as one server sees it (pure: no sockets or threads).
+"""What membership reports and knows (pure): member states, update records,
+events, the messages of the SWIM core (``_swim``), its suspicion timer, and
+the directory that names members by small integers.
 
-Every server probes every server it knows of, directly (a full mesh: fine
-for the tens of hosts pycircuit is for, and it makes a partition visible on
-both sides at once). A member is *alive* while this server's own probes of
-it succeed; one unheard of for ``ttl`` seconds leaves. Departed members are
-still probed (for ``forget_after`` seconds), so a healed partition is seen
-again without anyone re-joining by hand. Gossip only introduces members; it
-never vouches for them.
-
-States of a member other than ourselves::
-
-    learned --heard--> alive --ttl passes--> departed --heard--> alive
-       \\______________ forget_after passes ______________/--> forgotten
+The SWIM core (``_swim``) keeps its view of every member in flat arrays
+indexed through a :class:`Directory`, so a view of 10,000 members costs tens
+of kilobytes, not a dictionary of objects; a simulator may share one
+directory between many cores (member IDs and URLs are facts, not views).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import NamedTuple
 
-__all__ = ["Members", "Event", "JOIN", "LEAVE"]
+__all__ = ["UNKNOWN", "ALIVE", "SUSPECT", "DEAD", "LEFT", "STATE_NAMES", "Update", "Event", "Directory",
+           "JOIN", "BACK", "SUSPECTED", "DIED", "LEFT_EV", "LEAVE_KINDS",
+           "Ping", "Ack", "PingReq", "Nack", "Sync", "Gossip", "Out", "Suspicion"]
 
-JOIN, LEAVE = "join", "leave"
-LEARNED, ALIVE, DEPARTED = "learned", "alive", "departed"
+UNKNOWN, ALIVE, SUSPECT, DEAD, LEFT = 0, 1, 2, 3, 4
+STATE_NAMES = {UNKNOWN: "unknown", ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead", LEFT: "left"}
+
+# Event kinds: "join" (a member became alive from unknown, dead or left),
+# "alive" (a suspect refuted), "suspect", "dead", "left".
+JOIN, BACK, SUSPECTED, DIED, LEFT_EV = "join", "alive", "suspect", "dead", "left"
+LEAVE_KINDS = frozenset({DIED, LEFT_EV})
+
+
+class Update(NamedTuple):
+    """One fact about one member, as gossiped and as exchanged in full-state
+    syncs. ``frm`` names the suspecting member of a SUSPECT update ("" else)."""
+
+    state: int
+    id: str
+    url: str
+    inc: int
+    frm: str = ""
 
 
 class Event(NamedTuple):
-    kind: str  # JOIN or LEAVE
+    kind: str
     id: str
     url: str
 
 
-@dataclass
-class _Member:
-    url: str
-    state: str
-    since: float  # when it entered its state
-    last_ok: float
+class Directory:
+    """Member ID <-> small integer, with each member's URL (the latest one
+    heard of: a restarted server may come back on another port)."""
 
+    __slots__ = ("ids", "urls", "index", "by_url")
 
-class Members:
-    def __init__(self, self_id: str, self_url: str, ttl: float = 2.0,
-                 forget_after: float = 3600.0) -> None:
-        if ttl <= 0 or forget_after <= 0:
-            raise ValueError("ttl and forget_after must be positive")
-        self.self_id, self.self_url = self_id, self_url
-        self.ttl, self.forget_after = ttl, forget_after
-        self._m: dict[str, _Member] = {}
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.urls: list[str] = []
+        self.index: dict[str, int] = {}
+        self.by_url: dict[str, int] = {}
 
-    def learn(self, member_id: str, url: str, now: float) -> None:
-        """Heard of ``member_id`` at ``url`` (from a join order or gossip)."""
-        if member_id == self.self_id:
-            return
-        m = self._m.get(member_id)
-        if m is None:
-            self._m[member_id] = _Member(url, LEARNED, now, 0.0)
-        elif m.url != url and m.state != ALIVE:
-            m.url = url  # a restarted server on a new port: try the newer URL
-
-    def heard(self, member_id: str, url: str, now: float) -> list[Event]:
-        """A probe of ``member_id`` succeeded just now."""
-        if member_id == self.self_id:
-            return []
-        m = self._m.get(member_id)
-        if m is None:
-            m = self._m[member_id] = _Member(url, LEARNED, now, now)
-        m.url = url
-        m.last_ok = now
-        if m.state == ALIVE:
-            return []
-        m.state, m.since = ALIVE, now
-        return [Event(JOIN, member_id, url)]
-
-    def tick(self, now: float) -> list[Event]:
-        """Expire members not heard of in time; forget long-gone ones."""
-        events = []
-        for mid in sorted(self._m):
-            m = self._m[mid]
-            if m.state == ALIVE and now - m.last_ok > self.ttl:
-                m.state, m.since = DEPARTED, now
-                events.append(Event(LEAVE, mid, m.url))
-            elif m.state != ALIVE and now - m.since > self.forget_after:
-                del self._m[mid]
-        return events
-
-    def forget(self, member_id: str, now: float) -> list[Event]:
-        """Drop a member at once (it said it is stopping)."""
-        m = self._m.pop(member_id, None)
-        if m is not None and m.state == ALIVE:
-            return [Event(LEAVE, member_id, m.url)]
-        return []
-
-    def alive(self) -> list[tuple[str, str]]:
-        """(id, url) of live servers, this one included, sorted by ID."""
-        out = [(self.self_id, self.self_url)]
-        out += [(mid, m.url) for mid, m in self._m.items() if m.state == ALIVE]
-        return sorted(out)
-
-    def targets(self) -> list[tuple[str, str]]:
-        """Every other server to probe: alive, learned and departed."""
-        return sorted((mid, m.url) for mid, m in self._m.items())
-
-    def url(self, member_id: str) -> str | None:
-        """Where ``member_id`` is probed; None once it is forgotten."""
-        m = self._m.get(member_id)
-        return None if m is None else m.url
+    def intern(self, member_id: str, url: str) -> int:
+        i = self.index.get(member_id)
+        if i is None:
+            i = self.index[member_id] = len(self.ids)
+            self.ids.append(member_id)
+            self.urls.append(url)
+            self.by_url[url] = i
+        elif url and self.urls[i] != url:
+            self.urls[i] = url
+            self.by_url[url] = i
+        return i
 
     def __len__(self) -> int:
-        """Other servers known (alive, learned or departed)."""
-        return len(self._m)
+        return len(self.ids)
+
+
+# -- the messages of the SWIM core ----------------------------------------------------
+class Ping(NamedTuple):
+    seq: int
+    target: str  # the member ID meant: a new process at an old address does not answer for the old one
+    updates: tuple
+
+
+class Ack(NamedTuple):
+    seq: int
+    updates: tuple
+
+
+class PingReq(NamedTuple):
+    seq: int
+    target: str
+    target_url: str
+    updates: tuple
+
+
+class Nack(NamedTuple):
+    seq: int
+
+
+class Sync(NamedTuple):
+    reply: bool  # an answer to a sync (not answered again)
+    first: bool  # the first chunk of a state: answered with ours
+    entries: tuple
+
+
+class Gossip(NamedTuple):
+    updates: tuple
+
+
+class Out:
+    __slots__ = ("sends", "events")
+
+    def __init__(self) -> None:
+        self.sends: list[tuple[str, tuple]] = []
+        self.events: list[Event] = []
+
+
+class Suspicion:
+    """A suspicion's timer: from ``hi`` down to ``lo`` as ``k`` independent
+    confirmations arrive (Lifeguard)."""
+
+    __slots__ = ("start", "inc", "lo", "hi", "k", "confirmers", "deadline")
+
+    def __init__(self, start: float, inc: int, lo: float, hi: float, k: int, frm: str) -> None:
+        self.start, self.inc, self.lo, self.hi, self.k = start, inc, lo, hi, k
+        self.confirmers = {frm}
+        self.deadline = start + (lo if k <= 0 else hi)
+
+    def confirm(self, frm: str) -> bool:
+        if frm in self.confirmers:
+            return False
+        self.confirmers.add(frm)
+        c = len(self.confirmers) - 1
+        if self.k > 0:
+            frac = math.log(c + 1) / math.log(self.k + 1)
+            self.deadline = self.start + max(self.lo, self.hi - (self.hi - self.lo) * frac)
+        return True

@@ -22,7 +22,7 @@ from ..spawn._spawner import Spawner, WorkerRecord
 from ._anchors import AnchorTree, check_name
 from ._cluster import Cluster, ClusterConfig
 from ._kernel import Kernel
-from ._members import JOIN, Event
+from ._members import JOIN, LEAVE_KINDS, Event
 
 _log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Server:
         self.spawner = Spawner(self.url, self.id, self.rt.addr.host, self.var, self._worker_exited,
                                key_path=getattr(cfg.tls, "path", ""))  # workers use the server's key
         self._subs: list = []
-        self.cluster = Cluster(self.rt, self.id, self._member_event, cfg.cluster)
+        self.cluster = Cluster(self.rt, self.id, self._member_event, cfg.cluster, key=cfg.tls)
         self.kernel = Kernel(self)
         self.rt.listen("circuit", self.kernel)
         self.stopped = threading.Event()
@@ -106,6 +106,8 @@ class Server:
         return sub
 
     def _member_event(self, ev: Event) -> None:
+        if ev.kind != JOIN and ev.kind not in LEAVE_KINDS:
+            return
         kind = "@join" if ev.kind == JOIN else "@leave"
         with self.lock:
             subs = [s for s in self._subs if s.kind == kind]
