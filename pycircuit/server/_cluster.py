@@ -18,10 +18,7 @@ links or release leases (that is link death's business). Layer: server.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
-import os
-import secrets
 import select
 import socket
 import struct
@@ -31,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import CircuitError, ProtocolError
-from ..runtime._addr import WorkerAddr, is_server_id
+from ..runtime._addr import WorkerAddr, is_loopback, is_server_id
+from ..runtime._auth import user_secret
 from ._members import DIED, JOIN, LEAVE_KINDS, LEFT_EV, Event
 from ._swim import Swim, SwimConfig
 from ._swim_wire import MAX_DATAGRAM, MEMBERS_VERSION, Sealer, decode, derive_key, encode
@@ -50,47 +48,6 @@ class ClusterConfig:
     drop_log_lines: int = 5  # at most this many lines a minute about dropped datagrams
 
 
-def _user_secret() -> bytes:
-    """The same-user secret (32 bytes), in the format of ``_auth``'s file:
-    hex, in ``~/.config/pycircuit/secret``, mode 600."""
-    # TODO(lead): use _auth.user_secret() (this branch predates it; the import wins once merged)
-    try:
-        from ..runtime._auth import user_secret  # type: ignore[attr-defined]
-    except ImportError:
-        pass
-    else:
-        return user_secret()
-    d = os.path.join(os.path.expanduser("~"), ".config", "pycircuit")
-    path = os.path.join(d, "secret")
-    if not os.path.exists(path):
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-        try:
-            os.link(tmp, path)  # atomic, and never over a secret another process made meanwhile
-        except FileExistsError:
-            pass  # the winner's secret is read below
-        finally:
-            os.unlink(tmp)
-    with open(path, "rb") as f:
-        try:
-            secret = bytes.fromhex(f.read(4096).strip().decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            secret = b""
-    if len(secret) != 32 or os.stat(path).st_mode & 0o077:
-        raise CircuitError(f"the pycircuit secret {path} is malformed or not private; remove it and a new one is made")
-    return secret
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 class Cluster:
     def __init__(self, rt: Any, server_id: str, on_event: Callable[[Event], None],
                  cfg: ClusterConfig = ClusterConfig(), key: Any = None) -> None:
@@ -103,8 +60,8 @@ class Cluster:
         host, port = rt.addr.host, rt.addr.port
         if key is not None:
             self._sealer: Sealer | None = Sealer(derive_key(key.datagram_secret()))
-        elif _is_loopback(host):
-            self._sealer = Sealer(derive_key(_user_secret()))
+        elif is_loopback(host):
+            self._sealer = Sealer(derive_key(user_secret()))
         else:
             self._sealer = None  # --insecure between hosts: plain
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -196,7 +153,7 @@ class Cluster:
         for _ in range(256):  # bounded: timers get their turn under a flood
             try:
                 data, src = self._sock.recvfrom(MAX_DATAGRAM)
-            except BlockingIOError:
+            except BlockingIOError:  # drained: back to the loop
                 return
             except ConnectionRefusedError:
                 self._refusals()
@@ -214,9 +171,9 @@ class Cluster:
         while True:
             try:
                 _, anc, _, dst = self._sock.recvmsg(1, 512, _MSG_ERRQUEUE)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError):  # no more refusals queued
                 return
-            except OSError:
+            except OSError:  # the error queue is unreadable (closed socket): refusals are only a hint
                 return
             for _lvl, _typ, raw in anc:
                 if len(raw) >= _EXT_ERR.size and _EXT_ERR.unpack_from(raw)[0] == errno.ECONNREFUSED:
@@ -230,7 +187,7 @@ class Cluster:
             if addr is None:
                 try:
                     a = WorkerAddr.parse(url)
-                except CircuitError:
+                except CircuitError:  # a member with a malformed URL: nothing to reach
                     continue
                 addr = self._addrs[url] = (a.host, a.port)
                 self._urls[addr] = url
