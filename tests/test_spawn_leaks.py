@@ -21,7 +21,14 @@ from pycircuit.spawn._pidfd import ProcHandle
 
 def zygotes(server_url: str) -> list[psutil.Process]:
     server = psutil.Process(pycircuit.WorkerAddr.parse(server_url).pid)
-    return [p for p in server.children() if "pycircuit.spawn._zygote" in " ".join(p.cmdline())]
+    out = []
+    for p in server.children():
+        try:
+            if "pycircuit.spawn._zygote" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:  # it died between the listing and the look: not a zygote to count
+            continue
+    return out
 
 
 def listed(c, host, anchor) -> set:
