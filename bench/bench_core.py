@@ -6,6 +6,7 @@ side by side with every peer; this keeps the old command working.
 
 runs ``bench/run.py --only spawn,call,byvalue`` with the same options.
 """
+
 import os
 import sys
 

@@ -8,6 +8,7 @@ module's source to its children and multiprocessing pickles these functions
 by reference, so they serve the peers too. Module-level imports are the
 standard library only; pycircuit is imported where a worker needs it.
 """
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ result and, for comparison, a second one. Prints one JSON line:
 ``{"setup_ns", "first_ns", "second_ns"}``. Everything it starts is stopped
 before it exits.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,9 +62,18 @@ def mitogen_cold() -> dict:
 def execnet_cold() -> dict:
     from peers import execnet_peer
 
-    return {"setup_ns": 0, "first_ns": execnet_peer.spawn_once(), "second_ns": execnet_peer.spawn_once()}
+    return {
+        "setup_ns": 0,
+        "first_ns": execnet_peer.spawn_once(),
+        "second_ns": execnet_peer.spawn_once(),
+    }
 
 
 if __name__ == "__main__":
-    fn = {"pycircuit": pycircuit_cold, "mp": mp_cold, "mitogen": mitogen_cold, "execnet": execnet_cold}[sys.argv[1]]
+    fn = {
+        "pycircuit": pycircuit_cold,
+        "mp": mp_cold,
+        "mitogen": mitogen_cold,
+        "execnet": execnet_cold,
+    }[sys.argv[1]]
     print(json.dumps(fn()), flush=True)

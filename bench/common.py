@@ -8,6 +8,7 @@ processes import ``bench_helpers`` by name), and ``$CIRCUIT`` /
 starts an embedded server on 127.0.0.1 and never reaches a configured
 circuit.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,13 +18,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [BENCH_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != BENCH_DIR]
+    [BENCH_DIR]
+    + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != BENCH_DIR]
 )
 os.environ.pop("CIRCUIT", None)
 os.environ.pop("CIRCUIT_DISCOVER", None)
@@ -118,11 +121,17 @@ class Row:
 
     def as_json(self) -> dict:
         return {
-            "group": self.group, "metric": self.metric, "peer": self.peer, "unit": self.unit,
-            "pycircuit": self.pc, "peer_value": self.other,
+            "group": self.group,
+            "metric": self.metric,
+            "peer": self.peer,
+            "unit": self.unit,
+            "pycircuit": self.pc,
+            "peer_value": self.other,
             "ratio": None if self.ratio is None else round(self.ratio, 4),
-            "target": self.target.text if self.target else None, "met": self.met,
-            "note": self.note, "info": self.info,
+            "target": self.target.text if self.target else None,
+            "met": self.met,
+            "note": self.note,
+            "info": self.info,
         }
 
 
@@ -284,13 +293,22 @@ def read_line(p: subprocess.Popen, timeout: float, what: str) -> str:
     return buf.split(b"\n", 1)[0].decode().strip()
 
 
-def start_script(script: str, *args: str, tracker: Tracker, what: str, env: dict | None = None,
-                 timeout: float = 60) -> tuple[subprocess.Popen, str]:
+def start_script(
+    script: str,
+    *args: str,
+    tracker: Tracker,
+    what: str,
+    env: dict | None = None,
+    timeout: float = 60,
+) -> tuple[subprocess.Popen, str]:
     """Run a peer server script of bench/peers/ with stdin as its lifeline;
     returns (process, first stdout line)."""
     p = subprocess.Popen(
         [sys.executable, os.path.join(BENCH_DIR, "peers", script), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env or dict(os.environ), close_fds=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env or dict(os.environ),
+        close_fds=True,
     )
     tracker.remember(p.pid)
     try:
@@ -304,8 +322,12 @@ def memory(pid: int) -> dict:
     """RSS and USS in MB (psutil memory_full_info), and the thread count."""
     p = psutil.Process(pid)
     m = p.memory_full_info()
-    return {"rss_mb": round(m.rss / 2**20, 2), "uss_mb": round(m.uss / 2**20, 2),
-            "pss_mb": round(getattr(m, "pss", 0) / 2**20, 2), "threads": p.num_threads()}
+    return {
+        "rss_mb": round(m.rss / 2**20, 2),
+        "uss_mb": round(m.uss / 2**20, 2),
+        "pss_mb": round(getattr(m, "pss", 0) / 2**20, 2),
+        "threads": p.num_threads(),
+    }
 
 
 def settle(seconds: float = 0.5) -> None:

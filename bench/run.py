@@ -13,6 +13,7 @@ Every process the run starts is stopped in ``finally`` blocks (terminate,
 then kill after a grace period); a last sweep stops anything left below
 this process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,18 @@ import common  # noqa: F401 - first: fixes sys.path and the environment
 from common import Section, Tracker, fmt, log, ratio_text
 from metrics import ORDER, Context, module
 
-VERSIONED = ["pycircuit", "rpyc", "Pyro5", "serpent", "msgpack", "execnet", "mitogen", "ray", "psutil", "dill"]
+VERSIONED = [
+    "pycircuit",
+    "rpyc",
+    "Pyro5",
+    "serpent",
+    "msgpack",
+    "execnet",
+    "mitogen",
+    "ray",
+    "psutil",
+    "dill",
+]
 
 
 # -- machine ------------------------------------------------------------------------
@@ -55,8 +67,13 @@ def _version(dist: str) -> str | None:
 
 def _git(root: str, *args: str) -> str | None:
     try:
-        p = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10,
-                           stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            ["git", "-C", root, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
         return p.stdout.strip() if p.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -73,7 +90,9 @@ def machine() -> dict:
     spy_v = None
     if spy:
         try:
-            spy_v = subprocess.run([spy, "--version"], capture_output=True, text=True, timeout=10).stdout.split()[-1]
+            spy_v = subprocess.run(
+                [spy, "--version"], capture_output=True, text=True, timeout=10
+            ).stdout.split()[-1]
         except (OSError, subprocess.SubprocessError, IndexError):
             pass
     versions = {d: _version(d) for d in VERSIONED}
@@ -95,17 +114,25 @@ def machine() -> dict:
 def header(m: dict, quick: bool, groups: list[str]) -> str:
     v = m["versions"]
     src = m["pycircuit_source"]
-    where = src["path"] + (f" @ {src['commit']}" if src["commit"] else "") + (" + uncommitted changes" if src["dirty"] else "")
-    libs = ", ".join(f"{k} {v[k]}" for k in VERSIONED[1:] if v.get(k)) + (f", py-spy {v['py-spy']}" if v.get("py-spy") else "")
+    where = (
+        src["path"]
+        + (f" @ {src['commit']}" if src["commit"] else "")
+        + (" + uncommitted changes" if src["dirty"] else "")
+    )
+    libs = ", ".join(f"{k} {v[k]}" for k in VERSIONED[1:] if v.get(k)) + (
+        f", py-spy {v['py-spy']}" if v.get("py-spy") else ""
+    )
     missing = [k for k in ("Pyro5", "execnet", "mitogen", "ray") if not v.get(k)]
-    return "\n".join([
-        f"pycircuit benchmark suite, {m['date']}{' (--quick)' if quick else ''}; groups: {', '.join(groups)}",
-        f"machine: {m['cpu']}, {m['cpus']} logical CPUs ({m['cpus_usable']} usable), {m['memory_gb']} GiB, {m['os']}",
-        f"load average at start: {' '.join(map(str, m['loadavg']))}",
-        f"{m['python']}; pycircuit {v['pycircuit']} from {where}",
-        f"{libs}" + (f"; not installed: {', '.join(missing)}" if missing else ""),
-        "ratio = pycircuit / peer (below 1 = pycircuit faster or smaller, except calls/s where above 1 is better)",
-    ])
+    return "\n".join(
+        [
+            f"pycircuit benchmark suite, {m['date']}{' (--quick)' if quick else ''}; groups: {', '.join(groups)}",
+            f"machine: {m['cpu']}, {m['cpus']} logical CPUs ({m['cpus_usable']} usable), {m['memory_gb']} GiB, {m['os']}",
+            f"load average at start: {' '.join(map(str, m['loadavg']))}",
+            f"{m['python']}; pycircuit {v['pycircuit']} from {where}",
+            f"{libs}" + (f"; not installed: {', '.join(missing)}" if missing else ""),
+            "ratio = pycircuit / peer (below 1 = pycircuit faster or smaller, except calls/s where above 1 is better)",
+        ]
+    )
 
 
 # -- table ----------------------------------------------------------------------------
@@ -125,15 +152,24 @@ def table(sections: list[Section]) -> str:
             if r.target:
                 met = r.met
                 tgt = f"{r.target.text}: " + {True: "met", False: "NOT MET", None: "n/a"}[met]
-            lines.append(("  " + r.peer, fmt(r.pc, r.unit), fmt(r.other, r.unit) if r.other is not None else "",
-                          ratio_text(r.ratio) if r.other is not None else "", tgt))
+            lines.append(
+                (
+                    "  " + r.peer,
+                    fmt(r.pc, r.unit),
+                    fmt(r.other, r.unit) if r.other is not None else "",
+                    ratio_text(r.ratio) if r.other is not None else "",
+                    tgt,
+                )
+            )
     full = [ln for ln in lines if len(ln) == 5]
     w = [max(len(x[i]) for x in full + [head]) for i in range(5)]
     w[0] = min(w[0], 76)
 
     def fmt_row(x):
         name = x[0] if len(x[0]) <= w[0] else x[0][: w[0] - 1] + "…"
-        return "  ".join([name.ljust(w[0]), x[1].rjust(w[1]), x[2].rjust(w[2]), x[3].rjust(w[3]), x[4]]).rstrip()
+        return "  ".join(
+            [name.ljust(w[0]), x[1].rjust(w[1]), x[2].rjust(w[2]), x[3].rjust(w[3]), x[4]]
+        ).rstrip()
 
     out = [fmt_row(head), "  ".join("-" * x for x in w)]
     for ln in lines:
@@ -163,9 +199,15 @@ def targets(sections: list[Section]) -> str:
 # -- driver ------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer iterations and smaller clusters (a few minutes less)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer iterations and smaller clusters (a few minutes less)",
+    )
     ap.add_argument("--json", metavar="FILE", help="also write every measurement to FILE as JSON")
-    ap.add_argument("--only", metavar="GROUP,...", help=f"run only these groups ({','.join(ORDER)})")
+    ap.add_argument(
+        "--only", metavar="GROUP,...", help=f"run only these groups ({','.join(ORDER)})"
+    )
     args = ap.parse_args(argv)
     groups = ORDER
     if args.only:
@@ -190,13 +232,13 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 failures.append(f"interrupted during group {g}")
                 break
-            except Exception as e:  # noqa: BLE001 - the other groups still run
+            except Exception as e:
                 traceback.print_exc()
                 failures.append(f"group {g} failed: {type(e).__name__}: {e}")
                 continue
             sections.append(sec)
             failures += sec.failures
-            if not set(groups[groups.index(g) + 1:]) & {"call", "byvalue"}:
+            if not set(groups[groups.index(g) + 1 :]) & {"call", "byvalue"}:
                 ctx.close_subjects()  # no later group calls the peers: stop them now
     finally:
         try:
@@ -212,9 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     out.append(f"\n(run took {elapsed:.0f} s)")
     print("\n".join(out), flush=True)
     if args.json:
-        doc = {"meta": m | {"quick": args.quick, "groups": groups, "elapsed_s": round(elapsed, 1)},
-               "rows": [r.as_json() for s in sections for r in s.rows],
-               "raw": {s.name: s.raw for s in sections}, "failures": failures}
+        doc = {
+            "meta": m | {"quick": args.quick, "groups": groups, "elapsed_s": round(elapsed, 1)},
+            "rows": [r.as_json() for s in sections for r in s.rows],
+            "raw": {s.name: s.raw for s in sections},
+            "failures": failures,
+        }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2, default=str)
         log(f"wrote {args.json}")

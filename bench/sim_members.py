@@ -19,6 +19,7 @@ the one the servers use (period 0.5 s). Prints, per cluster size:
 
 Clusters start converged (every member knows every other, alive).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pycircuit.server._members import ALIVE, DIED, LEFT_EV, SUSPECT, Directory  # noqa: E402
-from pycircuit.server._swim import Swim, SwimConfig  # noqa: E402
+from pycircuit.server._members import ALIVE, DIED, LEFT_EV, SUSPECT, Directory
+from pycircuit.server._swim import Swim, SwimConfig
 
 CFG = SwimConfig()
 LATENCY = (0.001, 0.010)
@@ -45,8 +46,10 @@ class Sim:
         self.dir = Directory()
         for i in range(n):
             self.dir.intern(f"X{i:016x}", f"u{i}")
-        self.nodes = [Swim(f"X{i:016x}", f"u{i}", cfg, random.Random(self.rng.random()), 0.0, self.dir, True)
-                      for i in range(n)]
+        self.nodes = [
+            Swim(f"X{i:016x}", f"u{i}", cfg, random.Random(self.rng.random()), 0.0, self.dir, True)
+            for i in range(n)
+        ]
         self.index = {f"u{i}": i for i in range(n)}
         self.down: dict[int, str] = {}
         self.sent = 0
@@ -86,7 +89,9 @@ class Sim:
             if loss and rng.random() < loss:
                 continue
             self._k += 1
-            heapq.heappush(self._q, (self.now + rng.uniform(*LATENCY), self._k, 1, self.index[dst], i, msg))
+            heapq.heappush(
+                self._q, (self.now + rng.uniform(*LATENCY), self._k, 1, self.index[dst], i, msg)
+            )
         t = self.nodes[i].next_deadline()
         if t < self._wake[i] or self._wake[i] <= self.now:
             self._schedule(i, t)
@@ -119,8 +124,11 @@ class Sim:
     def listed_by(self, j: int) -> int:
         """How many live members list member ``j`` as alive or suspect."""
         mid = self.nodes[j].id
-        return sum(1 for i, n in enumerate(self.nodes) if i not in self.down and i != j
-                   and n.state(mid) in (ALIVE, SUSPECT))
+        return sum(
+            1
+            for i, n in enumerate(self.nodes)
+            if i not in self.down and i != j and n.state(mid) in (ALIVE, SUSPECT)
+        )
 
     def periods_until(self, cond, limit: float, step: float = 1.0) -> float | None:
         t0 = self.now
@@ -163,18 +171,24 @@ def newcomer(n: int, seed: int) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100,1000,10000")
-    ap.add_argument("--fp-periods", default="1000,1000,40", help="periods of the false-positive runs, per size")
+    ap.add_argument(
+        "--fp-periods", default="1000,1000,40", help="periods of the false-positive runs, per size"
+    )
     ap.add_argument("--seeds", type=int, default=3)
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     fpp = [int(x) for x in a.fp_periods.split(",")]
     fpp += [fpp[-1]] * (len(sizes) - len(fpp))
     seeds = range(1, a.seeds + 1)
-    print(f"config: period {CFG.period} s, probe timeout {CFG.probe_timeout} s, {CFG.indirect} indirect, "
-          f"suspicion {CFG.suspicion_mult:g}*max(1,log10 N) periods (up to x{CFG.suspicion_max_mult:g}), "
-          f"gossip {CFG.gossip_fanout} every {CFG.gossip_interval} s; latency {LATENCY[0]*1e3:g}-{LATENCY[1]*1e3:g} ms")
-    print("| members | crash, refused: periods | crash, silent: periods | msgs/member/period | "
-          "false positives (0/5/10 % loss) | periods | newcomer: periods | wall s |")
+    print(
+        f"config: period {CFG.period} s, probe timeout {CFG.probe_timeout} s, {CFG.indirect} indirect, "
+        f"suspicion {CFG.suspicion_mult:g}*max(1,log10 N) periods (up to x{CFG.suspicion_max_mult:g}), "
+        f"gossip {CFG.gossip_fanout} every {CFG.gossip_interval} s; latency {LATENCY[0] * 1e3:g}-{LATENCY[1] * 1e3:g} ms"
+    )
+    print(
+        "| members | crash, refused: periods | crash, silent: periods | msgs/member/period | "
+        "false positives (0/5/10 % loss) | periods | newcomer: periods | wall s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n, periods in zip(sizes, fpp):
         t0 = time.monotonic()
@@ -191,8 +205,11 @@ def main() -> None:
             miss = "" if len(xs) == len(seeds) else f" ({len(seeds) - len(xs)} never)"
             return (f"{min(xs):.1f}-{max(xs):.1f}" if xs else "-") + miss
 
-        print(f"| {n:,} | {span(ref)} | {span(sil)} | {msgs:.2f} | {'/'.join(map(str, fps))} | "
-              f"{periods} x {len(seeds)} seeds | {span(new)} | {time.monotonic() - t0:.0f} |", flush=True)
+        print(
+            f"| {n:,} | {span(ref)} | {span(sil)} | {msgs:.2f} | {'/'.join(map(str, fps))} | "
+            f"{periods} x {len(seeds)} seeds | {span(new)} | {time.monotonic() - t0:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

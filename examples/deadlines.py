@@ -2,6 +2,7 @@
 pycircuit.call_within bounds a blocking call, pycircuit.acall is the
 asyncio form. A call that misses its deadline goes on in its worker; its
 late reply is dropped."""
+
 import asyncio
 import concurrent.futures as cf
 import threading

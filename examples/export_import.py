@@ -6,6 +6,7 @@ A permanent reference (perm_ref) is never garbage collected, so it can be
 written down: export() turns it into bytes that any program in the circuit
 can import_() later, together with the exporter's stack at export time.
 """
+
 import threading
 
 import pycircuit

@@ -4,6 +4,7 @@ Run:  python examples/hello_spawn.py
 With no $CIRCUIT set, connect() starts an embedded local server owned by this
 program and stops it on exit.
 """
+
 import os
 
 import pycircuit

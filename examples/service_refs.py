@@ -7,6 +7,7 @@ worker lives on after the spawn returns. This program dials the service, gets
 references to Account objects that live in the worker, and passes one to a
 second worker, which calls the owner directly.
 """
+
 import threading
 
 import pycircuit
@@ -38,7 +39,7 @@ class Bank:
 def serve_bank() -> str:
     bank = Bank()
     pycircuit.listen("bank", bank)
-    pycircuit.run_in_back(bank._closed.wait)   # keeps the worker alive until close()
+    pycircuit.run_in_back(bank._closed.wait)  # keeps the worker alive until close()
     return "bank open"
 
 

@@ -10,8 +10,22 @@ Layers, bottom up (a module imports only from layers below it):
 4. ``server`` (anchors, kernel service) and ``_client``/``_api`` (this API).
 5. ``cli`` (the ``pycircuit`` command).
 """
+
 from . import errors
-from ._api import acall, call_within, dial, export, import_, kill, listen, perm_ref, ref, run_in_back, spawn, try_dial
+from ._api import (
+    acall,
+    call_within,
+    dial,
+    export,
+    import_,
+    kill,
+    listen,
+    perm_ref,
+    ref,
+    run_in_back,
+    spawn,
+    try_dial,
+)
 from ._client import Anchor, Client, Host, connect
 from ._elements import Chan, Container, Nameserver, Proc, ProcStat, Subscription
 from .errors import (
@@ -36,13 +50,44 @@ from .xref._x import X, XPerm
 __version__ = "0.1.0"
 
 __all__ = [
-    "connect", "Client", "Host", "Anchor",
-    "spawn", "run_in_back", "kill",
-    "ref", "perm_ref", "X", "XPerm", "Future", "call_within", "acall", "export", "import_",
-    "listen", "dial", "try_dial",
-    "WorkerAddr", "errors",
-    "Cmd", "Proc", "ProcStat", "Chan", "Subscription", "Container", "Nameserver",
-    "CircuitError", "NetworkError", "RemoteError", "ProtocolError", "StaleAddressError",
-    "SerializationError", "RemoteImportError", "ReleasedError", "ServiceError", "SpawnError",
-    "ElementError", "NoSuchMethodError",
+    "connect",
+    "Client",
+    "Host",
+    "Anchor",
+    "spawn",
+    "run_in_back",
+    "kill",
+    "ref",
+    "perm_ref",
+    "X",
+    "XPerm",
+    "Future",
+    "call_within",
+    "acall",
+    "export",
+    "import_",
+    "listen",
+    "dial",
+    "try_dial",
+    "WorkerAddr",
+    "errors",
+    "Cmd",
+    "Proc",
+    "ProcStat",
+    "Chan",
+    "Subscription",
+    "Container",
+    "Nameserver",
+    "CircuitError",
+    "NetworkError",
+    "RemoteError",
+    "ProtocolError",
+    "StaleAddressError",
+    "SerializationError",
+    "RemoteImportError",
+    "ReleasedError",
+    "ServiceError",
+    "SpawnError",
+    "ElementError",
+    "NoSuchMethodError",
 ]

@@ -1,9 +1,11 @@
 """Module-level functions of the public API (they act on this process's
 runtime and its default client)."""
+
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .errors import CircuitError
 from .runtime._addr import WorkerAddr
@@ -11,17 +13,30 @@ from .runtime._runtime import current
 from .spawn._worker import run_in_back
 from .xref._x import X, XPerm
 
-__all__ = ["spawn", "kill", "run_in_back", "ref", "perm_ref", "export", "import_", "listen", "dial", "try_dial"]
+__all__ = [
+    "spawn",
+    "kill",
+    "run_in_back",
+    "ref",
+    "perm_ref",
+    "export",
+    "import_",
+    "listen",
+    "dial",
+    "try_dial",
+]
 
 
-def spawn(host: Any, anchor: Any, fn: Callable, /, *args: Any, **kwargs: Any) -> tuple[Any, WorkerAddr]:
+def spawn(
+    host: Any, anchor: Any, fn: Callable, /, *args: Any, **kwargs: Any
+) -> tuple[Any, WorkerAddr]:
     """Run ``fn(*args, **kwargs)`` in a new worker on ``host`` (see Client.spawn)."""
     from ._client import default_client
 
     return default_client().spawn(host, anchor, fn, *args, **kwargs)
 
 
-def kill(addr: "WorkerAddr | str") -> bool:
+def kill(addr: WorkerAddr | str) -> bool:
     """Kill the worker at ``addr``; quiet when it has already exited (like
     ``Popen.kill``): True if a live worker was signalled, else False."""
     from ._client import default_client
@@ -64,16 +79,16 @@ def listen(name: str, receiver: Any) -> XPerm:
     return current().listen(name, receiver)
 
 
-def dial(addr: "WorkerAddr | str", name: str) -> X:
+def dial(addr: WorkerAddr | str, name: str) -> X:
     """The service ``name`` of the runtime at ``addr``."""
     return current().dial(WorkerAddr.parse(addr), name)
 
 
-def try_dial(addr: "WorkerAddr | str", name: str) -> tuple[X | None, Exception | None]:
+def try_dial(addr: WorkerAddr | str, name: str) -> tuple[X | None, Exception | None]:
     """Like dial, but returns ``(None, error)`` instead of raising."""
     try:
         return dial(addr, name), None
-    except Exception as e:  # noqa: BLE001 - the contract is "never raises"
+    except Exception as e:
         return None, e
 
 

@@ -4,6 +4,7 @@ A client is a handle on one server (its *dial-in* server) plus this process's
 runtime; calls to other hosts go to their servers directly. The first client
 of a process becomes its default, used by ``pycircuit.spawn`` and friends.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -14,7 +15,8 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from . import _elements
 from .errors import CircuitError, ElementError, NetworkError
@@ -47,12 +49,26 @@ class _Embedded:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.pop("CIRCUIT_KEY", None)  # it uses our key, or none
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--embedded",
-             *(["--key", key_path] if key_path else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, close_fds=True,
+            [
+                sys.executable,
+                "-m",
+                "pycircuit.cli",
+                "start",
+                "-a",
+                "127.0.0.1:0",
+                "--embedded",
+                *(["--key", key_path] if key_path else []),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            env=env,
+            close_fds=True,
         )
         line = [b""]
-        reader = threading.Thread(target=lambda: line.__setitem__(0, self.proc.stdout.readline()), daemon=True)
+        reader = threading.Thread(
+            target=lambda: line.__setitem__(0, self.proc.stdout.readline()), daemon=True
+        )
         reader.start()
         reader.join(EMBEDDED_START_TIMEOUT)
         url = line[0].decode().strip()
@@ -113,7 +129,7 @@ class Client:
                 self._urls[h.id] = h.url
         return sorted(hosts, key=lambda h: h.id)
 
-    def _kernel_of(self, host: "Host | str | WorkerAddr") -> Any:
+    def _kernel_of(self, host: Host | str | WorkerAddr) -> Any:
         if isinstance(host, Host):
             sid, url = host.id, host.url
         elif isinstance(host, WorkerAddr):
@@ -129,7 +145,9 @@ class Client:
         elif isinstance(host, str):
             sid, url = None, WorkerAddr.parse(host).url
         else:
-            raise TypeError(f"a host is a Host, a server ID or a circuit URL, not {type(host).__name__}")
+            raise TypeError(
+                f"a host is a Host, a server ID or a circuit URL, not {type(host).__name__}"
+            )
         with self._lock:
             k = self._kernels.get(sid) if sid else None
         if k is not None:
@@ -143,7 +161,15 @@ class Client:
         return k
 
     # -- workers ------------------------------------------------------------
-    def spawn(self, host: "Host | str | WorkerAddr", anchor: Any, fn: Callable, /, *args: Any, **kwargs: Any):
+    def spawn(
+        self,
+        host: Host | str | WorkerAddr,
+        anchor: Any,
+        fn: Callable,
+        /,
+        *args: Any,
+        **kwargs: Any,
+    ):
         """Run ``fn(*args, **kwargs)`` in a new worker process on ``host``;
         returns ``(value, worker address)``."""
         if not callable(fn):
@@ -154,7 +180,7 @@ class Client:
         value = self._rt.call_remote(addr, HANDLE_MAIN, "run", (fn, args, kwargs), {})
         return value, addr
 
-    def kill(self, addr: "WorkerAddr | str") -> bool:
+    def kill(self, addr: WorkerAddr | str) -> bool:
         """Kill a worker (by address or URL) with SIGKILL.
 
         Like ``Popen.kill``, killing a worker that has already exited is not
@@ -165,7 +191,7 @@ class Client:
         return any(self._kernel_of(h).kill(addr.id) for h in self.hosts())
 
     # -- anchors ------------------------------------------------------------
-    def walk(self, path: "str | list[str]") -> "Anchor":
+    def walk(self, path: str | list[str]) -> Anchor:
         return Anchor(self, parse_path(path))
 
     def close(self) -> None:
@@ -179,7 +205,7 @@ class Client:
         if self._embedded is not None:
             self._embedded.stop()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -233,16 +259,18 @@ class Anchor:
     def path(self) -> str:
         return "/" + "/".join(self._parts)
 
-    def walk(self, path: "str | list[str]") -> "Anchor":
+    def walk(self, path: str | list[str]) -> Anchor:
         more = [n for n in path.split("/") if n] if isinstance(path, str) else list(path)
         return Anchor(self._c, self._parts + [check_name(n) for n in more])
 
-    def view(self) -> dict[str, "Anchor"]:
+    def view(self) -> dict[str, Anchor]:
         """The children of this anchor, by name."""
         if not self._parts:
             return {h.id: Anchor(self._c, [h.id]) for h in self._c.hosts()}
         kernel = self._c._kernel_of(self._parts[0])
-        return {name: Anchor(self._c, self._parts + [name]) for name in kernel.view(self._parts[1:])}
+        return {
+            name: Anchor(self._c, self._parts + [name]) for name in kernel.view(self._parts[1:])
+        }
 
     def _kernel(self) -> Any:
         if not self._parts:
@@ -274,18 +302,23 @@ class Anchor:
     def scrub(self) -> None:
         """Remove the element here (a worker is killed)."""
         if len(self._parts) < 2:
-            raise ElementError("server anchors cannot be scrubbed" if self._parts else "cannot scrub /")
+            raise ElementError(
+                "server anchors cannot be scrubbed" if self._parts else "cannot scrub /"
+            )
         self._kernel().scrub(self._parts[1:])
 
-    def _make(self, kind: str, spec: Any = None) -> "_elements.Element":
+    def _make(self, kind: str, spec: Any = None) -> _elements.Element:
         if len(self._parts) < 2:
-            raise ElementError("cannot create elements outside of servers" if not self._parts
-                               else "anchor already has an element (the server itself)")
+            raise ElementError(
+                "cannot create elements outside of servers"
+                if not self._parts
+                else "anchor already has an element (the server itself)"
+            )
         kernel = self._kernel()
         kernel.make(self._parts[1:], kind, spec)
         return _elements.handle(kernel, self._parts[0], self._parts[1:], kind)
 
-    def make_proc(self, cmd: Any) -> "_elements.Proc":
+    def make_proc(self, cmd: Any) -> _elements.Proc:
         """Start an OS process on this anchor's host (never blocks on it);
         ``cmd`` is a ``pycircuit.Cmd`` or its JSON dict."""
         from .server._proc import Cmd
@@ -294,23 +327,23 @@ class Anchor:
             cmd = cmd.to_json()
         return self._make("proc", dict(cmd))
 
-    def make_chan(self, cap: int) -> "_elements.Chan":
+    def make_chan(self, cap: int) -> _elements.Chan:
         return self._make("chan", cap)
 
-    def make_nameserver(self, addr: str | None = None) -> "_elements.Nameserver":
+    def make_nameserver(self, addr: str | None = None) -> _elements.Nameserver:
         """A DNS server on this anchor's host at ``addr`` (HOST:PORT; a free
         loopback port when None)."""
         return self._make("dns", addr)
 
-    def make_docker(self, spec: dict) -> "_elements.Container":
+    def make_docker(self, spec: dict) -> _elements.Container:
         """Run a container (the seed's JSON keys: Image, Memory, CpuShares,
         Volume, Dir, Entry, Env, Path, Args, Scrub) on a ``--docker`` server."""
         return self._make("docker", dict(spec))
 
-    def make_on_join(self) -> "_elements.Subscription":
+    def make_on_join(self) -> _elements.Subscription:
         return self._make("@join")
 
-    def make_on_leave(self) -> "_elements.Subscription":
+    def make_on_leave(self) -> _elements.Subscription:
         return self._make("@leave")
 
     def __repr__(self) -> str:
@@ -327,7 +360,9 @@ _default: Client | None = None
 _default_lock = threading.Lock()
 
 
-def connect(url: str | None = None, *, discover: str | None = None, key: str | None = None) -> Client:
+def connect(
+    url: str | None = None, *, discover: str | None = None, key: str | None = None
+) -> Client:
     """Connect to a circuit. Without ``url``: ``$CIRCUIT`` (a file holding a
     URL), then ``$CIRCUIT_DISCOVER``/``discover``; otherwise, outside a
     worker, an embedded local server owned by this process."""
@@ -356,11 +391,15 @@ def _cluster_key(key: str | None) -> Any:
     if rt is None:
         path = key or os.environ.get("CIRCUIT_KEY")
         return load_key(path) if path else None
-    if key is not None:  # $CIRCUIT_KEY gives way to the key of an existing runtime (say, a worker's)
+    if (
+        key is not None
+    ):  # $CIRCUIT_KEY gives way to the key of an existing runtime (say, a worker's)
         have = getattr(rt.cfg.tls, "fingerprint", None)
         if have != load_key(key).fingerprint:
-            raise CircuitError(f"this process's pycircuit runtime already runs {'with another' if have else 'without a'} "
-                               f"cluster key; a process uses one key (connect with key= before anything else)")
+            raise CircuitError(
+                f"this process's pycircuit runtime already runs {'with another' if have else 'without a'} "
+                f"cluster key; a process uses one key (connect with key= before anything else)"
+            )
     return rt.cfg.tls
 
 
@@ -371,7 +410,9 @@ def _url_from_env(discover: str | None) -> str | None:
             with open(path) as f:
                 return f.read().strip()
         except OSError as e:
-            raise CircuitError(f"$CIRCUIT names {path!r}, which cannot be read: {e.strerror}") from None
+            raise CircuitError(
+                f"$CIRCUIT names {path!r}, which cannot be read: {e.strerror}"
+            ) from None
     iface = discover or os.environ.get("CIRCUIT_DISCOVER")
     if iface:
         return discover_url(iface)

@@ -5,6 +5,7 @@ made in slices of at most the server's MAX_BLOCK, so a client that goes away
 mid-wait never pins a server thread for long; the client loops until its
 own deadline.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,7 +58,7 @@ class Element:
 
 
 class _Writer(io.RawIOBase):
-    def __init__(self, proc: "Proc") -> None:
+    def __init__(self, proc: Proc) -> None:
         self._p = proc
 
     def writable(self) -> bool:
@@ -82,7 +83,7 @@ class _Writer(io.RawIOBase):
 
 
 class _Reader(io.RawIOBase):
-    def __init__(self, proc: "Proc", stream: str) -> None:
+    def __init__(self, proc: Proc, stream: str) -> None:
         self._p = proc
         self._stream = stream
 
@@ -91,7 +92,7 @@ class _Reader(io.RawIOBase):
 
     def readinto(self, buf) -> int:
         data = _sliced(lambda t: self._p._op("read", self._stream, len(buf), timeout=t), None)
-        buf[:len(data)] = data
+        buf[: len(data)] = data
         return len(data)
 
     def close(self) -> None:
@@ -190,8 +191,14 @@ class Subscription(Element):
 
 
 def handle(kernel: Any, server_id: str, path: list[str], kind: str) -> Element:
-    cls = {"proc": Proc, "chan": Chan, "@join": Subscription, "@leave": Subscription,
-           "docker": Container, "dns": Nameserver}.get(kind)
+    cls = {
+        "proc": Proc,
+        "chan": Chan,
+        "@join": Subscription,
+        "@leave": Subscription,
+        "docker": Container,
+        "dns": Nameserver,
+    }.get(kind)
     if cls is None:
         raise ElementError(f"no client handle for {kind!r} elements")
     el = cls(kernel, server_id, path)

@@ -5,6 +5,7 @@ Exceptions raised by *remote application code* are re-raised as their own
 class when the caller can import it (with the remote traceback attached as a
 note), else as :class:`RemoteError`.
 """
+
 from __future__ import annotations
 
 __all__ = [

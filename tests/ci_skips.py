@@ -2,6 +2,7 @@
 a dockerd may not skip: its skip is reported as a failure, so a CI machine
 that lacks them cannot pass while testing less. Elsewhere such tests skip,
 with their reason shown (``-rs``). Loaded by ``conftest.py``."""
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,9 @@ def _fail_if_privileged(rep) -> None:
         reason = _reason(rep)
         if PRIVILEGED.search(reason):
             rep.outcome = "failed"
-            rep.longrepr = f"CI=true: a test that needs root, netns or dockerd may not skip ({reason})"
+            rep.longrepr = (
+                f"CI=true: a test that needs root, netns or dockerd may not skip ({reason})"
+            )
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,5 +1,6 @@
 """Functions and classes that workers import by reference (this directory is
 on the test servers' PYTHONPATH)."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Shared fixtures: real server processes, always torn down (terminate, then
 kill), and a deadline-based wait helper (no sleeps as synchronisation)."""
+
 from __future__ import annotations
 
 import os
@@ -39,15 +40,22 @@ def stop_process(p: subprocess.Popen, grace: float = 5.0) -> None:
 
 def child_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, os.path.join(ROOT, "tests")] + [p for p in sys.path if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT, os.path.join(ROOT, "tests")] + [p for p in sys.path if p]
+    )
     env.pop("CIRCUIT", None)
     env.pop("CIRCUIT_DISCOVER", None)
     return env
 
 
 def start_server(*extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    p = subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", *extra],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or child_env(), text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env or child_env(),
+        text=True,
+    )
     url = p.stdout.readline().strip()
     if not url:
         stop_process(p)
@@ -99,13 +107,21 @@ def served(client, host):
 PYCIRCUIT = shutil.which("pycircuit")
 
 
-def cli(cmd: str, *args: str, url: str | None = None, input: str | bytes | None = None,
-        timeout: float = 30, env: dict | None = None) -> subprocess.CompletedProcess:
+def cli(
+    cmd: str,
+    *args: str,
+    url: str | None = None,
+    input: str | bytes | None = None,
+    timeout: float = 30,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """Run the real ``pycircuit`` command (the installed console script)."""
     argv = [PYCIRCUIT] if PYCIRCUIT else [sys.executable, "-m", "pycircuit.cli"]
     argv += [cmd] + (["-d", url] if url else []) + list(args)
     text = not isinstance(input, bytes)
-    return subprocess.run(argv, input=input, capture_output=True, timeout=timeout, env=env or child_env(), text=text)
+    return subprocess.run(
+        argv, input=input, capture_output=True, timeout=timeout, env=env or child_env(), text=text
+    )
 
 
 class Servers:

@@ -21,6 +21,7 @@ cleaned up by the next :func:`start_dockerd` on the machine (the directory's
 ``owner`` file names the owning process). The fixture is one daemon per
 session even when several test modules import it.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,8 +38,15 @@ from dataclasses import dataclass, field
 import psutil
 import pytest
 
-__all__ = ["Dockerd", "start_dockerd", "dockerd", "requires_docker", "docker_unavailable",
-           "IMAGE", "BUSYBOX"]
+__all__ = [
+    "Dockerd",
+    "start_dockerd",
+    "dockerd",
+    "requires_docker",
+    "docker_unavailable",
+    "IMAGE",
+    "BUSYBOX",
+]
 
 IMAGE = "pycircuit-busybox:latest"
 BUSYBOX = "/usr/bin/busybox"
@@ -73,17 +81,20 @@ def docker_unavailable() -> str | None:
     return None
 
 
-requires_docker = pytest.mark.skipif(docker_unavailable() is not None,
-                                     reason=f"needs a private dockerd: {docker_unavailable()}")
+requires_docker = pytest.mark.skipif(
+    docker_unavailable() is not None, reason=f"needs a private dockerd: {docker_unavailable()}"
+)
 
 
 @dataclass
 class Dockerd:
     dir: str
-    host: str                     # "unix:///tmp/pcd-…/docker.sock"
-    client: "object"              # docker.DockerClient
+    host: str  # "unix:///tmp/pcd-…/docker.sock"
+    client: object  # docker.DockerClient
     image: str = IMAGE
-    timings: dict = field(default_factory=dict)  # seconds: "start", "rootfs" (build + tar), "import"
+    timings: dict = field(
+        default_factory=dict
+    )  # seconds: "start", "rootfs" (build + tar), "import"
     proc: subprocess.Popen | None = None
 
     @property
@@ -101,7 +112,7 @@ class Dockerd:
         for c in self.client.containers.list(all=True):
             try:
                 c.remove(force=True, v=True)
-            except Exception:  # noqa: BLE001 -- already going away
+            except Exception:
                 pass
 
     def close(self) -> None:
@@ -110,7 +121,7 @@ class Dockerd:
             if self.client is not None:
                 try:
                     self.remove_all_containers()
-                except Exception:  # noqa: BLE001 -- the daemon may be dead already
+                except Exception:
                     pass
                 self.client.close()
         finally:
@@ -213,7 +224,9 @@ def _build_rootfs_tar(d: str) -> str:
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     os.chmod(os.path.join(root, "tmp"), 0o1777)
     shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
-    applets = subprocess.run([BUSYBOX, "--list"], check=True, capture_output=True, text=True).stdout.split()
+    applets = subprocess.run(
+        [BUSYBOX, "--list"], check=True, capture_output=True, text=True
+    ).stdout.split()
     for name in set(applets) | {"sh", "cat", "echo", "sleep", "ls", "env", "pwd", "true", "false"}:
         if name != "busybox" and "/" not in name:
             os.symlink("busybox", os.path.join(root, "bin", name))
@@ -246,12 +259,27 @@ def start_dockerd() -> Dockerd:
         t0 = time.monotonic()
         with open(info.log_path, "wb") as log:
             info.proc = subprocess.Popen(
-                [_which("dockerd"), "--config-file", config,
-                 "--data-root", f"{d}/data", "--exec-root", f"{d}/exec",
-                 "-H", host, "--pidfile", f"{d}/pid",
-                 "--iptables=false", "--ip6tables=false", "--bridge=none"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    _which("dockerd"),
+                    "--config-file",
+                    config,
+                    "--data-root",
+                    f"{d}/data",
+                    "--exec-root",
+                    f"{d}/exec",
+                    "-H",
+                    host,
+                    "--pidfile",
+                    f"{d}/pid",
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--bridge=none",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         _wait_answers(info, t0 + _START_TIMEOUT)
         client = info.client = docker.DockerClient(base_url=host, version="auto", timeout=60)
         info.timings["start"] = time.monotonic() - t0
@@ -278,7 +306,7 @@ def start_dockerd() -> Dockerd:
 def _wait_answers(info: Dockerd, deadline: float) -> None:
     import docker
 
-    sock = info.host[len("unix://"):]
+    sock = info.host[len("unix://") :]
     while True:
         if info.proc.poll() is not None:
             raise RuntimeError(f"dockerd exited with {info.proc.returncode}:\n{info.log_tail()}")
@@ -290,7 +318,7 @@ def _wait_answers(info: Dockerd, deadline: float) -> None:
                         return
                 finally:
                     c.close()
-            except Exception:  # noqa: BLE001 -- not answering yet
+            except Exception:
                 pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"dockerd did not answer on {sock} in time:\n{info.log_tail()}")

@@ -28,6 +28,7 @@ the veth pairs are deleted, then the host namespaces, then the switch.  A
 cluster whose owner died without teardown (e.g. SIGKILLed pytest) is reaped by
 the next :meth:`Cluster.setup` on the machine.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,18 +43,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
 from conftest import child_env, stop_process
 
-__all__ = ["Cluster", "Host", "hosts", "requires_netns", "requires_nft", "netns_unavailable",
-           "nft_unavailable", "list_netns", "NetnsError"]
+__all__ = [
+    "Cluster",
+    "Host",
+    "hosts",
+    "requires_netns",
+    "requires_nft",
+    "netns_unavailable",
+    "nft_unavailable",
+    "list_netns",
+    "NetnsError",
+]
 
-IFNAME = "eth0"                       # the host's interface, inside its namespace
-_NFT_TABLE = "pycircuit_netem"        # partitions live in this table in the host namespace
-_OWNERS = "/run/pycircuit-netns"      # <prefix>.owner files: "pid create_time" of the owner
+IFNAME = "eth0"  # the host's interface, inside its namespace
+_NFT_TABLE = "pycircuit_netem"  # partitions live in this table in the host namespace
+_OWNERS = "/run/pycircuit-netns"  # <prefix>.owner files: "pid create_time" of the owner
 
 
 class NetnsError(RuntimeError):
@@ -99,6 +109,7 @@ def _kill_all_in(ns: str, timeout: float = 10.0) -> list[int]:
 
 # ---------------------------------------------------------------- availability
 
+
 @functools.cache
 def netns_unavailable() -> str | None:
     """Why network-namespace tests cannot run here, or None when they can."""
@@ -113,7 +124,20 @@ def netns_unavailable() -> str | None:
     if r.returncode:
         return f"`ip netns add` fails here: {r.stderr.strip()}"
     try:
-        r = _ip("-n", name, "link", "add", "name", "pa", "type", "veth", "peer", "name", "pb", check=False)
+        r = _ip(
+            "-n",
+            name,
+            "link",
+            "add",
+            "name",
+            "pa",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "pb",
+            check=False,
+        )
         if r.returncode:
             return f"cannot create a veth pair in a namespace: {r.stderr.strip()}"
         r = _ip("-n", name, "link", "add", "name", "br0", "type", "bridge", check=False)
@@ -135,8 +159,12 @@ def nft_unavailable() -> str | None:
     name = f"pcprobe{os.getpid()}"
     _ip("netns", "add", name)
     try:
-        r = subprocess.run(["ip", "netns", "exec", name, "nft", "add", "table", "inet", "probe"],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            ["ip", "netns", "exec", name, "nft", "add", "table", "inet", "probe"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if r.returncode:
             return f"nftables does not work in a namespace: {r.stderr.strip()}"
     finally:
@@ -144,19 +172,23 @@ def nft_unavailable() -> str | None:
     return None
 
 
-requires_netns = pytest.mark.skipif(netns_unavailable() is not None,
-                                    reason=f"needs network namespaces: {netns_unavailable()}")
-requires_nft = pytest.mark.skipif(nft_unavailable() is not None,
-                                  reason=f"needs nftables in network namespaces: {nft_unavailable()}")
+requires_netns = pytest.mark.skipif(
+    netns_unavailable() is not None, reason=f"needs network namespaces: {netns_unavailable()}"
+)
+requires_nft = pytest.mark.skipif(
+    nft_unavailable() is not None,
+    reason=f"needs nftables in network namespaces: {nft_unavailable()}",
+)
 
 
 # ---------------------------------------------------------------- hosts
+
 
 class Host:
     """One namespace of a :class:`Cluster`: ``ns`` (its name), ``ip`` (IPv4 on
     ``eth0``), ``ifname`` ("eth0"), ``index`` (1-based)."""
 
-    def __init__(self, cluster: "Cluster", index: int, ns: str, ip: str):
+    def __init__(self, cluster: Cluster, index: int, ns: str, ip: str):
         self.cluster = cluster
         self.index = index
         self.ns = ns
@@ -189,7 +221,9 @@ class Host:
         kw.setdefault("text", True)
         return subprocess.run(self.argv(argv), timeout=timeout, **kw)
 
-    def python(self, code: str, *args: str, timeout: float = 60.0, **kw) -> subprocess.CompletedProcess:
+    def python(
+        self, code: str, *args: str, timeout: float = 60.0, **kw
+    ) -> subprocess.CompletedProcess:
         """Run ``python -c code args…`` in this namespace."""
         return self.run([sys.executable, "-c", code, *args], timeout=timeout, **kw)
 
@@ -212,11 +246,15 @@ class Host:
 
     def tcp_connect(self, ip: str, port: int, timeout: float = 1.0) -> bool:
         """Whether a TCP connection from this host to ``ip:port`` succeeds within ``timeout``."""
-        code = ("import socket,sys\n"
-                "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()\n"
-                "except OSError as e:\n sys.exit(str(e) or type(e).__name__)\n")
-        r = self.run([sys.executable, "-I", "-S", "-c", code, ip, str(port), str(timeout)],
-                     timeout=timeout + 30)
+        code = (
+            "import socket,sys\n"
+            "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3])).close()\n"
+            "except OSError as e:\n sys.exit(str(e) or type(e).__name__)\n"
+        )
+        r = self.run(
+            [sys.executable, "-I", "-S", "-c", code, ip, str(port), str(timeout)],
+            timeout=timeout + 30,
+        )
         return r.returncode == 0
 
     # -- faults (nftables table inside this namespace)
@@ -226,9 +264,11 @@ class Host:
         if r.returncode:
             raise NetnsError(f"nft in {self.ns}: {r.stderr.strip()}\n{script}")
 
-    _BASE = (f"add table inet {_NFT_TABLE}\n"
-             f"add chain inet {_NFT_TABLE} input {{ type filter hook input priority 0; policy accept; }}\n"
-             f"add chain inet {_NFT_TABLE} output {{ type filter hook output priority 0; policy accept; }}\n")
+    _BASE = (
+        f"add table inet {_NFT_TABLE}\n"
+        f"add chain inet {_NFT_TABLE} input {{ type filter hook input priority 0; policy accept; }}\n"
+        f"add chain inet {_NFT_TABLE} output {{ type filter hook output priority 0; policy accept; }}\n"
+    )
 
     def partition(self, one_way: bool = False) -> None:
         """Cut this host off the switch: drop everything in and out on ``eth0``
@@ -236,15 +276,19 @@ class Host:
         Replaces any earlier partition/cut of this host."""
         rules = "" if one_way else f"add rule inet {_NFT_TABLE} input iifname \"{IFNAME}\" drop\n"
         rules += f"add rule inet {_NFT_TABLE} output oifname \"{IFNAME}\" drop\n"
-        self._nft(f"add table inet {_NFT_TABLE}\ndelete table inet {_NFT_TABLE}\n" + self._BASE + rules)
+        self._nft(
+            f"add table inet {_NFT_TABLE}\ndelete table inet {_NFT_TABLE}\n" + self._BASE + rules
+        )
 
-    def cut_from(self, other: "Host | str") -> None:
+    def cut_from(self, other: Host | str) -> None:
         """Drop traffic between this host and ``other`` only (both directions);
         adds to earlier cuts."""
         ip = other.ip if isinstance(other, Host) else other
-        self._nft(self._BASE
-                  + f"add rule inet {_NFT_TABLE} input ip saddr {ip} drop\n"
-                  + f"add rule inet {_NFT_TABLE} output ip daddr {ip} drop\n")
+        self._nft(
+            self._BASE
+            + f"add rule inet {_NFT_TABLE} input ip saddr {ip} drop\n"
+            + f"add rule inet {_NFT_TABLE} output ip daddr {ip} drop\n"
+        )
 
     def heal(self) -> None:
         """Undo :meth:`partition` and :meth:`cut_from`."""
@@ -261,15 +305,31 @@ class Host:
         err_path = os.path.join(self.cluster.tmpdir, name + ".err")
         var = os.path.join(self.cluster.tmpdir, name + ".var")
         with open(err_path, "wb") as err:
-            p = self.popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", f"{self.ip}:0",
-                            "--insecure", "--var", var, *extra], stdout=subprocess.PIPE, stderr=err)
+            p = self.popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pycircuit.cli",
+                    "start",
+                    "-a",
+                    f"{self.ip}:0",
+                    "--insecure",
+                    "--var",
+                    var,
+                    *extra,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
         line = _read_line(p, timeout)
         url = line.decode(errors="replace").strip()
         if not url.startswith("circuit://"):
             _stop(p)
             with open(err_path, errors="replace") as f:
-                raise AssertionError(f"server in {self.ns} gave no URL within {timeout} s "
-                                     f"(stdout {line!r}, exit {p.returncode}): {f.read()[-4000:]}")
+                raise AssertionError(
+                    f"server in {self.ns} gave no URL within {timeout} s "
+                    f"(stdout {line!r}, exit {p.returncode}): {f.read()[-4000:]}"
+                )
         return p, url
 
 
@@ -295,11 +355,13 @@ def _stop(p: subprocess.Popen, grace: float = 5.0) -> None:
 
 # ---------------------------------------------------------------- cluster
 
+
 def _owner_alive(path: str) -> bool:
     try:
         with open(path) as f:
             pid, started = f.read().split()
         import psutil
+
         return abs(psutil.Process(int(pid)).create_time() - float(started)) < 1.0
     except Exception:  # unreadable, pid gone or reused
         return False
@@ -315,8 +377,10 @@ def reap_stale() -> list[str]:
         path = os.path.join(_OWNERS, fn)
         if not fn.endswith(".owner") or _owner_alive(path):
             continue
-        prefix = fn[:-len(".owner")]
-        for ns in sorted((n for n in names if n.startswith(prefix + "-")), key=lambda n: n.endswith("-sw")):
+        prefix = fn[: -len(".owner")]
+        for ns in sorted(
+            (n for n in names if n.startswith(prefix + "-")), key=lambda n: n.endswith("-sw")
+        ):
             with contextlib.suppress(NetnsError):
                 _kill_all_in(ns)
             if _ip("netns", "del", ns, check=False).returncode == 0:
@@ -347,7 +411,7 @@ class Cluster:
         self.tmpdir = ""
         self.setup_seconds: float | None = None
         self.teardown_seconds: float | None = None
-        self._created: list[str] = []   # namespaces created, in order
+        self._created: list[str] = []  # namespaces created, in order
         self._closed = False
 
     def __getitem__(self, i: int) -> Host:
@@ -359,7 +423,7 @@ class Cluster:
     def __len__(self) -> int:
         return len(self.hosts)
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         try:
             self.setup()
         except BaseException as e:
@@ -376,7 +440,7 @@ class Cluster:
     def namespaces(self) -> list[str]:
         return list(self._created)
 
-    def setup(self) -> "Cluster":
+    def setup(self) -> Cluster:
         why = netns_unavailable()
         if why:
             raise NetnsError(why)
@@ -384,6 +448,7 @@ class Cluster:
         reap_stale()
         os.makedirs(_OWNERS, exist_ok=True)
         import psutil
+
         with open(os.path.join(_OWNERS, self.prefix + ".owner"), "w") as f:
             f.write(f"{os.getpid()} {psutil.Process().create_time()}\n")
         self.tmpdir = tempfile.mkdtemp(prefix=f"{self.prefix}-")
@@ -397,7 +462,21 @@ class Cluster:
             _ip("netns", "add", ns)
             self._created.append(ns)
             # Both ends are created inside namespaces: nothing touches the root one.
-            _ip("-n", sw, "link", "add", "name", f"p{i}", "type", "veth", "peer", "name", IFNAME, "netns", ns)
+            _ip(
+                "-n",
+                sw,
+                "link",
+                "add",
+                "name",
+                f"p{i}",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                IFNAME,
+                "netns",
+                ns,
+            )
             _ip("-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
             ip = f"{self.subnet}.{i}"
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -447,7 +526,7 @@ class Cluster:
                 r = _ip("-n", self.switch_ns, "link", "del", f"p{h.index}", check=False)
                 if r.returncode:
                     errors.append(f"veth p{h.index}: {r.stderr.strip()}")
-        for ns in reversed(self._created):   # hosts first, the switch last
+        for ns in reversed(self._created):  # hosts first, the switch last
             r = _ip("netns", "del", ns, check=False)
             if r.returncode:
                 errors.append(f"netns del {ns}: {r.stderr.strip()}")

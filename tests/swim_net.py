@@ -1,6 +1,7 @@
 """A deterministic in-memory network of pure SWIM cores (tests only): a
 virtual clock, per-datagram loss and latency from one seeded RNG, crashed
 members that refuse or stay silent, and partitions."""
+
 from __future__ import annotations
 
 import heapq
@@ -13,8 +14,15 @@ CFG = SwimConfig()
 
 
 class Net:
-    def __init__(self, n: int, seed: int = 0, loss: float = 0.0, cfg: SwimConfig = CFG,
-                 converged: bool = True, latency: tuple[float, float] = (0.001, 0.01)) -> None:
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        loss: float = 0.0,
+        cfg: SwimConfig = CFG,
+        converged: bool = True,
+        latency: tuple[float, float] = (0.001, 0.01),
+    ) -> None:
         self.rng = random.Random(seed)
         self.cfg, self.loss, self.latency = cfg, loss, latency
         self.now = 0.0
@@ -38,8 +46,15 @@ class Net:
 
     def _add(self, mid: str, start_alive: bool) -> Swim:
         url = f"u{mid}"
-        node = Swim(mid, url, self.cfg, random.Random(self.rng.random()), self.now,
-                    self.dir if start_alive else None, start_alive)
+        node = Swim(
+            mid,
+            url,
+            self.cfg,
+            random.Random(self.rng.random()),
+            self.now,
+            self.dir if start_alive else None,
+            start_alive,
+        )
         self.nodes[url] = node
         self.url_of[mid] = url
         self._push(node.next_deadline(), ("tick", url))
@@ -86,8 +101,14 @@ class Net:
                     if src not in self.down:
                         self._push(self.now + 0.001, ("refused", src, dst))
                 elif state != "silent" and dst in self.nodes:
-                    self.feed(dst, self.nodes[dst].on_message(self.nodes[src].id, src, msg, self.now))
+                    self.feed(
+                        dst, self.nodes[dst].on_message(self.nodes[src].id, src, msg, self.now)
+                    )
         self.now = max(self.now, t_end)
 
     def views(self, live_only: bool = True) -> dict[str, list[str]]:
-        return {n.id: [i for i, _ in n.alive()] for u, n in self.nodes.items() if not (live_only and u in self.down)}
+        return {
+            n.id: [i for i, _ in n.alive()]
+            for u, n in self.nodes.items()
+            if not (live_only and u in self.down)
+        }

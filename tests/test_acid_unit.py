@@ -1,6 +1,7 @@
 """acid's frame snapshot pauses the cyclic collector (cpython#106883: a
 collection inside ``sys._current_frames`` can free a ``threading.local``
 whose cleanup takes the lock the call holds, and the process hangs)."""
+
 from __future__ import annotations
 
 import gc

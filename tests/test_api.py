@@ -1,5 +1,6 @@
 """The public surface: ``pycircuit.__all__``, the one exception tree, and
 private implementation modules."""
+
 from __future__ import annotations
 
 import inspect
@@ -31,7 +32,9 @@ def test_errors_all_is_exactly_its_exception_classes():
     defined = {
         name
         for name, obj in vars(errors).items()
-        if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+        if inspect.isclass(obj)
+        and issubclass(obj, BaseException)
+        and obj.__module__ == errors.__name__
     }
     assert defined  # the scan found the tree
     assert sorted(errors.__all__) == sorted(defined)
@@ -55,7 +58,11 @@ def test_exceptions_reexported_at_top_level_are_the_same_objects():
 
 def test_public_exceptions_anywhere_in_the_package_are_circuit_errors():
     # every pycircuit module loaded by ``import pycircuit`` (no new imports here)
-    mods = [m for n, m in sorted(sys.modules.items()) if (n == "pycircuit" or n.startswith("pycircuit.")) and m]
+    mods = [
+        m
+        for n, m in sorted(sys.modules.items())
+        if (n == "pycircuit" or n.startswith("pycircuit.")) and m
+    ]
     assert any(n.endswith("._wire") for n in (m.__name__ for m in mods))
     found = []
     for mod in mods:
@@ -64,7 +71,9 @@ def test_public_exceptions_anywhere_in_the_package_are_circuit_errors():
                 inspect.isclass(obj)
                 and issubclass(obj, BaseException)
                 and obj.__module__ == mod.__name__
-                and not name.startswith("_")  # private control flow (e.g. _codec._NeedDill) never escapes
+                and not name.startswith(
+                    "_"
+                )  # private control flow (e.g. _codec._NeedDill) never escapes
             ):
                 found.append(obj)
                 assert issubclass(obj, errors.CircuitError), f"{mod.__name__}.{name}"
@@ -85,7 +94,11 @@ def test_remote_error_survives_pickling():
     e = errors.RemoteError("mod.Kind", "went wrong")
     e2 = pickle.loads(pickle.dumps(e))
     assert type(e2) is errors.RemoteError
-    assert (e2.remote_type, e2.message, str(e2)) == ("mod.Kind", "went wrong", "mod.Kind: went wrong")
+    assert (e2.remote_type, e2.message, str(e2)) == (
+        "mod.Kind",
+        "went wrong",
+        "mod.Kind: went wrong",
+    )
 
 
 @pytest.mark.parametrize("sub", SUBPACKAGES)
@@ -102,4 +115,7 @@ def test_implementation_modules_are_private(sub):
     )
     assert not public, f"public modules in pycircuit/{sub}: {public}"
     # and there is something to check
-    assert any(p.name.startswith("_") and p.suffix == ".py" and p.stem not in ("__init__", "__main__") for p in d.iterdir())
+    assert any(
+        p.name.startswith("_") and p.suffix == ".py" and p.stem not in ("__init__", "__main__")
+        for p in d.iterdir()
+    )

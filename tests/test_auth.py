@@ -2,6 +2,7 @@
 real runtimes over loopback, its deadline, the bound on connections
 authenticating at once, one identity per connection (a spoofed HELLO ID
 changes nothing), and the maximum frame size."""
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,12 @@ def test_greeting_round_trip(nonce, open_):
     assert (g.nonce, g.open, g.version) == (nonce, open_, _auth.VERSION)
 
 
-@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32),
-       st.binary(min_size=32, max_size=32), st.binary(max_size=40))
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32),
+    st.binary(max_size=40),
+)
 def test_only_the_secret_proves(secret, nd, na, junk):
     assert _auth.check_proof(secret, _auth.encode_proof(secret, nd, na), nd, na)
     assert not _auth.check_proof(secret, _auth.encode_proof(None, nd, na), nd, na)
@@ -113,7 +118,7 @@ def _closed_by_peer(sock: socket.socket, within: float) -> bool:
         return sock.recv(100) == b""
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -150,8 +155,11 @@ def test_a_second_hello_on_one_connection_is_refused(runtimes):
 
 
 def _links_of(pid: int, port: int) -> int:
-    return sum(1 for cn in psutil.Process(pid).net_connections()
-               if cn.status == psutil.CONN_ESTABLISHED and cn.laddr.port == port)
+    return sum(
+        1
+        for cn in psutil.Process(pid).net_connections()
+        if cn.status == psutil.CONN_ESTABLISHED and cn.laddr.port == port
+    )
 
 
 def test_a_spoofed_server_id_does_not_make_a_worker_exit(servers, runtimes):
@@ -159,11 +167,15 @@ def test_a_spoofed_server_id_does_not_make_a_worker_exit(servers, runtimes):
     with pycircuit.connect(url) as c:
         _, w = c.spawn(c.hosts()[0], ["w"], _serve_forever)
         before = _links_of(w.pid, w.port)
-        spoofer = runtimes(runtime_id=pycircuit.WorkerAddr.parse(url).id)  # says it is the worker's server
+        spoofer = runtimes(
+            runtime_id=pycircuit.WorkerAddr.parse(url).id
+        )  # says it is the worker's server
         assert spoofer.dial(w, "acid").ping() == "pong"
         assert _links_of(w.pid, w.port) == before + 1
         spoofer.close()
-        wait_until(lambda: _links_of(w.pid, w.port) == before, 5, what="the worker sees the spoofer gone")
+        wait_until(
+            lambda: _links_of(w.pid, w.port) == before, 5, what="the worker sees the spoofer gone"
+        )
         assert psutil.Process(w.pid).status() != psutil.STATUS_ZOMBIE
         assert pycircuit.dial(w, "acid").ping() == "pong"
         pycircuit.kill(w)
@@ -187,7 +199,9 @@ def test_silent_and_garbage_connections_are_closed_in_time(runtimes):
     http.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(40))
     assert _closed_by_peer(http, 5)
     # authenticated, then no HELLO: closed at the deadline too
-    quiet = _auth.SecretAuth(_auth.user_secret()).wrap_client(socket.create_connection((a.addr.host, a.addr.port)))
+    quiet = _auth.SecretAuth(_auth.user_secret()).wrap_client(
+        socket.create_connection((a.addr.host, a.addr.port))
+    )
     assert _closed_by_peer(quiet, 5)
     for s in silent + [extra, http, quiet]:
         s.close()

@@ -6,6 +6,7 @@ pycircuit error or TimeoutError; no caller thread hangs; afterwards the
 surviving owners' lease tables are back to where they started, no worker
 process is left, and this process's descriptors and threads are back to
 their level at the start (give or take a few)."""
+
 from __future__ import annotations
 
 import gc
@@ -159,20 +160,33 @@ def test_chaos(servers):
         with lock:
             survivors = dict(workers)
         for p, x in survivors.items():
-            wait_until(lambda x=x, p=p: (gc.collect(), x.table())[1] == base[p], 15,
-                       what=f"worker {p}'s lease table back to {base[p]}")
+            wait_until(
+                lambda x=x, p=p: (gc.collect(), x.table())[1] == base[p],
+                15,
+                what=f"worker {p}'s lease table back to {base[p]}",
+            )
         for x in survivors.values():
             pycircuit.kill(x.addr)
-        del x, survivors, workers
+        workers.clear()  # the closures above still see the dict: empty it, not the name
+        del x, survivors
         server = psutil.Process(pycircuit.WorkerAddr.parse(url).pid)
 
         def no_workers():
-            zygotes = server.children()
-            return all(not z.children() or all(k.status() == psutil.STATUS_ZOMBIE for k in z.children())
-                       for z in zygotes)
+            try:
+                return all(
+                    all(k.status() == psutil.STATUS_ZOMBIE for k in z.children())
+                    for z in server.children()
+                )
+            except psutil.NoSuchProcess:  # one exited while we looked: look again
+                return False
 
         wait_until(no_workers, 15, what="no worker process left")
         gc.collect()
-        wait_until(lambda: _fds() <= fds0 + 4, 15, what=f"descriptors back to {fds0} (now {_fds()})")
-        wait_until(lambda: threading.active_count() <= threads0 + 8, 15,
-                   what=f"threads back to {threads0} (now {threading.active_count()})")
+        wait_until(
+            lambda: _fds() <= fds0 + 4, 15, what=f"descriptors back to {fds0} (now {_fds()})"
+        )
+        wait_until(
+            lambda: threading.active_count() <= threads0 + 8,
+            15,
+            what=f"threads back to {threads0} (now {threading.active_count()})",
+        )

@@ -1,5 +1,6 @@
 """CI=true turns skips of tests that need root, netns or dockerd into
 failures (tests/ci_skips.py); other skips stay skips, and -rs shows why."""
+
 from __future__ import annotations
 
 import os
@@ -39,9 +40,27 @@ def run(tmp_path, ci: str | None, source: str = SAMPLE):
     env.pop("CI", None)
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-c", os.devnull,
-                           "--rootdir", str(tmp_path), str(tmp_path)],
-                          capture_output=True, text=True, timeout=110, env=env, cwd=tmp_path)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env=env,
+        cwd=tmp_path,
+    )
 
 
 def test_outside_ci_privileged_tests_skip_with_their_reason_shown(tmp_path):
@@ -56,10 +75,14 @@ def test_under_ci_privileged_skips_fail_and_others_still_skip(tmp_path):
     assert r.returncode != 0, r.stdout
     out = r.stdout
     # a skip at setup (skipif, fixtures) is an error there, one in the test body a failure
-    for head in ("ERROR at setup of test_netns", "ERROR at setup of test_root", "_ test_docker_in_fixture _"):
+    for head in (
+        "ERROR at setup of test_netns",
+        "ERROR at setup of test_root",
+        "_ test_docker_in_fixture _",
+    ):
         assert head in out, out
     assert out.count("may not skip") == 3, out
-    assert "1 failed, 1 passed, 1 skipped, 2 errors" in out, out   # the IPv6 one still skips
+    assert "1 failed, 1 passed, 1 skipped, 2 errors" in out, out  # the IPv6 one still skips
 
 
 def test_under_ci_a_privileged_module_level_skip_fails_the_run(tmp_path):

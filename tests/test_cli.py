@@ -1,6 +1,7 @@
 """The ``pycircuit`` command against real servers: the seed's walkthrough,
 the anchor namespace, process and channel elements, worker tools, and one
 clear line for every user mistake."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,15 @@ def two(servers):
 
 def cli_tool(name, *args, url):
     """The old toolkit's console scripts (4ls, 4stk, 4cpu, 4kill)."""
-    import shutil, subprocess
+    import shutil
+    import subprocess
     from conftest import child_env
+
     exe = shutil.which(name)
     assert exe, f"{name} is not installed (pip install -e .)"
-    return subprocess.run([exe, "-d", url, *args], capture_output=True, text=True, timeout=60, env=child_env())
+    return subprocess.run(
+        [exe, "-d", url, *args], capture_output=True, text=True, timeout=60, env=child_env()
+    )
 
 
 def ok(r):
@@ -52,6 +57,7 @@ def test_seed_walkthrough(two, tmp_path):
     circuit_file = tmp_path / "circuit"
     circuit_file.write_text(a + "\n")
     from conftest import child_env
+
     env = child_env() | {"CIRCUIT": str(circuit_file)}
 
     assert ok(cli("ls", "/", env=env)).split() == [f"/{x1}", f"/{x2}"]
@@ -77,8 +83,13 @@ def test_ls_lists_full_paths_depth_and_kinds(two):
     try:
         assert ok(cli("ls", f"/{x2}/hi", url=b)).split() == [f"/{x2}/hi/charlie", f"/{x2}/hi/job"]
         long = [ln.split() for ln in ok(cli("ls", "-l", "/...", url=a)).splitlines()]
-        assert long == [["server", f"/{x1}"], ["server", f"/{x2}"], ["·", f"/{x2}/hi"],
-                        ["chan", f"/{x2}/hi/charlie"], ["proc", f"/{x2}/hi/job"]]
+        assert long == [
+            ["server", f"/{x1}"],
+            ["server", f"/{x2}"],
+            ["·", f"/{x2}/hi"],
+            ["chan", f"/{x2}/hi/charlie"],
+            ["proc", f"/{x2}/hi/job"],
+        ]
         deep = ok(cli("ls", "--depth", f"/{x2}/...", url=a)).split()
         assert deep.index(f"/{x2}/hi/job") < deep.index(f"/{x2}/hi")  # children before parents
     finally:
@@ -94,7 +105,9 @@ def test_process_signals_phases_and_wait(two):
     ok(cli("signal", "stop", path, url=a))
     wait_until(lambda: json.loads(cli("peek", path, url=a).stdout)["Phase"] == "stopped", 10)
     ok(cli("signal", "CONT", path, url=a))
-    wait_until(lambda: json.loads(cli("peek", path, url=a).stdout)["Phase"] in ("continued", "running"), 10)
+    wait_until(
+        lambda: json.loads(cli("peek", path, url=a).stdout)["Phase"] in ("continued", "running"), 10
+    )
     one_line_error(cli("signal", "NOPE", path, url=a), "signal name not recognized")
     ok(cli("signal", "KILL", path, url=a))
     ok(cli("stdout", path, url=a))
@@ -113,7 +126,14 @@ def test_waitall_and_exit_status(two):
     a, _, (x1, _) = two
     paths = [f"/{x1}/w/{i}" for i in range(3)]
     for i, p in enumerate(paths):
-        ok(cli("mkproc", p, input=json.dumps({"Path": "/bin/sh", "Args": ["-c", f"exit {i}"]}), url=a))
+        ok(
+            cli(
+                "mkproc",
+                p,
+                input=json.dumps({"Path": "/bin/sh", "Args": ["-c", f"exit {i}"]}),
+                url=a,
+            )
+        )
         ok(cli("stdin", p, input="", url=a))
         ok(cli("stdout", p, url=a))
         ok(cli("stderr", p, url=a))
@@ -130,8 +150,13 @@ def test_channel_through_the_cli(two):
     ok(cli("mkchan", path, "2", url=a))
     ok(cli("send", path, input="one", url=a))
     ok(cli("send", path, input="two", url=b))
-    assert json.loads(ok(cli("peek", path, url=a))) == {"Cap": 2, "Closed": False, "Aborted": False,
-                                                        "NumSend": 2, "NumRecv": 0}
+    assert json.loads(ok(cli("peek", path, url=a))) == {
+        "Cap": 2,
+        "Closed": False,
+        "Aborted": False,
+        "NumSend": 2,
+        "NumRecv": 0,
+    }
     assert ok(cli("recv", path, url=b)) == "one"
     ok(cli("close", path, url=a))
     one_line_error(cli("close", path, url=a), "channel already closed")
@@ -186,8 +211,11 @@ def test_worker_tools_by_path(two, tmp_path):
         assert '"rss"' in mem
         assert "pycircuit-back" in ok(cli_tool("4stk", wpath, url=a))
         assert ok(cli_tool("4ls", f"/{x1}/tools", url=a)).split() == [wpath]
-        assert all(ln.rsplit(" ", 1)[1].isdigit()
-                   for ln in ok(cli_tool("4cpu", wpath, "0.1", url=a)).splitlines() if ln.strip())
+        assert all(
+            ln.rsplit(" ", 1)[1].isdigit()
+            for ln in ok(cli_tool("4cpu", wpath, "0.1", url=a)).splitlines()
+            if ln.strip()
+        )
         ok(cli_tool("4kill", f"/{x1}/tools/...", url=a))
         wait_until(lambda: cli("ls", f"/{x1}/...", url=a).stdout == "", 10, what="worker gone")
 
@@ -198,7 +226,9 @@ def test_user_mistakes_are_one_line_and_nonzero(two):
     one_line_error(cli("ls", "nopath", url=a), "start with '/'")
     one_line_error(cli("peek", "/Xffffffffffffffff/a", url=a), "Xffffffffffffffff")
     one_line_error(cli("mkproc", f"/{x1}/p", input="{not json", url=a), "parse error")
-    one_line_error(cli("mkproc", f"/{x1}/p", input='{"Path": "/nonexistent/bin"}', url=a), "exec error")
+    one_line_error(
+        cli("mkproc", f"/{x1}/p", input='{"Path": "/nonexistent/bin"}', url=a), "exec error"
+    )
     assert json.loads(ok(cli("peek", f"/{x1}/p", url=a)))["Phase"] == "unknown"
     ok(cli("scrub", f"/{x1}/p", url=a))
     one_line_error(cli("mkchan", f"/{x1}/c", "-1", url=a), "capacity")
@@ -219,13 +249,17 @@ def test_stk_of_a_worker_stuck_in_c_code(two, tmp_path):
     go, inside = str(tmp_path / "go"), str(tmp_path / "inside")
 
     def stuck(go, inside):
-        import os, re, time, pycircuit
+        import os
+        import re
+        import time
+        import pycircuit
 
         def spin_in_regex():
             while not os.path.exists(go):
                 time.sleep(0.01)
             open(inside, "w").close()
             re.match(r"(a+)+$", "a" * 64 + "b")
+
         pycircuit.run_in_back(spin_in_regex)
 
     with pycircuit.connect(a) as c:

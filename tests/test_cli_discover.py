@@ -2,6 +2,7 @@
 $CIRCUIT_DISCOVER), `--discover-if IFACE` for another interface, and a path
 after `--discover` stays a path.  Multicast runs only inside namespaces made
 here (tests/netns.py), never in the root namespace."""
+
 from __future__ import annotations
 
 import sys
@@ -53,6 +54,7 @@ def eth_net():
 
 # ------------------------------------------------------------ parsing (no network)
 
+
 def test_a_path_after_discover_is_a_path():
     args = build_parser().parse_args(["ls", "--discover", "/"])
     assert args.discover is True and args.discover_if is None and args.paths == ["/"]
@@ -75,6 +77,7 @@ def test_discover_if_an_unknown_interface_is_one_clear_line():
 
 
 # ------------------------------------------------------------ real discovery in namespaces
+
 
 @requires_netns
 def test_ls_discover_slash_finds_the_loopback_server(lo_host):
@@ -107,5 +110,8 @@ def test_start_discover_still_joins_servers_found(eth_net):
     c, eth_id = eth_net
     _, url = c[1].start_server("--discover")
     me = server_id(c[1], url)
-    wait_until(lambda: sorted(pc(c[1], "ls", "-d", url, "/").stdout.split()) == sorted([me, eth_id]),
-               30, what="a --discover server joins the one announced on its interface")
+    wait_until(
+        lambda: sorted(pc(c[1], "ls", "-d", url, "/").stdout.split()) == sorted([me, eth_id]),
+        30,
+        what="a --discover server joins the one announced on its interface",
+    )

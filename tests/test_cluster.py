@@ -1,6 +1,7 @@
 """Membership on one machine (servers on loopback), driven through the real
 ``pycircuit`` command and the Python client. The same behaviour across real
 separate hosts is in test_multihost.py."""
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,9 @@ def test_killed_server_is_dropped_and_reported_to_leave(servers, tmp_path):
         leave = c.walk([aid, "watch", "leave"]).make_on_leave()
         join = c.walk([aid, "watch", "join"]).make_on_join()
         initial = sorted(join.recv(timeout=5) for _ in range(3))
-        assert initial == sorted(f"/{h.id}" for h in c.hosts())  # @join starts with every known server
+        assert initial == sorted(
+            f"/{h.id}" for h in c.hosts()
+        )  # @join starts with every known server
         os.kill(pycircuit.WorkerAddr.parse(victim).pid, signal.SIGKILL)
         t0 = time.monotonic()
         assert leave.recv(timeout=10) == f"/{vid}"
@@ -98,8 +101,13 @@ def test_join_of_unreachable_server_runs_alone_and_says_so(servers, tmp_path):
 
 def test_var_dir_is_locked(servers, tmp_path):
     servers.start("--var", str(tmp_path))
-    p = subprocess.run([sys.executable, "-m", "pycircuit.cli", "start", "--var", str(tmp_path)],
-                       capture_output=True, text=True, timeout=30, env=child_env())
+    p = subprocess.run(
+        [sys.executable, "-m", "pycircuit.cli", "start", "--var", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env(),
+    )
     assert p.returncode != 0
     assert "obtain lock" in p.stderr and "Traceback" not in p.stderr
     assert p.stdout == ""
@@ -154,7 +162,11 @@ def test_forged_membership_datagrams_are_dropped_and_counted(servers):
     p.terminate()
     _, err = p.communicate(timeout=10)
     assert err.count("dropped a membership datagram") == 3, err
-    assert "only sealed" in err and "authentication" in err and "not a pycircuit membership datagram" in err
+    assert (
+        "only sealed" in err
+        and "authentication" in err
+        and "not a pycircuit membership datagram" in err
+    )
 
 
 def test_a_server_of_another_membership_version_is_refused_naming_both(servers):
@@ -164,9 +176,15 @@ def test_a_server_of_another_membership_version_is_refused_naming_both(servers):
     c = pycircuit.Client(a)
     try:
         try:
-            c._kernel.hello("X0123456789abcdef", "circuit://127.0.0.1:9/1/Q0123456789abcdef", MEMBERS_VERSION + 1)
+            c._kernel.hello(
+                "X0123456789abcdef",
+                "circuit://127.0.0.1:9/1/Q0123456789abcdef",
+                MEMBERS_VERSION + 1,
+            )
         except pycircuit.CircuitError as e:
-            assert f"version {MEMBERS_VERSION}" in str(e) and f"version {MEMBERS_VERSION + 1}" in str(e)
+            assert f"version {MEMBERS_VERSION}" in str(
+                e
+            ) and f"version {MEMBERS_VERSION + 1}" in str(e)
         else:
             raise AssertionError("hello of another version accepted")
         assert [h.id for h in c.hosts()] == [c.server_id]  # and it was not admitted

@@ -1,5 +1,6 @@
 """100 servers on one machine join and list each other (membership over
 UDP with the SWIM core). Heavy: started together, with no spare workers."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,12 +22,24 @@ def test_hundred_servers_join_and_list_each_other(tmp_path):
     clients = []
     try:
         with open(tmp_path / "err", "wb") as err:
-            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=child_env(), text=True))
+            procs.append(
+                subprocess.Popen(
+                    argv, stdout=subprocess.PIPE, stderr=err, env=child_env(), text=True
+                )
+            )
             first = procs[0].stdout.readline().strip()
             assert first.startswith("circuit://")
             # everyone joins through server 0 at once; the others are learned by gossip
-            procs += [subprocess.Popen(argv + ["-j", first], stdout=subprocess.PIPE, stderr=err, env=child_env(),
-                                       text=True) for _ in range(N - 1)]
+            procs += [
+                subprocess.Popen(
+                    argv + ["-j", first],
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env=child_env(),
+                    text=True,
+                )
+                for _ in range(N - 1)
+            ]
             urls = [first] + [p.stdout.readline().strip() for p in procs[1:]]
         assert all(u.startswith("circuit://") for u in urls), (tmp_path / "err").read_text()[-2000:]
         clients = [pycircuit.Client(u) for u in urls]

@@ -1,6 +1,7 @@
 """The zygote's cache of compiled worker modules (``pycircuit.spawn._codecache``):
 directly on a module file, then end to end with a real server whose workers
 import a module from a temporary directory."""
+
 from __future__ import annotations
 
 import importlib
@@ -17,7 +18,8 @@ from pycircuit.spawn import _codecache
 
 
 def write_module(path, value: int, pad: int = 0) -> None:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         import os
         from pycircuit.spawn import _codecache
         VALUE = {value}{' ' * pad}
@@ -27,7 +29,8 @@ def write_module(path, value: int, pad: int = 0) -> None:
 
         def cached():
             return __file__ in _codecache._cache
-    """))
+    """)
+    )
 
 
 @pytest.fixture
@@ -50,7 +53,9 @@ def test_cached_code_is_served_until_the_file_changes(tmp_path, fresh_cache):
     assert ns["VALUE"] == 2
 
 
-def test_remember_refuses_what_it_cannot_compile_and_stops_at_its_limit(tmp_path, fresh_cache, monkeypatch):
+def test_remember_refuses_what_it_cannot_compile_and_stops_at_its_limit(
+    tmp_path, fresh_cache, monkeypatch
+):
     bad = tmp_path / "bad.py"
     bad.write_text("def (:\n")
     assert not _codecache.remember(str(bad))
@@ -105,6 +110,8 @@ def test_workers_get_the_module_compiled_and_never_a_stale_one(tmp_path, module_
     assert c.spawn(host, None, mod.value)[0] == 1
     # The first worker reported the module; workers forked after that have
     # its code (spares forked earlier do not: spawn until a new one comes).
-    wait_until(lambda: c.spawn(host, None, mod.cached)[0], timeout=20, what="a worker with cached code")
+    wait_until(
+        lambda: c.spawn(host, None, mod.cached)[0], timeout=20, what="a worker with cached code"
+    )
     write_module(path, 2, pad=5)
     assert c.spawn(host, None, mod.value)[0] == 2  # the edit is seen, not the cached code

@@ -1,5 +1,6 @@
 """`default_client()` from many threads at once makes one client and one
 embedded server (single flight)."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ got[0].close()
 
 
 def test_default_client_from_many_threads_starts_one_embedded_server():
-    r = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=110, env=child_env())
+    r = subprocess.run(
+        [sys.executable, "-c", RACE], capture_output=True, text=True, timeout=110, env=child_env()
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.splitlines()[-1])
     assert out == {"clients": 1, "none": 0, "embedded": 1}, out

@@ -1,6 +1,7 @@
 """Zeroconf discovery (pycircuit.server._discovery) between network-namespace
 hosts.  Zeroconf only ever runs inside namespaces created here (in
 subprocesses started with ``ip netns exec``), never in the root namespace."""
+
 from __future__ import annotations
 
 import ast
@@ -48,7 +49,9 @@ def fake_url(host: netns.Host, n: int) -> str:
 class Announcer:
     def __init__(self, host: netns.Host, url: str, iface: str = "eth0"):
         self.url = url
-        self.p = host.popen_python(ANNOUNCER, url, iface, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.p = host.popen_python(
+            ANNOUNCER, url, iface, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         line = netns._read_line(self.p, 20.0).decode()
         assert line.startswith("announced "), f"announcer in {host.ns} failed: {line!r}"
         self.name = line.split(" ", 1)[1]
@@ -97,6 +100,7 @@ def net():
 
 # ------------------------------------------------------------ across namespaces
 
+
 @requires_netns
 def test_browse_in_another_host_finds_the_announced_server(net, announcers):
     server, url = net[0].start_server()
@@ -105,10 +109,13 @@ def test_browse_in_another_host_finds_the_announced_server(net, announcers):
         assert a.name.endswith("._pycircuit._tcp.local.") and url.rsplit("/", 1)[1] in a.name
         out = browse_in(net[1], net[1].ip, timeout=10.0)
         assert out.get("urls") == [url], out
-        assert out["elapsed"] < 8.0            # returned once found, not at the timeout
+        assert out["elapsed"] < 8.0  # returned once found, not at the timeout
         # The URL found is the live server: a client in a third host reaches it.
-        r = net[2].python("import pycircuit,sys\n"
-                          "with pycircuit.connect(sys.argv[1]) as c: print(c.hosts()[0].url)", out["urls"][0])
+        r = net[2].python(
+            "import pycircuit,sys\n"
+            "with pycircuit.connect(sys.argv[1]) as c: print(c.hosts()[0].url)",
+            out["urls"][0],
+        )
         assert r.stdout.strip() == url, r.stderr[-3000:]
     finally:
         server.terminate()
@@ -159,10 +166,12 @@ def test_announcement_stays_on_its_one_interface(net, announcers):
 def test_concurrent_browses_in_one_process(net, announcers):
     url = fake_url(net[0], 6)
     announcers(net[0], url)
-    code = ("import concurrent.futures as cf, json, sys\n"
-            "from pycircuit.server._discovery import browse\n"
-            "with cf.ThreadPoolExecutor(4) as ex:\n"
-            "    print(json.dumps(list(ex.map(lambda _: browse(sys.argv[1], 10.0), range(4)))))\n")
+    code = (
+        "import concurrent.futures as cf, json, sys\n"
+        "from pycircuit.server._discovery import browse\n"
+        "with cf.ThreadPoolExecutor(4) as ex:\n"
+        "    print(json.dumps(list(ex.map(lambda _: browse(sys.argv[1], 10.0), range(4)))))\n"
+    )
     r = net[1].python(code, "eth0")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout) == [[url]] * 4
@@ -170,12 +179,14 @@ def test_concurrent_browses_in_one_process(net, announcers):
 
 @requires_netns
 def test_interface_address_resolves_a_namespace_interface(net):
-    r = net[1].python("from pycircuit.server._discovery import interface_address as f\n"
-                      "print(f('eth0'), f('lo'))")
+    r = net[1].python(
+        "from pycircuit.server._discovery import interface_address as f\nprint(f('eth0'), f('lo'))"
+    )
     assert r.stdout.split() == [net[1].ip, "127.0.0.1"], r.stderr[-3000:]
 
 
 # ------------------------------------------------------------ no network traffic
+
 
 def test_interface_address_passes_ips_and_names_lo():
     assert interface_address("10.1.2.3") == "10.1.2.3"
@@ -201,6 +212,10 @@ def test_browse_rejects_want_below_one():
 
 def test_discovery_module_does_not_import_rpyc():
     tree = ast.parse(open(_discovery.__file__).read())
-    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    names = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    names |= {
+        (n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+    }
     assert "zeroconf" in names and "rpyc" not in names

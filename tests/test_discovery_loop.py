@@ -2,12 +2,12 @@
 (bounded, exponential) instead of spinning and says why once per change of
 state.  Browsing fails for real here: zeroconf cannot start on an address no
 interface has (192.0.2.1, TEST-NET-1), so nothing is ever sent."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import threading
 
 from conftest import child_env
 from pycircuit.server import _discovery
@@ -50,16 +50,21 @@ finally:
 
 
 def test_server_discovery_loop_backs_off_and_says_why_once():
-    r = subprocess.run([sys.executable, "-c", SERVER_LOOP, "3", NOWHERE], capture_output=True, text=True,
-                       timeout=90, env=child_env())
+    r = subprocess.run(
+        [sys.executable, "-c", SERVER_LOOP, "3", NOWHERE],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=child_env(),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.splitlines()[-1])
     # backoff 0.5, 1, 2 s: about four tries in 3 s (a spinning loop makes thousands)
     assert 1 <= out["starts"] <= 8, out["starts"]
     warnings = [x for x in out["records"] if x["level"] == "WARNING"]
-    assert len(warnings) == 1, out["records"]          # once per state, not per try
+    assert len(warnings) == 1, out["records"]  # once per state, not per try
     assert NOWHERE in warnings[0]["msg"] and "No such device" in warnings[0]["msg"], warnings
-    assert out["stopped"]                              # the loop ends with the server
+    assert out["stopped"]  # the loop ends with the server
 
 
 class _Flaky:
@@ -111,7 +116,9 @@ def test_backoff_is_bounded_and_logs_each_change_of_state(monkeypatch, caplog):
         joined.append(u)
         stop.set()
 
-    loop = DiscoveryLoop("127.0.0.1", join, set, stop, DiscoveryConfig(every=0.01, backoff_min=0.5, backoff_max=2.0))
+    loop = DiscoveryLoop(
+        "127.0.0.1", join, set, stop, DiscoveryConfig(every=0.01, backoff_min=0.5, backoff_max=2.0)
+    )
     with caplog.at_level("WARNING", logger="pycircuit.server._discovery"):
         loop.run()
     assert stop.waits == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]

@@ -1,5 +1,6 @@
 """The nameserver element through the CLI and the Python client, answered
 over real UDP and TCP and checked with a real DNS client (dnslib)."""
+
 from __future__ import annotations
 
 import json
@@ -50,13 +51,21 @@ def test_nameserver_from_the_cli(srv):
         assert (u.header.rcode, u.rr) == (t.header.rcode, t.rr), (name, qtype)
     ok(cli("set", path, "\n".join(f"many IN A 10.1.0.{i}" for i in range(40)), url=url))
     assert ask(addr, "many.").header.tc == 1 and len(ask(addr, "many.", tcp=True).rr) == 40
-    conn = socket.create_connection((addr.rsplit(":", 1)[0], int(addr.rsplit(":", 1)[1])), timeout=30)
+    conn = socket.create_connection(
+        (addr.rsplit(":", 1)[0], int(addr.rsplit(":", 1)[1])), timeout=30
+    )
     peek = json.loads(ok(cli("peek", path, url=url)))
-    assert peek["Address"] == addr and len(peek["Records"]["www."]) == 3 and len(peek["Records"]) == 3
+    assert (
+        peek["Address"] == addr and len(peek["Records"]["www."]) == 3 and len(peek["Records"]) == 3
+    )
     ok(cli("unset", path, "www", url=url))
     assert ask(addr, "www.").header.rcode == RCODE.NXDOMAIN
     r = cli("set", path, "www IN A not-an-address", url=url)
-    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert (
+        r.returncode != 0
+        and len(r.stderr.strip().splitlines()) == 1
+        and "Traceback" not in r.stderr
+    )
     ok(cli("scrub", path, url=url))
     try:
         assert conn.recv(1) == b""  # scrub closed the open TCP connection
@@ -88,7 +97,9 @@ def test_nameserver_from_python(srv):
         addr = ns.peek()["Address"]
         assert [str(rr.rdata) for rr in ask(addr, "api.", "AAAA").rr] == ["::1"]
         assert [str(rr.rdata) for rr in ask(addr, "api.", "AAAA", tcp=True).rr] == ["::1"]
-        assert ask(addr, "api.", "A").header.rcode == RCODE.NOERROR and not ask(addr, "api.", "A").rr
+        assert (
+            ask(addr, "api.", "A").header.rcode == RCODE.NOERROR and not ask(addr, "api.", "A").rr
+        )
         assert isinstance(c.walk([x, "py", "ns"]).get(), pycircuit.Nameserver)
         ns.scrub()
         assert c.walk([x, "py", "ns"]).get() is None

@@ -1,6 +1,7 @@
 """The nameserver's pure core (``_dns_answer``): responses built from a query's
 bytes and a zone, fuzzed with hypothesis; TCP framing; and that the module
 stays pure."""
+
 from __future__ import annotations
 
 import ast
@@ -13,9 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pycircuit.server import _dns_answer
-from pycircuit.server._dns_answer import (TCP_MAX, UDP_MIN, Deframer, frame, lookup, parse_records,
-                                          same_record,
-                                          respond)
+from pycircuit.server._dns_answer import (
+    TCP_MAX,
+    UDP_MIN,
+    Deframer,
+    frame,
+    lookup,
+    parse_records,
+    same_record,
+    respond,
+)
 from test_purity import FORBIDDEN, imported_modules, root
 
 UDP_MAX = 1232
@@ -47,8 +55,10 @@ def make_zone(lines) -> dict:
 @st.composite
 def queries(draw):
     qtype = draw(st.sampled_from(["A", "AAAA", "TXT", "MX", "CNAME", "ANY"]))
-    q = DNSRecord(DNSHeader(id=draw(st.integers(0, 0xFFFF)), rd=draw(st.integers(0, 1))),
-                  q=DNSQuestion(draw(names), getattr(QTYPE, qtype)))
+    q = DNSRecord(
+        DNSHeader(id=draw(st.integers(0, 0xFFFF)), rd=draw(st.integers(0, 1))),
+        q=DNSQuestion(draw(names), getattr(QTYPE, qtype)),
+    )
     edns = draw(st.none() | st.integers(0, 0xFFFF))
     if edns is not None:
         q.add_ar(EDNS0(udp_len=edns, flags=draw(st.sampled_from(["", "do"]))))
@@ -76,11 +86,11 @@ def test_udp_answer_is_the_tcp_answer_cut_to_the_clients_size(lines, query):
         if opts:
             assert opts[0].rclass == UDP_MAX and (opts[0].ttl & 0x8000) == (q.ar[0].ttl & 0x8000)
     assert tcp.rr == answers and tcp.header.tc == 0  # a 40-record zone always fits in 64 KiB
-    assert udp.rr == answers[:len(udp.rr)]  # whole records, in order
+    assert udp.rr == answers[: len(udp.rr)]  # whole records, in order
     assert udp.header.tc == (len(udp.rr) < len(answers))
     if udp.header.tc:  # no room for even one more record
         more = DNSRecord(udp.header, q=udp.q)
-        more.rr, more.ar = answers[:len(udp.rr) + 1], udp.ar
+        more.rr, more.ar = answers[: len(udp.rr) + 1], udp.ar
         assert len(more.pack()) > limit
 
 
@@ -155,8 +165,11 @@ def take_all(d: Deframer) -> list[bytes]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(max_size=300), max_size=8), st.lists(st.integers(0, 3000), max_size=10),
-       st.booleans())
+@given(
+    st.lists(st.binary(max_size=300), max_size=8),
+    st.lists(st.integers(0, 3000), max_size=10),
+    st.booleans(),
+)
 def test_deframer_reassembles_any_split(messages, cuts, lazy):
     stream = b"".join(frame(m) for m in messages)
     points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
@@ -192,5 +205,7 @@ def test_module_is_pure():
     imports = imported_modules(name, tree)
     assert "dnslib" in {root(n) for n, _ in imports}  # the scanner sees the imports
     assert not [n for n, _ in imports if root(n) in FORBIDDEN]
-    assert {n for n, _ in imports if root(n) == "pycircuit"} <= {"pycircuit.errors",
-                                                                 "pycircuit.errors.ElementError"}
+    assert {n for n, _ in imports if root(n) == "pycircuit"} <= {
+        "pycircuit.errors",
+        "pycircuit.errors.ElementError",
+    }

@@ -2,6 +2,7 @@
 bind9-dnsutils), a client nobody here wrote: truncation and its automatic TCP
 retry, every record type over TCP, ANY, NXDOMAIN, and a silent TCP client.
 Without dig the tests skip, except in CI (``CI=true``) where they fail."""
+
 from __future__ import annotations
 
 import os
@@ -47,15 +48,19 @@ def ns():
 class Dug:
     status: str
     flags: set[str]
-    answers: list[str]   # the answer section's lines
-    transport: str       # "UDP" or "TCP": of the response dig shows
+    answers: list[str]  # the answer section's lines
+    transport: str  # "UDP" or "TCP": of the response dig shows
     text: str
 
 
 def dig(path: str, el: DnsElement, *args: str) -> Dug:
     host, port = el.address.rsplit(":", 1)
-    r = subprocess.run([path, f"@{host}", "-p", port, "+tries=1", "+time=10", *args],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [path, f"@{host}", "-p", port, "+tries=1", "+time=10", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     status = re.search(r"status: (\w+)", out)
@@ -108,7 +113,7 @@ RECORDS = {
     "CAA": 't 60 IN CAA 0 issue "letsencrypt.org"',
     "CNAME": "c 60 IN CNAME t.example.",
     "DNSKEY": "t 60 IN DNSKEY 257 3 13 mdsswUyr3DPW132mOi8V9xESWE8jTo0dxCjjnopKl+GqJxpVXckHAeF+Kkx"
-              "LbxILfDLUT0rAK9iUzy1L53eKGQ==",
+    "LbxILfDLUT0rAK9iUzy1L53eKGQ==",
     "DS": "t 60 IN DS 2371 13 2 1F987CC6583E92DF0890718C42C05B5E70D8E9A5DF63FEB8F3CC1C9E2C38B7F7",
     "HTTPS": "t 60 IN HTTPS 1 . alpn=h2,h3 port=443",
     "LOC": "t 60 IN LOC 51 30 12.748 N 0 7 39.611 W 0.00m 1m 10000m 10m",
@@ -119,7 +124,7 @@ RECORDS = {
     "PTR": "t 60 IN PTR host.example.",
     "RP": "t 60 IN RP admin.example. info.example.",
     "RRSIG": "t 60 IN RRSIG A 13 1 60 20300101000000 20200101000000 2371 example. "
-             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/abcdefghijklmnopqrstuvwxyzABCDEF==",
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/abcdefghijklmnopqrstuvwxyzABCDEF==",
     "SOA": "t 60 IN SOA ns1.example. hostmaster.example. 2024010101 7200 3600 1209600 300",
     "SRV": "t 60 IN SRV 10 5 5060 sip.example.",
     "SSHFP": "t 60 IN SSHFP 4 2 123456789abcdef67890123456789abcdef67890123456789abcdef123456789",
@@ -136,7 +141,9 @@ def test_every_record_type_over_tcp(dig_path, ns):
         d = dig(dig_path, ns, "+tcp", "c." if qtype == "CNAME" else "t.", qtype)
         assert d.transport == "TCP" and d.status == "NOERROR" and "aa" in d.flags, d.text
         assert len(d.answers) == 1, d.text
-        shown = d.answers[0].replace('"', "") if qtype == "HTTPS" else d.answers[0]  # dig quotes alpn
+        shown = (
+            d.answers[0].replace('"', "") if qtype == "HTTPS" else d.answers[0]
+        )  # dig quotes alpn
         got = RR.fromZone(shown)
         assert len(got) == 1 and same_record(got[0], RR.fromZone(line)[0]), (qtype, d.answers)
         assert got[0].ttl == 60
@@ -145,13 +152,37 @@ def test_every_record_type_over_tcp(dig_path, ns):
 def test_several_queries_on_one_kept_open_connection(dig_path, ns):
     ns.set("a IN A 10.0.0.1\nb IN TXT \"bee\"\nalias IN CNAME a")
     host, port = ns.address.rsplit(":", 1)
-    d = subprocess.run([dig_path, f"@{host}", "-p", port, "+tcp", "+keepopen",
-                        "+tries=1", "+time=10", "+noall", "+answer",
-                        "a.", "A", "b.", "TXT", "alias.", "A"], capture_output=True, text=True, timeout=60)
+    d = subprocess.run(
+        [
+            dig_path,
+            f"@{host}",
+            "-p",
+            port,
+            "+tcp",
+            "+keepopen",
+            "+tries=1",
+            "+time=10",
+            "+noall",
+            "+answer",
+            "a.",
+            "A",
+            "b.",
+            "TXT",
+            "alias.",
+            "A",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert d.returncode == 0, d.stderr
     lines = [line.split() for line in d.stdout.splitlines() if line.strip()]
-    assert [(f[0], f[3], f[4]) for f in lines] == [("a.", "A", "10.0.0.1"), ("b.", "TXT", '"bee"'),
-                                                   ("alias.", "CNAME", "a."), ("a.", "A", "10.0.0.1")]
+    assert [(f[0], f[3], f[4]) for f in lines] == [
+        ("a.", "A", "10.0.0.1"),
+        ("b.", "TXT", '"bee"'),
+        ("alias.", "CNAME", "a."),
+        ("a.", "A", "10.0.0.1"),
+    ]
 
 
 def test_any(dig_path, ns):

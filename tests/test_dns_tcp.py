@@ -1,6 +1,7 @@
 """The nameserver element over TCP (RFC 7766) and its UDP truncation, asked
 on loopback with dnslib's client and with raw sockets for what no client
 library does on purpose (pipelining, silence, half-close, garbage)."""
+
 from __future__ import annotations
 
 import errno
@@ -26,7 +27,9 @@ def hostport(el: DnsElement) -> tuple[str, int]:
     return host, int(port)
 
 
-def ask(el: DnsElement, name: str, qtype: str = "A", *, tcp: bool, edns: int | None = None) -> DNSRecord:
+def ask(
+    el: DnsElement, name: str, qtype: str = "A", *, tcp: bool, edns: int | None = None
+) -> DNSRecord:
     q = DNSRecord.question(name, qtype)
     if edns is not None:
         q.add_ar(EDNS0(udp_len=edns))
@@ -70,7 +73,9 @@ def closed_by_server(s: socket.socket) -> bool:
 
 @pytest.fixture
 def ns():
-    el = DnsElement(config=DnsConfig(tcp_idle_timeout=IDLE, tcp_max_connections=4, tcp_max_unsent=4096))
+    el = DnsElement(
+        config=DnsConfig(tcp_idle_timeout=IDLE, tcp_max_connections=4, tcp_max_unsent=4096)
+    )
     el.start()
     try:
         yield el
@@ -88,12 +93,26 @@ def forty(el: DnsElement) -> set[str]:
 def test_udp_and_tcp_share_the_port_and_the_answers(ns):
     ns.set("www IN A 10.0.0.1\nwww IN A 10.0.0.2\nwww IN TXT \"hi\"\nalias IN CNAME www")
     ns.set("mail IN MX 10 mx.example.com.")
-    for name, qtype in [("www.", "A"), ("www.", "TXT"), ("www.", "ANY"), ("alias.", "A"),
-                        ("mail.", "MX"), ("mail.", "A"), ("nobody.", "A")]:
+    for name, qtype in [
+        ("www.", "A"),
+        ("www.", "TXT"),
+        ("www.", "ANY"),
+        ("alias.", "A"),
+        ("mail.", "MX"),
+        ("mail.", "A"),
+        ("nobody.", "A"),
+    ]:
         u, t = ask(ns, name, qtype, tcp=False), ask(ns, name, qtype, tcp=True)
-        assert (u.header.rcode, u.header.aa, u.rr) == (t.header.rcode, t.header.aa, t.rr), (name, qtype)
+        assert (u.header.rcode, u.header.aa, u.rr) == (t.header.rcode, t.header.aa, t.rr), (
+            name,
+            qtype,
+        )
     assert ask(ns, "nobody.", tcp=True).header.rcode == RCODE.NXDOMAIN
-    assert [str(r.rdata) for r in ask(ns, "alias.", tcp=True).rr] == ["www.", "10.0.0.1", "10.0.0.2"]
+    assert [str(r.rdata) for r in ask(ns, "alias.", tcp=True).rr] == [
+        "www.",
+        "10.0.0.1",
+        "10.0.0.2",
+    ]
 
 
 def test_forty_records_truncated_over_udp_whole_over_tcp(ns):
@@ -214,8 +233,10 @@ def test_a_client_that_does_not_read_is_not_read_and_blocks_nobody():
         n = 300  # about 18 MB of answers: beyond what socket buffers hold
         s.sendall(framed(DNSRecord.question("huge.", "TXT")) * n)
         # it does not read: the server stops reading it once its answers back up...
-        wait_until(lambda: any(not ev & selectors.EVENT_READ for _, ev in server_conns(el) or ()),
-                   what="the server to stop reading the client")
+        wait_until(
+            lambda: any(not ev & selectors.EVENT_READ for _, ev in server_conns(el) or ()),
+            what="the server to stop reading the client",
+        )
         assert all(out < unsent + 65537 for out, _ in server_conns(el) or ())  # ...holding little
         assert len(ask(el, "huge.", "TXT", tcp=True).rr) == 240  # and serves others
         d, got, last = Deframer(), 0, None
@@ -287,7 +308,9 @@ def test_port_zero_gives_up_after_the_configured_tries():
         return real(family, type_, sockaddr)
 
     el._net._bind_one = bind_one
-    with pytest.raises(ElementError, match=r"^cannot listen on 127.0.0.1:0: no port free .* 3 tries$"):
+    with pytest.raises(
+        ElementError, match=r"^cannot listen on 127.0.0.1:0: no port free .* 3 tries$"
+    ):
         el.start()
     assert len(tries) == 3
     el.scrub()
@@ -324,8 +347,14 @@ def test_concurrent_tcp_clients(ns):
 
 
 def test_bad_config_is_an_element_error():
-    for bad in (dict(tcp_idle_timeout=0), dict(tcp_max_connections=0), dict(udp_max=100),
-                dict(udp_max=70000), dict(bind_attempts=0), dict(tcp_max_unsent=0)):
+    for bad in (
+        dict(tcp_idle_timeout=0),
+        dict(tcp_max_connections=0),
+        dict(udp_max=100),
+        dict(udp_max=70000),
+        dict(bind_attempts=0),
+        dict(tcp_max_unsent=0),
+    ):
         with pytest.raises(ElementError):
             DnsConfig(**bad)
     with pytest.raises(Exception):

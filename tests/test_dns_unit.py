@@ -1,5 +1,6 @@
 """The nameserver element on its own (no server process), asked over real
 UDP on loopback with a real DNS client (dnslib)."""
+
 from __future__ import annotations
 
 import json
@@ -195,9 +196,18 @@ def test_duplicates_of_every_kind_of_record(ns):
 def test_bad_records_are_clear_errors_and_change_nothing(ns):
     ns.set("keep IN A 10.0.0.1")
     before = ns.peek()
-    for bad in ("www IN A not-an-address", "www", "www IN", "www IN NOSUCHTYPE 1",
-                "www IN A 300.1.1.1", "www IN AAAA zz::zz::", "", "; only a comment",
-                "ok IN A 10.0.0.5\nbroken IN A nope", "www IN MX mx.example.com."):
+    for bad in (
+        "www IN A not-an-address",
+        "www",
+        "www IN",
+        "www IN NOSUCHTYPE 1",
+        "www IN A 300.1.1.1",
+        "www IN AAAA zz::zz::",
+        "",
+        "; only a comment",
+        "ok IN A 10.0.0.5\nbroken IN A nope",
+        "www IN MX mx.example.com.",
+    ):
         with pytest.raises(ElementError) as ei:
             ns.set(bad)
         msg = str(ei.value)
@@ -262,9 +272,17 @@ def test_garbage_does_not_stop_the_server(ns):
     host, port = hostport(ns)
     real = DNSRecord.question("www.", "A")
     response = DNSRecord.question("www.", "A").reply()  # a response, not a query
-    garbage = [b"", b"\x00", b"garbage!", b"\xff" * 12, b"\x12\x34\x01\x00\x00\x01\x00\x00",
-               real.pack()[:-3], real.pack()[:12] + b"\xc0\x0c" + b"\x00" * 4, bytes(range(256)) * 4,
-               response.pack()]
+    garbage = [
+        b"",
+        b"\x00",
+        b"garbage!",
+        b"\xff" * 12,
+        b"\x12\x34\x01\x00\x00\x01\x00\x00",
+        real.pack()[:-3],
+        real.pack()[:12] + b"\xc0\x0c" + b"\x00" * 4,
+        bytes(range(256)) * 4,
+        response.pack(),
+    ]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(2)
         for g in garbage:
@@ -291,7 +309,10 @@ def test_cname_is_answered_and_followed(ns):
     ns.set("outside IN CNAME somewhere.example.org.")
     r = ask(ns, "alias.", "A")
     assert r.header.rcode == RCODE.NOERROR
-    assert [(QTYPE[rr.rtype], str(rr.rdata)) for rr in r.rr] == [("CNAME", "www."), ("A", "10.0.0.1")]
+    assert [(QTYPE[rr.rtype], str(rr.rdata)) for rr in r.rr] == [
+        ("CNAME", "www."),
+        ("A", "10.0.0.1"),
+    ]
     assert [QTYPE[rr.rtype] for rr in ask(ns, "alias.", "CNAME").rr] == ["CNAME"]
     r = ask(ns, "outside.", "A")
     assert r.header.rcode == RCODE.NOERROR

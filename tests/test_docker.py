@@ -1,5 +1,6 @@
 """Docker elements through the CLI and the Python client, on a real server
 started with --docker against a private, real dockerd."""
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,15 @@ def dkr(servers, dockerd):  # noqa: F811
 def test_container_from_the_cli(dkr):
     url, x, d = dkr
     path = f"/{x}/docky"
-    spec = {"Image": d.image, "Memory": 64 * 1024 * 1024, "CpuShares": 3,
-            "Env": ["GREETING=hi"], "Dir": "/tmp", "Path": "/bin/sh",
-            "Args": ["-c", "cat; echo \"$GREETING from $(pwd)\"; echo oops >&2; exit 3"]}
+    spec = {
+        "Image": d.image,
+        "Memory": 64 * 1024 * 1024,
+        "CpuShares": 3,
+        "Env": ["GREETING=hi"],
+        "Dir": "/tmp",
+        "Path": "/bin/sh",
+        "Args": ["-c", "cat; echo \"$GREETING from $(pwd)\"; echo oops >&2; exit 3"],
+    }
     ok(cli("mkdkr", path, input=json.dumps(spec), url=url))
     assert ok(cli("ls", "-l", f"/{x}/...", url=url)).split() == ["docker", path]
     ok(cli("stdin", path, input="piped in\n", url=url))
@@ -49,7 +56,9 @@ def test_container_from_the_cli(dkr):
 def test_signal_and_python_client(dkr):
     url, x, d = dkr
     with pycircuit.connect(url) as c:
-        box = c.walk([x, "py", "box"]).make_docker({"image": d.image, "path": "/bin/sleep", "args": ["600"]})
+        box = c.walk([x, "py", "box"]).make_docker(
+            {"image": d.image, "path": "/bin/sleep", "args": ["600"]}
+        )
         assert isinstance(c.walk([x, "py", "box"]).get(), pycircuit.Container)
         wait_until(lambda: box.peek()["State"]["Running"], 10)
         box.signal("KILL")
@@ -59,11 +68,19 @@ def test_signal_and_python_client(dkr):
 
 def test_docker_mistakes_are_clear(dkr, servers):
     url, x, d = dkr
-    r = cli("mkdkr", f"/{x}/bad", input=json.dumps({"Image": d.image, "Lxc": ["lxc.cgroup.cpuset.cpus = 0,1"]}),
-            url=url)
+    r = cli(
+        "mkdkr",
+        f"/{x}/bad",
+        input=json.dumps({"Image": d.image, "Lxc": ["lxc.cgroup.cpuset.cpus = 0,1"]}),
+        url=url,
+    )
     assert r.returncode != 0 and "Lxc" in r.stderr and "Traceback" not in r.stderr
     r = cli("mkdkr", f"/{x}/bad", input=json.dumps({"Image": "no-such-image:never"}), url=url)
-    assert r.returncode != 0 and "image" in r.stderr.lower() and len(r.stderr.strip().splitlines()) == 1
+    assert (
+        r.returncode != 0
+        and "image" in r.stderr.lower()
+        and len(r.stderr.strip().splitlines()) == 1
+    )
     assert ok(cli("ls", f"/{x}/...", url=url)) == ""
     plain = servers.start()
     xp = pycircuit.Client(plain).server_id

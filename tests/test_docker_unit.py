@@ -6,6 +6,7 @@ from the machine's static busybox. Each test leaves no container behind (the
 synchronisation: blocking calls take timeouts and conditions are polled with
 deadlines.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,54 +46,89 @@ def read_until(el: DockerElement, stream: str, want: bytes, timeout: float = T) 
 
 # --------------------------------------------------------------------------- the spec (no daemon)
 
+
 def test_spec_from_json_keys_are_case_insensitive():
-    s = DockerSpec.from_json({
-        "image": "busybox", "MEMORY": 1 << 26, "cpuShares": 3, "Lxc": [], "volume": ["/webapp"],
-        "Dir": "/tmp", "entry": "/bin/sh", "ENV": ["A=1"], "path": "-c", "Args": ["echo hi"],
-        "scrub": True})
-    assert s == DockerSpec(image="busybox", memory=1 << 26, cpu_shares=3, volume=("/webapp",),
-                           dir="/tmp", entry="/bin/sh", env=("A=1",), path="-c",
-                           args=("echo hi",), scrub=True)
+    s = DockerSpec.from_json(
+        {
+            "image": "busybox",
+            "MEMORY": 1 << 26,
+            "cpuShares": 3,
+            "Lxc": [],
+            "volume": ["/webapp"],
+            "Dir": "/tmp",
+            "entry": "/bin/sh",
+            "ENV": ["A=1"],
+            "path": "-c",
+            "Args": ["echo hi"],
+            "scrub": True,
+        }
+    )
+    assert s == DockerSpec(
+        image="busybox",
+        memory=1 << 26,
+        cpu_shares=3,
+        volume=("/webapp",),
+        dir="/tmp",
+        entry="/bin/sh",
+        env=("A=1",),
+        path="-c",
+        args=("echo hi",),
+        scrub=True,
+    )
     assert s.command == ["-c", "echo hi"]
     assert DockerSpec.from_json(s.to_json()) == s
     assert s.to_json() == {
-        "Image": "busybox", "Memory": 1 << 26, "CpuShares": 3, "Lxc": [], "Volume": ["/webapp"],
-        "Dir": "/tmp", "Entry": "/bin/sh", "Env": ["A=1"], "Path": "-c", "Args": ["echo hi"],
-        "Scrub": True}
+        "Image": "busybox",
+        "Memory": 1 << 26,
+        "CpuShares": 3,
+        "Lxc": [],
+        "Volume": ["/webapp"],
+        "Dir": "/tmp",
+        "Entry": "/bin/sh",
+        "Env": ["A=1"],
+        "Path": "-c",
+        "Args": ["echo hi"],
+        "Scrub": True,
+    }
     # JSON null means "not given"; Args without Path are the whole command.
     s = DockerSpec.from_json({"Image": "x", "Env": None, "Path": None, "Args": ["ls", "/"]})
     assert s.env is None and s.command == ["ls", "/"]
     assert DockerSpec.from_json({"Image": "x"}).command is None  # the image's default
 
 
-@pytest.mark.parametrize("obj, words", [
-    ({"Image": "x", "Bogus": 1}, "'Bogus'"),
-    ({"Image": "x", "image": "y"}, "duplicate"),
-    ({}, "Image"),
-    ({"Image": ""}, "Image"),
-    ({"Image": 3}, "Image"),
-    ({"Image": "x", "Memory": "1g"}, "Memory"),
-    ({"Image": "x", "Memory": -1}, "Memory"),
-    ({"Image": "x", "Memory": True}, "Memory"),
-    ({"Image": "x", "CpuShares": 1.5}, "CpuShares"),
-    ({"Image": "x", "Volume": "/data"}, "Volume"),
-    ({"Image": "x", "Volume": [""]}, "Volume"),
-    ({"Image": "x", "Env": ["NOEQUALS"]}, "Env"),
-    ({"Image": "x", "Env": "A=1"}, "Env"),
-    ({"Image": "x", "Args": [1]}, "Args"),
-    ({"Image": "x", "Dir": 5}, "Dir"),
-    ({"Image": "x", "Entry": ["/bin/sh"]}, "Entry"),
-    ({"Image": "x", "Path": 1}, "Path"),
-    ({"Image": "x", "Scrub": "yes"}, "Scrub"),
-    ({"Image": "x", "Lxc": "lxc.x = 1"}, "Lxc"),
-])
+@pytest.mark.parametrize(
+    "obj, words",
+    [
+        ({"Image": "x", "Bogus": 1}, "'Bogus'"),
+        ({"Image": "x", "image": "y"}, "duplicate"),
+        ({}, "Image"),
+        ({"Image": ""}, "Image"),
+        ({"Image": 3}, "Image"),
+        ({"Image": "x", "Memory": "1g"}, "Memory"),
+        ({"Image": "x", "Memory": -1}, "Memory"),
+        ({"Image": "x", "Memory": True}, "Memory"),
+        ({"Image": "x", "CpuShares": 1.5}, "CpuShares"),
+        ({"Image": "x", "Volume": "/data"}, "Volume"),
+        ({"Image": "x", "Volume": [""]}, "Volume"),
+        ({"Image": "x", "Env": ["NOEQUALS"]}, "Env"),
+        ({"Image": "x", "Env": "A=1"}, "Env"),
+        ({"Image": "x", "Args": [1]}, "Args"),
+        ({"Image": "x", "Dir": 5}, "Dir"),
+        ({"Image": "x", "Entry": ["/bin/sh"]}, "Entry"),
+        ({"Image": "x", "Path": 1}, "Path"),
+        ({"Image": "x", "Scrub": "yes"}, "Scrub"),
+        ({"Image": "x", "Lxc": "lxc.x = 1"}, "Lxc"),
+    ],
+)
 def test_spec_rejects_bad_json_naming_the_key(obj, words):
     with pytest.raises(ElementError, match=words):
         DockerSpec.from_json(obj)
 
 
 def test_spec_rejects_lxc_options():
-    with pytest.raises(ElementError, match="^Lxc options are not supported: LXC no longer exists in Docker$"):
+    with pytest.raises(
+        ElementError, match="^Lxc options are not supported: LXC no longer exists in Docker$"
+    ):
         DockerSpec.from_json({"Image": "ubuntu", "Lxc": ["lxc.cgroup.cpuset.cpus = 0,1"]})
     with pytest.raises(ElementError, match="Lxc options are not supported"):
         DockerSpec(image="ubuntu", lxc=("lxc.x = 1",))
@@ -111,6 +147,7 @@ def test_factory_reports_an_unreachable_daemon(tmp_path):
 
 # --------------------------------------------------------------------------- against dockerd
 
+
 @pytest.fixture
 def make(dockerd):  # noqa: F811
     """make(on_done=None, start=True, **JSON keys) → a DockerElement on the private dockerd."""
@@ -123,7 +160,9 @@ def make(dockerd):  # noqa: F811
         return c
 
     def make(on_done=lambda el: None, start: bool = True, **fields) -> DockerElement:
-        el = DockerElement(DockerSpec.from_json({"Image": dockerd.image, **fields}), factory, on_done)
+        el = DockerElement(
+            DockerSpec.from_json({"Image": dockerd.image, **fields}), factory, on_done
+        )
         made.append(el)
         if start:
             el.start()
@@ -175,9 +214,9 @@ def test_a_megabytes_round_trip_through_cat(make):
     def write():
         try:
             for i in range(0, len(data), 100_000):
-                el.stdin_write(data[i:i + 100_000])
+                el.stdin_write(data[i : i + 100_000])
             el.stdin_close()
-        except BaseException as e:  # noqa: BLE001 -- reported below
+        except BaseException as e:
             writer_error.append(e)
 
     w = threading.Thread(target=write)
@@ -247,8 +286,13 @@ def test_kill_ends_a_sleeping_container(make):
 
 @requires_docker
 def test_term_signal_reaches_the_process(make):
-    el = make(Path="sh", Args=["-c", "trap 'echo got TERM; exit 7' TERM; echo ready; "
-                                      "while true; do sleep 0.05; done"])
+    el = make(
+        Path="sh",
+        Args=[
+            "-c",
+            "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+        ],
+    )
     assert read_until(el, "stdout", b"ready\n") == b"ready\n"
     el.signal("SIGTERM")
     assert read_all(el, "stdout") == b"got TERM\n"
@@ -257,8 +301,13 @@ def test_term_signal_reaches_the_process(make):
 
 @requires_docker
 def test_env_dir_and_entry_are_applied(make):
-    el = make(Entry="/bin/sh", Path="-c", Args=['echo "$FOO"; pwd; echo "$PATH"'],
-              Env=["FOO=bar baz"], Dir="/tmp")
+    el = make(
+        Entry="/bin/sh",
+        Path="-c",
+        Args=['echo "$FOO"; pwd; echo "$PATH"'],
+        Env=["FOO=bar baz"],
+        Dir="/tmp",
+    )
     out = read_all(el, "stdout").decode().splitlines()
     assert out[0] == "bar baz" and out[1] == "/tmp" and "/bin" in out[2].split(":")
     st = el.wait(T)
@@ -281,8 +330,11 @@ def test_memory_and_cpu_shares_are_set(make):
 @requires_docker
 def test_volumes_anonymous_and_bound(make, dockerd, tmp_path):  # noqa: F811
     (tmp_path / "f").write_text("from the host\n")
-    el = make(Path="sh", Args=["-c", "cat /mnt/f; echo x > /data/y && cat /data/y"],
-              Volume=["/data", f"{tmp_path}:/mnt:ro"])
+    el = make(
+        Path="sh",
+        Args=["-c", "cat /mnt/f; echo x > /data/y && cat /data/y"],
+        Volume=["/data", f"{tmp_path}:/mnt:ro"],
+    )
     assert read_all(el, "stdout") == b"from the host\nx\n"
     st = el.wait(T)
     assert st["State"]["ExitCode"] == 0
@@ -373,8 +425,10 @@ def test_auto_scrub_removes_the_container_once_it_exited(make, dockerd):  # noqa
     st = el.wait(T)  # auto-scrub is not a user scrub: waiters get the result
     assert st["State"]["ExitCode"] == 4
     wait_until(lambda: calls, what="on_done")
-    wait_until(lambda: cid not in [c.id for c in dockerd.client.containers.list(all=True)],
-               what="container removed")
+    wait_until(
+        lambda: cid not in [c.id for c in dockerd.client.containers.list(all=True)],
+        what="container removed",
+    )
     assert calls == [el]
     assert el.read("stdout", timeout=0) == b"bye\n"  # what arrived stays readable
     assert el.peek()["State"]["ExitCode"] == 4
@@ -408,11 +462,19 @@ def test_closed_stdout_does_not_hold_up_stderr(make):
 @requires_docker
 def test_unstarted_element(dockerd):  # noqa: F811
     el = DockerElement(DockerSpec(image=dockerd.image, path="true"), lambda: dockerd.client)
-    assert el.describe() == {"kind": "docker", "Id": None, "Name": None,
-                             "Config": {"Image": dockerd.image},
-                             "State": {"Status": "unknown", "Running": False}}
-    for call in (lambda: el.read("stdout"), lambda: el.stdin_write(b""), el.stdin_close,
-                 lambda: el.signal("KILL")):
+    assert el.describe() == {
+        "kind": "docker",
+        "Id": None,
+        "Name": None,
+        "Config": {"Image": dockerd.image},
+        "State": {"Status": "unknown", "Running": False},
+    }
+    for call in (
+        lambda: el.read("stdout"),
+        lambda: el.stdin_write(b""),
+        el.stdin_close,
+        lambda: el.signal("KILL"),
+    ):
         with pytest.raises(ElementError, match="container not started"):
             call()
     with pytest.raises(ElementError, match="timeout"):
@@ -448,9 +510,13 @@ def test_timings(make, dockerd):  # noqa: F811
         el.scrub()
         t4 = time.monotonic()
         firsts.append((t1 - t0, t2 - t0, t3 - t0, t4 - t3))
-    print(f"dockerd start: {dockerd.timings['start']:.3f} s, busybox rootfs + tar: "
-          f"{dockerd.timings['rootfs']:.3f} s, image import: {dockerd.timings['import']:.3f} s")
+    print(
+        f"dockerd start: {dockerd.timings['start']:.3f} s, busybox rootfs + tar: "
+        f"{dockerd.timings['rootfs']:.3f} s, image import: {dockerd.timings['import']:.3f} s"
+    )
     for start, first, done, scrub in firsts:
-        print(f"container start(): {start:.3f} s, start-to-first-output: {first:.3f} s, "
-              f"to done: {done:.3f} s, scrub: {scrub:.3f} s")
+        print(
+            f"container start(): {start:.3f} s, start-to-first-output: {first:.3f} s, "
+            f"to done: {done:.3f} s, scrub: {scrub:.3f} s"
+        )
     assert all(first < T for _, first, _, _ in firsts)

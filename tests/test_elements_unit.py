@@ -5,6 +5,7 @@ Every process is killed and reaped in a fixture finaliser. Nothing sleeps to
 synchronise: tests wait on conditions with deadlines. A short timeout is used
 only to show that something does *not* happen (yet).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,7 @@ class Background:
         def run():
             try:
                 self.result = fn(*args, **kwargs)
-            except BaseException as e:  # noqa: BLE001 -- handed to the test
+            except BaseException as e:
                 self.error = e
             finally:
                 self.finished.set()
@@ -73,7 +74,7 @@ def spawn():
             os.killpg(p.pid, 9)  # also works after scrub, and on stopped processes
         except ProcessLookupError:
             pass
-        wait_until(lambda: p.peek()["Phase"] in ("exited", "signaled"), what=f"reaping {p!r}")
+        wait_until(lambda p=p: p.peek()["Phase"] in ("exited", "signaled"), what=f"reaping {p!r}")
         p.stdin_close()
         p.close_stream("stdout")
         p.close_stream("stderr")
@@ -95,6 +96,7 @@ def finish(p: ProcElement, timeout: float = 10.0) -> tuple[bytes, bytes, dict]:
 
 # ============================================================== processes: streams and wait
 
+
 def test_cat_echoes_stdin_to_stdout(spawn):
     p = spawn("/bin/cat")
     assert p.peek()["Phase"] == "running" and isinstance(p.pid, int)
@@ -115,7 +117,7 @@ def test_large_transfer_through_cat_keeps_order(spawn):
 
     def writer():
         for i in range(0, len(data), 100_000):
-            p.stdin_write(data[i:i + 100_000])
+            p.stdin_write(data[i : i + 100_000])
         p.stdin_close()
 
     w = Background(writer)
@@ -165,7 +167,11 @@ def test_wait_blocks_until_the_process_exits(spawn):
 
 def test_close_stream_discards_without_blocking_the_process(spawn):
     # ~4 MB of output would block the writer forever if nobody drained the pipe.
-    p = spawn("/bin/sh", "-c", "i=0; while [ $i -lt 64 ]; do head -c 65536 /dev/zero; i=$((i+1)); done; echo done >&2")
+    p = spawn(
+        "/bin/sh",
+        "-c",
+        "i=0; while [ $i -lt 64 ]; do head -c 65536 /dev/zero; i=$((i+1)); done; echo done >&2",
+    )
     assert p.read("stdout", timeout=10)  # something arrived
     p.close_stream("stdout")
     assert p.read("stdout", timeout=1) == b""  # closed: reads see the end
@@ -263,17 +269,31 @@ def test_start_twice(spawn):
 
 # ============================================================== processes: exit, signals, phases
 
-@pytest.mark.parametrize("script, exit_", [("exit 0", None), ("exit 3", "exit status 3"),
-                                           ("kill -KILL $$", "signal: killed"),
-                                           ("kill -TERM $$", "signal: terminated")])
+
+@pytest.mark.parametrize(
+    "script, exit_",
+    [
+        ("exit 0", None),
+        ("exit 3", "exit status 3"),
+        ("kill -KILL $$", "signal: killed"),
+        ("kill -TERM $$", "signal: terminated"),
+    ],
+)
 def test_exit_strings(spawn, script, exit_):
     stat = finish(spawn("/bin/sh", "-c", script))[2]
     assert stat["Exit"] == exit_
     assert stat["Phase"] == ("exited" if exit_ is None or exit_.startswith("exit") else "signaled")
 
 
-@pytest.mark.parametrize("name, exit_", [("KILL", "signal: killed"), ("term", "signal: terminated"),
-                                         ("SIGINT", "signal: interrupt"), ("sighup", "signal: hangup")])
+@pytest.mark.parametrize(
+    "name, exit_",
+    [
+        ("KILL", "signal: killed"),
+        ("term", "signal: terminated"),
+        ("SIGINT", "signal: interrupt"),
+        ("sighup", "signal: hangup"),
+    ],
+)
 def test_signal_terminates(spawn, name, exit_):
     p = spawn("/bin/sleep", "30")
     p.signal(name)
@@ -318,6 +338,7 @@ def test_signal_after_exit(spawn):
 
 
 # ============================================================== processes: exec, Path, Env, Dir
+
 
 def test_exec_error_keeps_phase_unknown(tmp_path):
     p = ProcElement(Cmd(str(tmp_path / "no-such-binary")))
@@ -381,6 +402,7 @@ def test_dir_applies_and_is_reported(spawn, tmp_path):
 
 # ============================================================== processes: scrub
 
+
 def test_scrub_aborts_waits_and_leaves_the_process_running(spawn):
     p = spawn("/bin/sleep", "30")
     pending = Background(p.wait)
@@ -424,7 +446,9 @@ def test_auto_scrub_waits_until_the_reader_was_given_the_end(spawn):
     p = spawn("/bin/sh", "-c", "echo hi", scrub=True, on_done=calls.append)
     p.wait(10)
     p.stdin_close()
-    wait_until(lambda: p._outputs["stdout"]._eof, what="stdout at EOF")  # so the next read empties it
+    wait_until(
+        lambda: p._outputs["stdout"]._eof, what="stdout at EOF"
+    )  # so the next read empties it
     assert p.read("stdout", timeout=10) == b"hi\n"
     assert calls == []  # a reader that took the last bytes comes back for b"": not cut off
     assert p.read("stdout", timeout=10) == b""
@@ -453,32 +477,49 @@ def test_on_done_errors_do_not_escape(spawn):
 
 # ============================================================== Cmd JSON
 
+
 def test_cmd_json_keys_are_case_insensitive():
-    c = Cmd.from_json({"PATH": "/bin/ls", "args": ["-l", "/"], "eNv": ["TERM=xterm"],
-                       "Dir": "/", "scrub": True})
+    c = Cmd.from_json(
+        {"PATH": "/bin/ls", "args": ["-l", "/"], "eNv": ["TERM=xterm"], "Dir": "/", "scrub": True}
+    )
     assert c == Cmd("/bin/ls", ("-l", "/"), ("TERM=xterm",), "/", True)
-    assert c.to_json() == {"Env": ["TERM=xterm"], "Dir": "/", "Path": "/bin/ls",
-                           "Args": ["-l", "/"], "Scrub": True}
+    assert c.to_json() == {
+        "Env": ["TERM=xterm"],
+        "Dir": "/",
+        "Path": "/bin/ls",
+        "Args": ["-l", "/"],
+        "Scrub": True,
+    }
     assert Cmd.from_json(c.to_json()) == c
     assert Cmd.from_json({"Path": "/bin/ls"}).to_json() == {
-        "Env": None, "Dir": None, "Path": "/bin/ls", "Args": [], "Scrub": False}
-    assert Cmd.from_json({"Path": "/bin/ls", "Env": None, "Args": None, "Dir": None}) == Cmd("/bin/ls")
+        "Env": None,
+        "Dir": None,
+        "Path": "/bin/ls",
+        "Args": [],
+        "Scrub": False,
+    }
+    assert Cmd.from_json({"Path": "/bin/ls", "Env": None, "Args": None, "Dir": None}) == Cmd(
+        "/bin/ls"
+    )
 
 
-@pytest.mark.parametrize("obj, message", [
-    ({"Path": "/bin/ls", "Bogus": 1}, "Bogus"),
-    ({"Args": ["-l"]}, "Path"),
-    ({"Path": ""}, "Path"),
-    ({"Path": 5}, "Path"),
-    ({"Path": "/bin/ls", "Args": "-l"}, "Args"),
-    ({"Path": "/bin/ls", "Args": ["-l", 1]}, "Args"),
-    ({"Path": "/bin/ls", "Env": "A=1"}, "Env"),
-    ({"Path": "/bin/ls", "Env": ["NOEQUALS"]}, "Env"),
-    ({"Path": "/bin/ls", "Dir": 3}, "Dir"),
-    ({"Path": "/bin/ls", "Scrub": "yes"}, "Scrub"),
-    ({"Path": "/bin/ls", "path": "/bin/cat"}, "duplicate"),
-    (["/bin/ls"], "object"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({"Path": "/bin/ls", "Bogus": 1}, "Bogus"),
+        ({"Args": ["-l"]}, "Path"),
+        ({"Path": ""}, "Path"),
+        ({"Path": 5}, "Path"),
+        ({"Path": "/bin/ls", "Args": "-l"}, "Args"),
+        ({"Path": "/bin/ls", "Args": ["-l", 1]}, "Args"),
+        ({"Path": "/bin/ls", "Env": "A=1"}, "Env"),
+        ({"Path": "/bin/ls", "Env": ["NOEQUALS"]}, "Env"),
+        ({"Path": "/bin/ls", "Dir": 3}, "Dir"),
+        ({"Path": "/bin/ls", "Scrub": "yes"}, "Scrub"),
+        ({"Path": "/bin/ls", "path": "/bin/cat"}, "duplicate"),
+        (["/bin/ls"], "object"),
+    ],
+)
 def test_cmd_json_errors(obj, message):
     with pytest.raises(ElementError, match=message):
         Cmd.from_json(obj)
@@ -496,6 +537,7 @@ def test_cmd_accepts_lists_and_peek_is_json(spawn):
 
 
 # ============================================================== channels
+
 
 def test_chan_cap2_third_send_blocks():
     ch = ChanElement(2)
@@ -544,7 +586,7 @@ def test_chan_fifo_and_blocked_senders_keep_order():
     for i in range(3, 6):  # queue up one at a time so their order is known
         blocked.append(Background(ch.send, b"%d" % i))
         # Peeking at the private queue is the only way to know the sender is in line.
-        wait_until(lambda: len(ch._queue) == i + 1, what=f"sender {i} to queue up")
+        wait_until(lambda i=i: len(ch._queue) == i + 1, what=f"sender {i} to queue up")
     assert not any(b.finished.is_set() for b in blocked)
     assert [ch.recv(5) for _ in range(6)] == [b"%d" % i for i in range(6)]
     assert all(b.join().error is None for b in blocked)
@@ -643,12 +685,16 @@ def test_chan_many_producers_and_consumers(cap, n_cons):
 
 # ============================================================== subscriptions
 
+
 def test_subscription_initial_then_published():
     s = Subscription("@join", "/X0000000000000001", ["/X0000000000000001", "/X0000000000000002"])
     assert s.peek() == {"Source": "/X0000000000000001", "Pending": 2, "Closed": False}
     s.publish("/X0000000000000003")
-    assert [s.recv(1) for _ in range(3)] == ["/X0000000000000001", "/X0000000000000002",
-                                             "/X0000000000000003"]
+    assert [s.recv(1) for _ in range(3)] == [
+        "/X0000000000000001",
+        "/X0000000000000002",
+        "/X0000000000000003",
+    ]
     assert s.peek()["Pending"] == 0
     with pytest.raises(ElementError, match="^timeout$"):
         s.recv(0.1)

@@ -8,6 +8,7 @@ worker's own stdout/stderr (saved as its remains) where that is the product.
 
 ALLOWLIST: files owned by others while this rule was applied, not yet
 audited; remove a file from it once it is."""
+
 from __future__ import annotations
 
 import ast
@@ -23,7 +24,10 @@ ALLOWLIST: set[str] = set()
 
 # Output that is the product, not logging: (file, function) -> why.
 PRODUCT_OUTPUT = {
-    ("spawn/_worker.py", "body"): "a background function's traceback, kept in the worker's saved stderr",
+    (
+        "spawn/_worker.py",
+        "body",
+    ): "a background function's traceback, kept in the worker's saved stderr",
     ("spawn/_worker.py", "child_main"): "why a worker could not boot, kept in its saved stderr",
 }
 
@@ -52,7 +56,9 @@ def _drops(stmt: ast.stmt) -> bool:
         return True
     if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):  # ``...`` or a string
         return True
-    return isinstance(stmt, ast.Return) and (stmt.value is None or isinstance(stmt.value, ast.Constant))
+    return isinstance(stmt, ast.Return) and (
+        stmt.value is None or isinstance(stmt.value, ast.Constant)
+    )
 
 
 def _is_reason(comment: str) -> bool:
@@ -80,8 +86,14 @@ def terminal_writes(rel: str) -> list[str]:
 
     def visit(node: ast.AST, func: str) -> None:
         for child in ast.iter_child_nodes(node):
-            name = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else func
-            if isinstance(child, ast.Call) and _writes(child.func) and (rel, func) not in PRODUCT_OUTPUT:
+            name = (
+                child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else func
+            )
+            if (
+                isinstance(child, ast.Call)
+                and _writes(child.func)
+                and (rel, func) not in PRODUCT_OUTPUT
+            ):
                 bad.append(f"{rel}:{child.lineno}")
             visit(child, name)
 
@@ -93,9 +105,15 @@ def _writes(f: ast.expr) -> bool:
     if isinstance(f, ast.Name):
         return f.id == "print"
     if isinstance(f, ast.Attribute):
-        if f.attr in ("print_exc", "print_exception", "print_stack") and isinstance(f.value, ast.Name):
+        if f.attr in ("print_exc", "print_exception", "print_stack") and isinstance(
+            f.value, ast.Name
+        ):
             return f.value.id == "traceback"
-        if f.attr == "write" and isinstance(f.value, ast.Attribute) and f.value.attr in ("stdout", "stderr"):
+        if (
+            f.attr == "write"
+            and isinstance(f.value, ast.Attribute)
+            and f.value.attr in ("stdout", "stderr")
+        ):
             return isinstance(f.value.value, ast.Name) and f.value.value.id == "sys"
     return False
 
@@ -120,13 +138,14 @@ def test_library_code_does_not_print(rel):
 def test_the_checker_finds_what_it_should(tmp_path, monkeypatch):
     (tmp_path / "m.py").write_text(
         "def f():\n"
-        "    try:\n        g()\n    except OSError:\n        pass\n"              # 4: silent
+        "    try:\n        g()\n    except OSError:\n        pass\n"  # 4: silent
         "    try:\n        g()\n    except OSError:  # the file may be gone: fine\n        pass\n"
         "    for x in y:\n        try:\n            g()\n        except KeyError:\n            continue\n"  # 13
         "    try:\n        g()\n    except ValueError:\n        # ours to ignore: a retry follows\n        return None\n"
         "    try:\n        g()\n    except ValueError:  # noqa\n        return False\n"  # 22: noqa is no reason
         "    try:\n        g()\n    except ValueError as e:\n        log.debug('x', exc_info=e)\n"
-        "    print('hi')\n")
+        "    print('hi')\n"
+    )
     monkeypatch.setattr(__import__(__name__), "PKG", str(tmp_path))
     assert sorted(silent_handlers("m.py")) == ["m.py:13", "m.py:22", "m.py:4"]
     assert terminal_writes("m.py") == ["m.py:28"]
@@ -149,13 +168,21 @@ except ZeroDivisionError:
 
 
 def test_the_cli_shows_library_warnings_as_one_line_each():
-    import subprocess, sys
+    import subprocess
+    import sys
     from conftest import child_env
 
-    r = subprocess.run([sys.executable, "-c", CLI_LOGGING], capture_output=True, text=True, timeout=60,
-                       env=child_env() | {"PYCIRCUIT_DEBUG": ""})
+    r = subprocess.run(
+        [sys.executable, "-c", CLI_LOGGING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env() | {"PYCIRCUIT_DEBUG": ""},
+    )
     assert r.returncode == 0, r.stderr
     ours = [ln for ln in r.stderr.splitlines() if ln.startswith("pycircuit:")]
-    assert ours == ["pycircuit: discovery on lo fails",
-                    "pycircuit: with its cause (ZeroDivisionError: division by zero)"], r.stderr
+    assert ours == [
+        "pycircuit: discovery on lo fails",
+        "pycircuit: with its cause (ZeroDivisionError: division by zero)",
+    ], r.stderr
     assert "Traceback" not in r.stderr

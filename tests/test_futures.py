@@ -1,6 +1,7 @@
 """Futures and deadlines (SPEC §7): ``x.call_async`` gives a standard
 ``concurrent.futures.Future``; ``pycircuit.call_within`` and
 ``pycircuit.acall`` bound a call; a stopped worker loses nothing."""
+
 from __future__ import annotations
 
 import asyncio
@@ -141,7 +142,9 @@ def test_late_reply_with_references_is_released(worker):
     with pytest.raises(TimeoutError):
         pycircuit.call_within(0.1, x, "slow_thing", 0.5)
     # the reply comes later with a reference in it: taken, then dropped with the Future
-    wait_until(lambda: (gc.collect(), x.table())[1] == base, 15, what="the late reference is released")
+    wait_until(
+        lambda: (gc.collect(), x.table())[1] == base, 15, what="the late reference is released"
+    )
     y = x.thing()  # a reference still works the normal way
     assert x.table() == base + 1 and y.incr() == 1
 

@@ -5,6 +5,7 @@ authenticated TLS 1.3, and a peer without the key is refused at once.
 A process's runtime has one TLS setting, and the test process's runtime is
 keyless (the other test modules use it), so every keyed client here runs in
 a subprocess, with a timeout."""
+
 from __future__ import annotations
 
 import json
@@ -28,14 +29,21 @@ from pycircuit.runtime._tls import load_key
 CLIENT_TIMEOUT = 60
 
 
-def run_client(script: str, *args: str, env_key: str | None = None, timeout: float = CLIENT_TIMEOUT):
+def run_client(
+    script: str, *args: str, env_key: str | None = None, timeout: float = CLIENT_TIMEOUT
+):
     env = child_env()
     env.pop("CIRCUIT_KEY", None)
     if env_key:
         env["CIRCUIT_KEY"] = env_key
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], env=env,
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return out, time.monotonic() - t0
 
 
@@ -49,8 +57,13 @@ def keys(tmp_path_factory):
     d = tmp_path_factory.mktemp("keys")
     paths = []
     for name in ("a.key", "b.key"):
-        out = subprocess.run([sys.executable, "-m", "pycircuit.cli", "keygen"], env=child_env(),
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "pycircuit.cli", "keygen"],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         p = d / name
         p.write_text(out.stdout)
@@ -137,12 +150,16 @@ def test_keyed_client_spawns_and_calls_across_workers(keyed, keys):
 
 def test_key_from_environment(keyed, keys):
     url, _ = keyed
-    out, _ = run_client("""
+    out, _ = run_client(
+        """
         import json, sys, pycircuit
         from circuit_helpers import add
         c = pycircuit.connect(sys.argv[1])
         print(json.dumps(c.spawn(c.hosts()[0], None, add, 2, 3)[0]))
-    """, url, env_key=keys[0])
+    """,
+        url,
+        env_key=keys[0],
+    )
     assert last_json(out) == 5
 
 
@@ -227,6 +244,7 @@ def test_explicit_key_differing_from_the_runtime_is_an_error(keys):
 
 # -- (d) silent or garbage peers do not block the server ------------------
 
+
 def test_silent_and_garbage_peers_do_not_block_others(keyed, keys):
     url, _ = keyed
     a = WorkerAddr.parse(url)
@@ -236,12 +254,17 @@ def test_silent_and_garbage_peers_do_not_block_others(keyed, keys):
         garbage.sendall(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(64))
         # Ten handshakes that would each wait 5 s if run in turn on the accept
         # thread; a keyed client gets through meanwhile.
-        out, took = run_client("""
+        out, took = run_client(
+            """
             import json, sys, pycircuit
             from circuit_helpers import add
             c = pycircuit.connect(sys.argv[1], key=sys.argv[2])
             print(json.dumps(c.spawn(c.hosts()[0], None, add, 20, 22)[0]))
-        """, url, keys[0], timeout=30)
+        """,
+            url,
+            keys[0],
+            timeout=30,
+        )
         assert last_json(out) == 42
         # The garbage sender is dropped at once, the silent ones after the deadline.
         try:
@@ -269,7 +292,10 @@ def test_a_server_says_why_it_refused_connections_at_most_five_a_minute(keys):
                     assert s.recv(100) == b""  # dropped
                 except ConnectionResetError:
                     pass
-        wait_until(lambda: sum("refused a connection" in ln for ln in lines) >= 5, what="five refusal lines")
+        wait_until(
+            lambda: sum("refused a connection" in ln for ln in lines) >= 5,
+            what="five refusal lines",
+        )
     finally:
         stop_process(p)
     reader.join(10)
@@ -280,6 +306,7 @@ def test_a_server_says_why_it_refused_connections_at_most_five_a_minute(keys):
 
 
 # -- (e) the wire is TLS, and a plain client gets nothing ------------------
+
 
 def test_plain_rpyc_client_gets_nothing(keyed):
     url, _ = keyed
@@ -303,7 +330,10 @@ def test_server_speaks_tls13_with_the_cluster_certificate_and_wants_ours(keyed, 
             assert s.version() == "TLSv1.3"
             der = s.getpeercert(binary_form=True)
             cert_pem = open(keys[0]).read().split("-----BEGIN CERTIFICATE-----")[1]
-            assert ssl.DER_cert_to_PEM_cert(der).split("-----BEGIN CERTIFICATE-----")[1].split() == cert_pem.split()
+            assert (
+                ssl.DER_cert_to_PEM_cert(der).split("-----BEGIN CERTIFICATE-----")[1].split()
+                == cert_pem.split()
+            )
             # Without a client certificate the server refuses us.
             with pytest.raises((ssl.SSLError, ConnectionError)):
                 s.sendall(b"\0" * 16)
@@ -424,6 +454,7 @@ def test_wire_bytes_are_encrypted(keyed, server, keys, tap):
 
 # -- (f) keygen and bad key files -----------------------------------------
 
+
 def test_keygen_output_loads_and_is_fresh(keys):
     a, b = load_key(keys[0]), load_key(keys[1])
     assert a.path == keys[0] and a.fingerprint != b.fingerprint
@@ -438,7 +469,11 @@ def test_keygen_writes_a_file_only_its_owner_reads_and_never_overwrites(tmp_path
     first = out.read_text()
     load_key(str(out))
     again = cli("keygen", "-o", str(out))
-    assert again.returncode != 0 and again.stderr.strip().count("\n") == 0 and "not overwriting" in again.stderr
+    assert (
+        again.returncode != 0
+        and again.stderr.strip().count("\n") == 0
+        and "not overwriting" in again.stderr
+    )
     assert out.read_text() == first
 
 
@@ -446,8 +481,13 @@ def test_start_warns_when_others_can_read_the_key(tmp_path, keys):
     loose = tmp_path / "loose.key"
     loose.write_text(open(keys[0]).read())
     loose.chmod(0o644)
-    p = subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--key", str(loose)],
-                         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--key", str(loose)],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert p.stdout.readline().startswith("circuit://")
         first = p.stderr.readline()
@@ -468,16 +508,39 @@ def _leaf_key_file() -> str:
     k = ec.generate_private_key(ec.SECP256R1())
     n = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    c = (x509.CertificateBuilder().subject_name(n).issuer_name(n).public_key(k.public_key()).serial_number(1)
-         .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-         .sign(k, hashes.SHA256()))
-    return (k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()) + c.public_bytes(serialization.Encoding.PEM)).decode()
+    c = (
+        x509.CertificateBuilder()
+        .subject_name(n)
+        .issuer_name(n)
+        .public_key(k.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(k, hashes.SHA256())
+    )
+    return (
+        k.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + c.public_bytes(serialization.Encoding.PEM)
+    ).decode()
 
 
-@pytest.mark.parametrize("content", [None, "garbage\n", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-                                     "cert-only", "key-of-another", "corrupt", "leaf"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        None,
+        "garbage\n",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        "cert-only",
+        "key-of-another",
+        "corrupt",
+        "leaf",
+    ],
+)
 def test_bad_key_file_is_one_line_and_no_traceback(tmp_path, keys, content):
     bad = tmp_path / "bad.key"
     if content == "leaf":
@@ -485,24 +548,34 @@ def test_bad_key_file_is_one_line_and_no_traceback(tmp_path, keys, content):
     elif content == "corrupt":  # base64 damaged inside the private key
         text = open(keys[0]).read()
         i = text.index("-----BEGIN PRIVATE KEY-----") + 40
-        content = text[:i] + "!!!!" + text[i + 4:]
+        content = text[:i] + "!!!!" + text[i + 4 :]
     elif content == "cert-only":
         text = open(keys[0]).read()
-        content = text[text.index("-----BEGIN CERTIFICATE-----"):]
+        content = text[text.index("-----BEGIN CERTIFICATE-----") :]
     elif content == "key-of-another":  # key of A, certificate of B
         ta, tb = open(keys[0]).read(), open(keys[1]).read()
-        content = ta[:ta.index("-----BEGIN CERTIFICATE-----")] + tb[tb.index("-----BEGIN CERTIFICATE-----"):]
+        content = (
+            ta[: ta.index("-----BEGIN CERTIFICATE-----")]
+            + tb[tb.index("-----BEGIN CERTIFICATE-----") :]
+        )
     if content is not None:
         bad.write_text(content)
     with pytest.raises(pycircuit.CircuitError, match=f"bad cluster key file {bad}: "):
         load_key(str(bad))
     env = child_env()
     env.pop("CIRCUIT_KEY", None)
-    out = subprocess.run([sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--key", str(bad)],
-                         env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "pycircuit.cli", "start", "-a", "127.0.0.1:0", "--key", str(bad)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and out.stdout == ""
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"pycircuit: bad cluster key file {bad}: "), out.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"pycircuit: bad cluster key file {bad}: "), (
+        out.stderr
+    )
     assert "Traceback" not in out.stderr
 
 
@@ -512,8 +585,12 @@ def test_key_allows_non_loopback_address(keys):
     cmd = [sys.executable, "-m", "pycircuit.cli", "start", "-a", "0.0.0.0:0"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "without a key" in out.stderr
-    p = subprocess.Popen(cmd + ["--key", keys[0]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        cmd + ["--key", keys[0]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
-        assert p.stdout.readline().startswith("circuit://"), p.stderr.read() if p.poll() is not None else ""
+        assert p.stdout.readline().startswith("circuit://"), (
+            p.stderr.read() if p.poll() is not None else ""
+        )
     finally:
         stop_process(p)

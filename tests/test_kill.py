@@ -1,6 +1,7 @@
 """`kill` of a worker that already exited is quiet (like Popen.kill): the API
 returns False, the CLI exits 0 for its URL; a path naming no worker is still
 one clear error."""
+
 from __future__ import annotations
 
 import pycircuit
@@ -13,7 +14,7 @@ def _alive(client, host, addr) -> bool:
 
 
 def test_kill_of_an_exited_worker_returns_false(client, host):
-    value, addr = client.spawn(host, None, add, 2, 3)   # exits as add returns
+    value, addr = client.spawn(host, None, add, 2, 3)  # exits as add returns
     assert value == 5
     wait_until(lambda: not _alive(client, host, addr), 20, what="worker exited")
     assert client.kill(addr) is False
@@ -35,7 +36,7 @@ def test_cli_kill_of_an_exited_worker_url_is_quiet(client, host, server):
     r = cli("kill", str(addr), url=server)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     wait_until(lambda: not _alive(client, host, addr), 20, what="worker gone after kill")
-    r = cli("kill", str(addr), url=server)   # again: already dead
+    r = cli("kill", str(addr), url=server)  # again: already dead
     assert r.returncode == 0 and r.stderr == "", r.stderr
     # its path is gone with it: naming it is a user mistake, one line
     r = cli("kill", f"/{host.id}/cli-killme/{addr.id}", url=server)

@@ -1,5 +1,6 @@
 """The link: pycircuit messages inside RPyC frames over a real socket pair,
 served the way runtimes serve them (a ServeGroup per connection)."""
+
 from __future__ import annotations
 
 import socket
@@ -57,7 +58,9 @@ def test_request_and_reply_both_ways(pair):
     assert left.call(_wire.OP_CALL, big) == b"echo:" + big
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.binary(max_size=3000))
 def test_bodies_arrive_unchanged(pair, body):  # one link for all examples, on purpose
     left, _ = pair

@@ -1,6 +1,7 @@
 """Link fixes of SPEC §7, each on real runtimes over loopback: two runtimes
 sending each other large calls at once, dropping a link to a stalled peer,
 sequence numbers that wrap, and the bounded memory of lost runtimes."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -101,7 +102,9 @@ def test_sequence_numbers_wrap_without_reusing_one_in_flight(pair):
     assert len(held) == 1
     # the next numbers run up to 2**32 - 1, wrap to 0 (never used), then
     # reach the number still in flight, which must be skipped
-    peer.conn._seq = itertools.chain([2**32 - 2, 2**32 - 1, 2**32, 2**32 + held[0]], itertools.count(held[0] + 1))
+    peer.conn._seq = itertools.chain(
+        [2**32 - 2, 2**32 - 1, 2**32, 2**32 + held[0]], itertools.count(held[0] + 1)
+    )
     assert [x.size(bytes(i)) for i in range(4)] == [0, 1, 2, 3]
     assert slow.result(30) == 1.0
 
@@ -147,7 +150,11 @@ def test_the_release_loop_survives_an_error(pair, caplog):
         second = m.make()
         before = a.table_size()
         del second
-        wait_until(lambda: (gc.collect(), a.table_size() < before)[1], 5, what="a later release still lands")
+        wait_until(
+            lambda: (gc.collect(), a.table_size() < before)[1],
+            5,
+            what="a later release still lands",
+        )
     assert "sending lease releases failed" in caplog.text
 
 
@@ -177,7 +184,9 @@ def test_accept_backs_off_when_it_fails(pair, caplog, monkeypatch):
         r = Runtime(RuntimeConfig())
         real = r._sock
         r._sock = Failing()
-        real.shutdown(socket.SHUT_RDWR)  # wakes the loop's blocked accept; from then on it meets Failing
+        real.shutdown(
+            socket.SHUT_RDWR
+        )  # wakes the loop's blocked accept; from then on it meets Failing
         real.close()
         wait_until(lambda: len(attempts) >= 3, 10, what="accept retried")
         time.sleep(0.5)  # a window in which a spinning loop would retry thousands of times
@@ -195,11 +204,16 @@ def test_closing_a_link_under_a_blocked_writer_fails_it_cleanly(client_pair):
     try:
         with cf.ThreadPoolExecutor(1) as ex:
             f = ex.submit(x.size, os.urandom(64 << 20))
-            wait_until(lambda: _runtime.current().peer(addr).conn._sendlock.locked(), 10,
-                       what="the writer holds the send lock")
+            wait_until(
+                lambda: _runtime.current().peer(addr).conn._sendlock.locked(),
+                10,
+                what="the writer holds the send lock",
+            )
             _runtime.current().drop(addr.id)
             with pytest.raises(pycircuit.NetworkError) as e:
                 f.result(timeout=30)
-        assert "release unlocked lock" not in str(e.value)  # RPyC's cleanup released a lock held by the writer
+        assert "release unlocked lock" not in str(
+            e.value
+        )  # RPyC's cleanup released a lock held by the writer
     finally:
         os.kill(pid, signal.SIGCONT)

@@ -1,5 +1,6 @@
 """The cluster across real separate hosts: network namespaces on a bridge,
 each with its own address, servers and clients running inside them."""
+
 from __future__ import annotations
 
 import subprocess
@@ -57,7 +58,9 @@ def test_three_hosts_join_and_list_each_other(three):
     for h, u in zip(c, urls):
         # each host asks a server on another host
         other = urls[(urls.index(u) + 1) % 3]
-        wait_until(lambda h=h, other=other: listed(h, other) == want, 15, what=f"{h} lists all three")
+        wait_until(
+            lambda h=h, other=other: listed(h, other) == want, 15, what=f"{h} lists all three"
+        )
 
 
 def test_spawn_on_a_remote_host_and_call_back(three):
@@ -113,10 +116,15 @@ def test_partition_and_heal(three):
     c[2].partition()
     t0 = time.monotonic()
     rest = sorted(f"/{i}" for i in ids[:2])
-    wait_until(lambda: listed(c[0], urls[0]) == rest and listed(c[1], urls[1]) == rest, 3 * BOUND,
-               what="host 3 dropped by hosts 1 and 2")
+    wait_until(
+        lambda: listed(c[0], urls[0]) == rest and listed(c[1], urls[1]) == rest,
+        3 * BOUND,
+        what="host 3 dropped by hosts 1 and 2",
+    )
     took = time.monotonic() - t0
-    assert took < BOUND + 2, f"a host cut off was dropped after {took:.1f} s (bound {BOUND:.1f} s)"  # 2 s: ls itself
+    assert took < BOUND + 2, (
+        f"a host cut off was dropped after {took:.1f} s (bound {BOUND:.1f} s)"
+    )  # 2 s: ls itself
     # host 3 is alone on its side of the cut
     wait_until(lambda: listed(c[2], urls[2]) == [f"/{ids[2]}"], 15, what="host 3 sees itself alone")
     c[2].heal()
@@ -130,10 +138,14 @@ def test_discovery_across_hosts():
         _, u2 = c[1].start_server("--discover")
         ids = set()
         for u in (u1, u2):
-            r = c[0].python("import sys, pycircuit; print(pycircuit.Client(sys.argv[1]).server_id)", u)
+            r = c[0].python(
+                "import sys, pycircuit; print(pycircuit.Client(sys.argv[1]).server_id)", u
+            )
             ids.add("/" + r.stdout.strip())
         # the servers find each other by multicast DNS, nobody joins by hand
-        wait_until(lambda: set(listed(c[0], u1) or []) == ids, 20, what="servers discover each other")
+        wait_until(
+            lambda: set(listed(c[0], u1) or []) == ids, 20, what="servers discover each other"
+        )
         # a client on host 3 finds a server by discovery on its interface
         r = pc(c[2], "ls", "--discover-if", "eth0", "/")
         assert r.returncode == 0, r.stderr
@@ -151,9 +163,14 @@ def test_discovery_with_nobody_gives_up_clearly():
 
 def test_start_on_an_interface_by_name():
     import subprocess
+
     with hosts(2) as c:
-        p = c[0].popen([sys.executable, "-m", "pycircuit.cli", "start", "--if", "eth0", "--insecure"],
-                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        p = c[0].popen(
+            [sys.executable, "-m", "pycircuit.cli", "start", "--if", "eth0", "--insecure"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         url = p.stdout.readline().strip()
         assert url.startswith(f"circuit://{c[0].ip}:"), url
         assert len(listed(c[1], url)) == 1  # reachable from the other host

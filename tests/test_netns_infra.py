@@ -1,6 +1,7 @@
 """The network-namespace test harness itself (tests/netns.py): hosts reach each
 other, partitions cut and heal, crash kills, teardown leaves nothing behind.
 All traffic stays inside namespaces created here."""
+
 from __future__ import annotations
 
 import os
@@ -34,9 +35,11 @@ UDP_RECEIVER = (
     "print('ready', flush=True)\n"
     "while True: print(s.recv(100).decode(), flush=True)\n"
 )
-UDP_SEND = ("import socket,sys\n"
-            "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))\n")
-SLEEPER = "import threading; threading.Event().wait()"   # a process to be killed, never woken
+UDP_SEND = (
+    "import socket,sys\n"
+    "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))\n"
+)
+SLEEPER = "import threading; threading.Event().wait()"  # a process to be killed, never woken
 
 
 def start_ready(host: netns.Host, code: str, *args: str) -> subprocess.Popen:
@@ -64,7 +67,7 @@ def test_hosts_have_own_namespace_address_and_interface(net):
     assert len({h.ns for h in net}) == 3 and all(h.ns in names for h in net)
     assert net.switch_ns in names
     assert len({h.ip for h in net}) == 3
-    assert len({h.ip.rsplit(".", 1)[0] for h in net}) == 1   # one /24
+    assert len({h.ip.rsplit(".", 1)[0] for h in net}) == 1  # one /24
     for h in net:
         out = h.run(["ip", "-o", "-4", "addr", "show", "dev", h.ifname]).stdout
         assert f"inet {h.ip}/24" in out
@@ -92,8 +95,8 @@ def test_partition_blocks_both_ways_and_heal_restores(net):
     try:
         assert not reachable(b, a)
         assert not reachable(a, b)
-        assert reachable(b, c)                      # the others are unaffected
-        assert a.tcp_connect(a.ip, PORT)            # a's own traffic goes over lo
+        assert reachable(b, c)  # the others are unaffected
+        assert a.tcp_connect(a.ip, PORT)  # a's own traffic goes over lo
     finally:
         a.heal()
     wait_until(lambda: reachable(b, a) and reachable(a, b), 10, what="healed partition")
@@ -106,8 +109,8 @@ def test_one_way_partition_drops_only_outgoing(net):
     try:
         a.partition(one_way=True)
         try:
-            assert not reachable(a, b)              # a's SYN is dropped
-            assert not reachable(b, a)              # a's SYN-ACK is dropped
+            assert not reachable(a, b)  # a's SYN is dropped
+            assert not reachable(b, a)  # a's SYN-ACK is dropped
             # ...but what b sends still arrives at a.
             assert b.python(UDP_SEND, a.ip, "7001", "hello-a").returncode == 0
             assert netns._read_line(rx, 10.0) == b"hello-a"
@@ -136,8 +139,10 @@ def test_pycircuit_server_in_one_host_serves_another(net):
     p, url = net[0].start_server()
     try:
         assert url.startswith(f"circuit://{net[0].ip}:")
-        code = ("import pycircuit,sys\n"
-                "with pycircuit.connect(sys.argv[1]) as cl: print(cl.hosts()[0].url)\n")
+        code = (
+            "import pycircuit,sys\n"
+            "with pycircuit.connect(sys.argv[1]) as cl: print(cl.hosts()[0].url)\n"
+        )
         r = net[1].python(code, url)
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.strip() == url
@@ -153,7 +158,7 @@ def test_crash_kills_every_process_in_the_host():
         sleeper = h.popen_python(SLEEPER)
         before = h.pids()
         assert server.pid in before and sleeper.pid in before
-        assert len(before) >= 3            # the server's own children count too
+        assert len(before) >= 3  # the server's own children count too
         killed = h.crash()
         assert set(before) <= set(killed)
         assert h.pids() == []
@@ -169,7 +174,7 @@ def test_teardown_removes_processes_links_and_namespaces():
     with hosts(3) as c:
         names = c.namespaces()
         assert len(names) == 4 and all(n in list_netns() for n in names)
-        assert _root_links() == links_before          # nothing added to the root namespace
+        assert _root_links() == links_before  # nothing added to the root namespace
         procs = [h.popen_python(SLEEPER) for h in c]
         _, url = c[1].start_server()
         pids = [pid for h in c for pid in h.pids()]
@@ -177,8 +182,11 @@ def test_teardown_removes_processes_links_and_namespaces():
     assert not set(names) & set(list_netns())
     assert all(p.returncode is not None for p in procs)
     # Grandchildren are killed too (a zombie awaiting its reaper is dead).
-    alive = [pid for pid in pids if psutil.pid_exists(pid)
-             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == []
     assert _root_links() == links_before
     assert c.teardown_seconds is not None and c.teardown_seconds < 20
@@ -196,22 +204,28 @@ def test_teardown_runs_when_the_test_body_fails():
 
 
 def test_clusters_of_a_dead_owner_are_reaped():
-    code = ("import sys\nfrom netns import Cluster\n"
-            "c = Cluster(2).setup()\nprint(c.prefix, flush=True)\nsys.stdin.read()\n")
-    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             env=netns.child_env())
+    code = (
+        "import sys\nfrom netns import Cluster\n"
+        "c = Cluster(2).setup()\nprint(c.prefix, flush=True)\nsys.stdin.read()\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=netns.child_env(),
+    )
     try:
         prefix = netns._read_line(owner, 30.0).decode()
         assert prefix.startswith("pc"), prefix
         mine = [n for n in list_netns() if n.startswith(prefix + "-")]
         assert len(mine) == 3
     finally:
-        owner.kill()                        # dies without teardown
+        owner.kill()  # dies without teardown
         owner.wait()
         owner.stdin.close()
         owner.stdout.close()
-    assert set(mine) <= set(list_netns())   # left behind...
+    assert set(mine) <= set(list_netns())  # left behind...
     removed = netns.reap_stale()
-    assert set(mine) <= set(removed)        # ...until the next setup reaps them
+    assert set(mine) <= set(removed)  # ...until the next setup reaps them
     assert not set(mine) & set(list_netns())
     assert not os.path.exists(os.path.join(netns._OWNERS, prefix + ".owner"))

@@ -6,6 +6,7 @@ The attacker runs Debian's system ``python3`` (same minor version as the
 suite's) as uid 65534, with copies of pycircuit and the packages it imports
 in a directory that uid can read (the suite's own interpreter may live under
 a home directory it cannot)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -32,8 +33,11 @@ def _why_not() -> str | None:
         return "needs root to run a process as another uid"
     if not os.path.exists(SYSTEM_PYTHON):
         return f"no {SYSTEM_PYTHON}"
-    out = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+    )
     if out.stdout.strip() != str(sys.version_info[:2]):
         return f"{SYSTEM_PYTHON} is {out.stdout.strip()}, the suite runs {sys.version_info[:2]}"
     return None
@@ -51,13 +55,18 @@ def sandbox():
         os.chmod(top, 0o755)
         lib = os.path.join(top, "lib")
         os.makedirs(lib)
-        shutil.copytree(os.path.join(ROOT, "pycircuit"), os.path.join(lib, "pycircuit"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            os.path.join(ROOT, "pycircuit"),
+            os.path.join(lib, "pycircuit"),
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
         for name in PACKAGES:
             spec = importlib.util.find_spec(name)
             assert spec is not None and spec.submodule_search_locations, name
             src = list(spec.submodule_search_locations)[0]
-            shutil.copytree(src, os.path.join(lib, name), ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                src, os.path.join(lib, name), ignore=shutil.ignore_patterns("__pycache__")
+            )
         home = os.path.join(top, "home")
         os.makedirs(home)
         os.chown(home, NOBODY, NOBODY)
@@ -65,7 +74,9 @@ def sandbox():
             os.chmod(d, 0o755)
             for f in files:
                 os.chmod(os.path.join(d, f), 0o644)
-        marks = os.path.join(top, "marks")  # only root may write here: the server, if it ran our code
+        marks = os.path.join(
+            top, "marks"
+        )  # only root may write here: the server, if it ran our code
         os.makedirs(marks, mode=0o700)
         yield {"lib": lib, "home": home, "marks": marks}
     finally:
@@ -151,24 +162,42 @@ VICTIM = textwrap.dedent(r"""
 
 
 def _as_nobody(sandbox: dict, plan: dict) -> dict:
-    env = {"PATH": "/usr/bin:/bin", "HOME": sandbox["home"], "PYTHONPATH": sandbox["lib"],
-           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": sandbox["home"],
+        "PYTHONPATH": sandbox["lib"],
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+    }
 
     def drop():
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
 
-    out = subprocess.run([SYSTEM_PYTHON, "-c", ATTACK, json.dumps(plan)], capture_output=True, text=True,
-                         env=env, preexec_fn=drop, timeout=90, cwd="/")
+    out = subprocess.run(
+        [SYSTEM_PYTHON, "-c", ATTACK, json.dumps(plan)],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=drop,
+        timeout=90,
+        cwd="/",
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.splitlines()[-1])
 
 
 @pytest.fixture
 def victim():
-    p = subprocess.Popen([sys.executable, "-c", VICTIM], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=child_env(), text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", VICTIM],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env(),
+        text=True,
+    )
     try:
         line = p.stdout.readline()
         assert line, p.stderr.read()
@@ -186,12 +215,28 @@ def test_another_user_is_refused_by_servers_workers_and_clients(sandbox, victim)
     try:
         marks = sandbox["marks"]
         plan = {
-            "servers": [{"name": "start", "url": url, "mark": os.path.join(marks, "start")},
-                        {"name": "embedded", "url": victim["embedded"], "mark": os.path.join(marks, "embedded")}],
-            "runtimes": [{"name": "client", "url": victim["client"], "blob": victim["client_blob"],
-                          "mark": os.path.join(marks, "client")},
-                         {"name": "worker", "url": victim["worker"], "blob": victim["worker_blob"],
-                          "mark": os.path.join(marks, "worker")}],
+            "servers": [
+                {"name": "start", "url": url, "mark": os.path.join(marks, "start")},
+                {
+                    "name": "embedded",
+                    "url": victim["embedded"],
+                    "mark": os.path.join(marks, "embedded"),
+                },
+            ],
+            "runtimes": [
+                {
+                    "name": "client",
+                    "url": victim["client"],
+                    "blob": victim["client_blob"],
+                    "mark": os.path.join(marks, "client"),
+                },
+                {
+                    "name": "worker",
+                    "url": victim["worker"],
+                    "blob": victim["worker_blob"],
+                    "mark": os.path.join(marks, "worker"),
+                },
+            ],
         }
         got = _as_nobody(sandbox, plan)
         # The control: that uid imports pycircuit from the copy and reaches every port ...
@@ -199,7 +244,10 @@ def test_another_user_is_refused_by_servers_workers_and_clients(sandbox, victim)
         for name in ("start", "embedded", "client", "worker"):
             assert got[f"reach {name}"] == "ok", got
         # ... and is refused there, with a pycircuit error saying why.
-        for how, words in (("honest", ("not a runtime of this user",)), ("hostile", ("refused", "secret"))):
+        for how, words in (
+            ("honest", ("not a runtime of this user",)),
+            ("hostile", ("refused", "secret")),
+        ):
             attacks = [k for k in got if k.startswith(how)]
             assert len(attacks) == 8
             for k in attacks:
@@ -208,8 +256,13 @@ def test_another_user_is_refused_by_servers_workers_and_clients(sandbox, victim)
         assert os.listdir(marks) == []  # nothing of theirs ran
         # The same user, with no key and no set-up, still gets through.
         assert victim["ping"] == "pong"
-        same = subprocess.run([sys.executable, "-m", "pycircuit.cli", "ls", "-d", url, "/"], capture_output=True,
-                              text=True, env=child_env(), timeout=30)
+        same = subprocess.run(
+            [sys.executable, "-m", "pycircuit.cli", "ls", "-d", url, "/"],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=30,
+        )
         assert same.returncode == 0 and same.stdout.startswith("/X"), same.stderr
     finally:
         stop_process(server)
@@ -221,13 +274,21 @@ def test_secret_file_is_private(tmp_path):
     env = child_env()
     env["HOME"] = str(tmp_path)
     code = "from pycircuit.runtime._auth import user_secret; print(user_secret().hex())"
-    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
-    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
-    assert first.returncode == 0 and first.stdout == again.stdout and len(first.stdout.strip()) == 64
+    first = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
+    )
+    again = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert (
+        first.returncode == 0 and first.stdout == again.stdout and len(first.stdout.strip()) == 64
+    )
     path = tmp_path / ".config" / "pycircuit" / "secret"
     assert (path.stat().st_mode & 0o777) == 0o600 and (path.parent.stat().st_mode & 0o777) == 0o700
     path.chmod(0o644)  # readable by others: refused, with the reason
-    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
+    )
     assert bad.returncode != 0 and "not private to this user" in bad.stderr
 
 
@@ -237,14 +298,32 @@ def test_server_and_cli_agree_without_any_set_up(tmp_path):
     env["HOME"] = str(tmp_path)
     p, url = start_server(env=env)
     try:
-        out = subprocess.run([sys.executable, "-m", "pycircuit.cli", "ls", "-d", url, "/"], capture_output=True,
-                             text=True, env=env, timeout=30)
+        out = subprocess.run(
+            [sys.executable, "-m", "pycircuit.cli", "ls", "-d", url, "/"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
         assert out.returncode == 0 and out.stdout.startswith("/X"), out.stderr
-        wait_until(lambda: (tmp_path / ".config" / "pycircuit" / "secret").exists(), 5, what="the secret file")
-        other = dict(env, HOME=str(tmp_path / "elsewhere"))  # another secret: as good as another user
+        wait_until(
+            lambda: (tmp_path / ".config" / "pycircuit" / "secret").exists(),
+            5,
+            what="the secret file",
+        )
+        other = dict(
+            env, HOME=str(tmp_path / "elsewhere")
+        )  # another secret: as good as another user
         os.makedirs(other["HOME"])
-        out = subprocess.run([sys.executable, "-m", "pycircuit.cli", "ls", "-d", url, "/"], capture_output=True,
-                             text=True, env=other, timeout=30)
-        assert out.returncode != 0 and "Traceback" not in out.stderr and "secret" in out.stderr, out.stderr
+        out = subprocess.run(
+            [sys.executable, "-m", "pycircuit.cli", "ls", "-d", url, "/"],
+            capture_output=True,
+            text=True,
+            env=other,
+            timeout=30,
+        )
+        assert out.returncode != 0 and "Traceback" not in out.stderr and "secret" in out.stderr, (
+            out.stderr
+        )
     finally:
         stop_process(p)

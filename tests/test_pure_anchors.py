@@ -4,6 +4,7 @@
 The model is a dict ``path tuple → element``; the anchors that exist are
 exactly the non-empty prefixes of its keys (an anchor left empty disappears).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -100,7 +101,13 @@ class AnchorMachine(RuleBasedStateMachine):
         anchors = self._anchors()
         for parent in [()] + sorted(anchors) + [("a", "b", "c", "a")]:
             kids = self.tree.children(list(parent))
-            names = sorted({p[len(parent)] for p in anchors if len(p) == len(parent) + 1 and p[: len(parent)] == parent})
+            names = sorted(
+                {
+                    p[len(parent)]
+                    for p in anchors
+                    if len(p) == len(parent) + 1 and p[: len(parent)] == parent
+                }
+            )
             assert list(kids) == names  # sorted, and only anchors that exist
             for name in names:
                 assert kids[name] is self.model.get(parent + (name,))
@@ -169,7 +176,13 @@ def test_parse_path_round_trips_valid_names(names):
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(st.text(max_size=12), st.integers(), st.none(), st.binary(max_size=4)))
 def test_check_name_accepts_exactly_the_valid_names(name):
-    ok = isinstance(name, str) and name != "" and "/" not in name and name not in (".", "..") and name.strip() == name
+    ok = (
+        isinstance(name, str)
+        and name != ""
+        and "/" not in name
+        and name not in (".", "..")
+        and name.strip() == name
+    )
     if ok:
         assert check_name(name) == name
     else:

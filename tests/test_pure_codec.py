@@ -5,6 +5,7 @@ a stand-in whose own pickling refuses (as the real ``X`` does), so any
 ``FakeX`` that reaches the other side went through the codec's
 ``x_types``/``encode_x``/``decode_x`` hooks.
 """
+
 from __future__ import annotations
 
 import math
@@ -123,7 +124,9 @@ atoms = st.one_of(
     st.text(max_size=20),
     st.binary(max_size=20),
 )
-keys = st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none(), st.binary(max_size=4))
+keys = st.one_of(
+    st.text(max_size=8), st.integers(), st.booleans(), st.none(), st.binary(max_size=4)
+)
 
 
 def nested(leaves):
@@ -398,7 +401,7 @@ def test_poisoned_values_fail_cleanly_and_the_codec_recovers(value, poison, data
         "dict": lambda: {"v": value, "bad": bad},
         "tuple": lambda: (bad, value),
         "box": lambda: Box([value, bad]),
-        "lambda": lambda: (lambda: (value, bad)),
+        "lambda": lambda: lambda: (value, bad),
     }[where]()
     hooks = Hooks()
     with pytest.raises(SerializationError):
@@ -419,9 +422,7 @@ def vanishing_module():
     name = f"pyc_vanishing_{uuid.uuid4().hex}"
     mod = types.ModuleType(name)
     exec(
-        "class Thing:\n"
-        "    def __init__(self, v):\n"
-        "        self.v = v\n",
+        "class Thing:\n    def __init__(self, v):\n        self.v = v\n",
         mod.__dict__,
     )
     mod.Thing.__module__ = name
@@ -497,7 +498,9 @@ def test_loads_on_arbitrary_bytes(data):
 
 
 @FUZZ
-@given(st.sampled_from([codec.TAG_PLAIN, codec.TAG_PICKLE, codec.TAG_DILL]), st.binary(max_size=200))
+@given(
+    st.sampled_from([codec.TAG_PLAIN, codec.TAG_PICKLE, codec.TAG_DILL]), st.binary(max_size=200)
+)
 def test_loads_on_arbitrary_bodies(tag, body):
     check_loads(tag + body)
 

@@ -6,6 +6,7 @@ side by side; after every step the table must agree with the model and pass
 its own index check. Handles come from a small cycling generator that also
 yields 0 and collisions, to exercise the table's handle allocation.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -2,6 +2,7 @@
 round-trips and fails only with ProtocolError; on a deterministic in-memory
 network, live members are never declared dead, the dead become known dead
 to all, and views converge after a partition heals."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,11 +17,17 @@ from swim_net import Net
 # -- the wire ---------------------------------------------------------------------------
 text = st.text(max_size=40)
 u32 = st.integers(0, 2**32 - 1)
-updates = st.lists(st.builds(Update, st.integers(ALIVE, LEFT), text, text, u32, text), max_size=12).map(tuple)
+updates = st.lists(
+    st.builds(Update, st.integers(ALIVE, LEFT), text, text, u32, text), max_size=12
+).map(tuple)
 messages = st.one_of(
-    st.builds(Ping, u32, text, updates), st.builds(Ack, u32, updates),
-    st.builds(PingReq, u32, text, text, updates), st.builds(Nack, u32),
-    st.builds(Sync, st.booleans(), st.booleans(), updates), st.builds(Gossip, updates))
+    st.builds(Ping, u32, text, updates),
+    st.builds(Ack, u32, updates),
+    st.builds(PingReq, u32, text, text, updates),
+    st.builds(Nack, u32),
+    st.builds(Sync, st.booleans(), st.booleans(), updates),
+    st.builds(Gossip, updates),
+)
 SEALER = Sealer(derive_key(b"k" * 32))
 
 
@@ -55,7 +62,9 @@ def test_wire_corrupted_datagram_raises_protocol_error_only(src, msg, at, xor):
 def test_wire_other_version_is_refused_naming_both():
     data = bytearray(encode("Xa", "u", Nack(1)))
     data[2] = MEMBERS_VERSION + 1
-    with pytest.raises(ProtocolError, match=f"version {MEMBERS_VERSION}.*version {MEMBERS_VERSION + 1}"):
+    with pytest.raises(
+        ProtocolError, match=f"version {MEMBERS_VERSION}.*version {MEMBERS_VERSION + 1}"
+    ):
         decode(bytes(data))
 
 
@@ -118,26 +127,38 @@ slow = settings(max_examples=20, deadline=None, suppress_health_check=list(Healt
 
 
 @slow
-@given(seed=st.integers(0, 10**6), n=st.integers(3, 12), crashed=st.integers(0, 2),
-       latency=st.floats(0.001, 0.08), refuse=st.booleans())
+@given(
+    seed=st.integers(0, 10**6),
+    n=st.integers(3, 12),
+    crashed=st.integers(0, 2),
+    latency=st.floats(0.001, 0.08),
+    refuse=st.booleans(),
+)
 def test_live_answering_members_are_never_declared_dead(seed, n, crashed, latency, refuse):
     net = Net(n, seed=seed, latency=(0.0005, latency))
     for url in list(net.nodes)[:crashed]:
         net.down[url] = "refuse" if refuse else "silent"
     net.run_until(60.0)
     live = {node.id for url, node in net.nodes.items() if url not in net.down}
-    wrong = [(t, who, ev) for t, who, ev in net.events if ev.kind in (DIED, "left") and ev.id in live]
+    wrong = [
+        (t, who, ev) for t, who, ev in net.events if ev.kind in (DIED, "left") and ev.id in live
+    ]
     assert wrong == []
 
 
 @slow
-@given(seed=st.integers(0, 10**6), n=st.integers(4, 14), crashed=st.integers(1, 3), loss=st.floats(0, 0.1),
-       refuse=st.booleans())
+@given(
+    seed=st.integers(0, 10**6),
+    n=st.integers(4, 14),
+    crashed=st.integers(1, 3),
+    loss=st.floats(0, 0.1),
+    refuse=st.booleans(),
+)
 def test_dead_members_become_known_dead_by_all(seed, n, crashed, loss, refuse):
     net = Net(n, seed=seed, loss=loss)
     net.run_until(5.0)
     gone = set()
-    for url in list(net.nodes)[1:1 + crashed]:
+    for url in list(net.nodes)[1 : 1 + crashed]:
         net.down[url] = "refuse" if refuse else "silent"
         gone.add(net.nodes[url].id)
     net.run_until(5.0 + 60.0)
@@ -146,13 +167,18 @@ def test_dead_members_become_known_dead_by_all(seed, n, crashed, loss, refuse):
 
 
 @slow
-@given(seed=st.integers(0, 10**6), n=st.integers(4, 14), cut=st.integers(1, 13), loss=st.floats(0, 0.05),
-       joined=st.booleans())
+@given(
+    seed=st.integers(0, 10**6),
+    n=st.integers(4, 14),
+    cut=st.integers(1, 13),
+    loss=st.floats(0, 0.05),
+    joined=st.booleans(),
+)
 def test_views_converge_after_a_partition_heals(seed, n, cut, loss, joined):
     net = Net(n, seed=seed, loss=loss, converged=not joined)
     net.run_until(10.0)
     urls = list(net.nodes)
-    for url in urls[:max(1, cut % n)]:
+    for url in urls[: max(1, cut % n)]:
         net.side[url] = 1
     net.run_until(40.0)
     net.side.clear()

@@ -5,6 +5,7 @@ succeeds or raises the project's protocol error (``WireError`` is a
 ``ProtocolError``); a successful decode always re-encodes to the very same
 bytes (the encoding is canonical).
 """
+
 from __future__ import annotations
 
 import struct
@@ -33,9 +34,15 @@ hellos = st.builds(
     want_pid=short_text,
 )
 calls = st.builds(w.Call, handle=handles, method=short_text, payload=payloads)
-replies = st.builds(w.Reply, status=st.sampled_from([w.STATUS_OK, w.STATUS_ERROR]), ack=handles, payload=payloads)
-messages = st.tuples(st.sampled_from([w.MSG_REQUEST, w.MSG_REPLY, w.MSG_FAULT]), st.integers(0, w.MAX_SEQ),
-                     st.sampled_from(sorted(w.OP_NAMES)), payloads)
+replies = st.builds(
+    w.Reply, status=st.sampled_from([w.STATUS_OK, w.STATUS_ERROR]), ack=handles, payload=payloads
+)
+messages = st.tuples(
+    st.sampled_from([w.MSG_REQUEST, w.MSG_REPLY, w.MSG_FAULT]),
+    st.integers(0, w.MAX_SEQ),
+    st.sampled_from(sorted(w.OP_NAMES)),
+    payloads,
+)
 tokens = st.integers(1, 2**64 - 1)
 lease_lists = st.lists(st.tuples(handles, st.integers(1, 2**32 - 1)), max_size=20)
 
@@ -72,7 +79,7 @@ def reencode_export(v):
 
 
 def decode_message(v):
-    return (*w.decode_message_head(v), bytes(v[w.MSG_HEAD_SIZE:]))
+    return (*w.decode_message_head(v), bytes(v[w.MSG_HEAD_SIZE :]))
 
 
 def reencode_message(v):
@@ -177,8 +184,15 @@ def test_token_round_trip(t):
     assert w.decode_token(w.encode_token(t)) == t
 
 
-@pytest.mark.parametrize("bad", [(0x10, 1, w.OP_CALL), (w.MSG_REQUEST, -1, w.OP_CALL),
-                                 (w.MSG_REQUEST, 2**32, w.OP_CALL), (w.MSG_REPLY, 1, 99)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (0x10, 1, w.OP_CALL),
+        (w.MSG_REQUEST, -1, w.OP_CALL),
+        (w.MSG_REQUEST, 2**32, w.OP_CALL),
+        (w.MSG_REPLY, 1, 99),
+    ],
+)
 def test_encode_message_refuses_bad_headers(bad):
     with pytest.raises(w.WireError):
         w.encode_message(*bad, b"")
@@ -333,7 +347,11 @@ def test_decoders_on_arbitrary_bytes(name, data):
 
 
 @FUZZ
-@given(st.sampled_from(sorted(DECODERS)), st.sampled_from([b"PYC", b"PYCX", b"\x01", b"\x00", b"\x00\x00\x00\x01"]), st.binary(max_size=80))
+@given(
+    st.sampled_from(sorted(DECODERS)),
+    st.sampled_from([b"PYC", b"PYCX", b"\x01", b"\x00", b"\x00\x00\x00\x01"]),
+    st.binary(max_size=80),
+)
 def test_decoders_on_plausible_prefixes(name, prefix, rest):
     check_decoder(name, prefix + rest)
 
@@ -364,7 +382,9 @@ def test_bit_flipped_frames(frame, data):
     name, blob = frame
     if not blob:
         return
-    flips = data.draw(st.lists(st.integers(0, len(blob) * 8 - 1), min_size=1, max_size=4), label="flips")
+    flips = data.draw(
+        st.lists(st.integers(0, len(blob) * 8 - 1), min_size=1, max_size=4), label="flips"
+    )
     buf = bytearray(blob)
     for bit in flips:
         buf[bit // 8] ^= 1 << (bit % 8)

@@ -4,6 +4,7 @@ through a non-pure pycircuit module. The one exception is ``_codec``, which
 may use ``threading.local`` (its per-thread pickler) and nothing else of
 ``threading``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,9 +29,17 @@ PURE = {
 }
 
 FORBIDDEN = {
-    "socket", "socketserver", "ssl", "select", "selectors",
-    "threading", "_thread", "concurrent",
-    "subprocess", "multiprocessing", "asyncio",
+    "socket",
+    "socketserver",
+    "ssl",
+    "select",
+    "selectors",
+    "threading",
+    "_thread",
+    "concurrent",
+    "subprocess",
+    "multiprocessing",
+    "asyncio",
     "rpyc",
 }
 
@@ -68,8 +77,18 @@ def imported_modules(modname: str, tree: ast.Module) -> list[tuple[str, int]]:
         elif isinstance(node, ast.Call):
             # __import__("x") / importlib.import_module("x") with a literal name
             f = node.func
-            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
-            if name in ("__import__", "import_module") and node.args and isinstance(node.args[0], ast.Constant):
+            name = (
+                f.id
+                if isinstance(f, ast.Name)
+                else f.attr
+                if isinstance(f, ast.Attribute)
+                else None
+            )
+            if (
+                name in ("__import__", "import_module")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 if isinstance(node.args[0].value, str):
                     out.append((node.args[0].value, node.lineno))
     return out
@@ -83,7 +102,9 @@ def root(name: str) -> str:
 def test_pure_module_imports_nothing_impure(modname):
     tree = parse(modname)
     allowed = {"threading"} if modname in THREADING_ALLOWED else set()
-    bad = [(n, line) for n, line in imported_modules(modname, tree) if root(n) in FORBIDDEN - allowed]
+    bad = [
+        (n, line) for n, line in imported_modules(modname, tree) if root(n) in FORBIDDEN - allowed
+    ]
     assert not bad, f"{modname} imports {bad}"
 
 
@@ -114,7 +135,11 @@ def test_codec_uses_only_threading_local(modname):
     used_attrs = set()
     attr_values = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "threading":
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "threading"
+        ):
             used_attrs.add(node.attr)
             attr_values.add(id(node.value))
     assert used_attrs <= allowed, used_attrs - allowed
@@ -129,7 +154,10 @@ def test_codec_uses_only_threading_local(modname):
 
 def test_import_scanner_sees_what_it_should():
     # guard against a scanner that finds nothing: it must see _codec's imports
-    names = {n for n, _ in imported_modules("pycircuit.runtime._codec", parse("pycircuit.runtime._codec"))}
+    names = {
+        n
+        for n, _ in imported_modules("pycircuit.runtime._codec", parse("pycircuit.runtime._codec"))
+    }
     assert {"threading", "pickle", "dill", "pycircuit.errors"} <= names
     src = "import socket\nfrom ..errors import X\ndef f():\n    from rpyc.core import brine\n    __import__('select')\n"
     found = {n for n, _ in imported_modules("pycircuit.runtime._wire", ast.parse(src))}

@@ -1,5 +1,6 @@
 """Services, export/import, failure semantics, protocol checks and acid
 (issue 2, points 7-10), against real worker processes."""
+
 from __future__ import annotations
 
 import os
@@ -41,6 +42,7 @@ def test_dial_service_of_the_calling_program(client, host):
 
     def main(a):
         import pycircuit
+
         return pycircuit.dial(a, "caller-svc").incr(4)
 
     assert client.spawn(host, None, main, me)[0] == 4
@@ -131,7 +133,9 @@ def test_version_mismatch_is_refused_naming_both(served):
         except pycircuit.ProtocolError as e:
             print("refused:", e)
     """)
-    out = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=child_env(), capture_output=True, text=True, timeout=60
+    )
     assert "refused:" in out.stdout, out.stderr
     assert "99" in out.stdout and "version 1" in out.stdout
 
@@ -169,13 +173,17 @@ def test_fault_stack_of_worker_stuck_in_c(client, host, tmp_path):
     go, inside = str(tmp_path / "go"), str(tmp_path / "inside")
 
     def stuck(go, inside):
-        import os, re, time, pycircuit
+        import os
+        import re
+        import time
+        import pycircuit
 
         def spin_in_regex():
-            while not os.path.exists(go):      # let the spawn reply leave first
+            while not os.path.exists(go):  # let the spawn reply leave first
                 time.sleep(0.01)
             open(inside, "w").close()
-            re.match(r"(a+)+$", "a" * 64 + "b")   # catastrophic backtracking in C, GIL held
+            re.match(r"(a+)+$", "a" * 64 + "b")  # catastrophic backtracking in C, GIL held
+
         pycircuit.run_in_back(spin_in_regex)
         return "spinning"
 

@@ -1,5 +1,6 @@
 """Spawn, worker lifetime, run_in_back, kill, remains, anchors (issue 2,
 points 1-3), against a real server process."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,14 @@ def test_connect_without_configuration_starts_embedded_server(tmp_path):
         print(all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in kids))
     """)
     env = child_env()
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     first, second = out.stdout.splitlines()
     n, hid, url, kids = first.split()
@@ -74,6 +81,7 @@ def test_lambdas_and_closures_travel_by_value(client, host):
     def make(n):
         def inner(y):
             return [n + y, os.getpid()]
+
         return inner
 
     (val, wpid), _ = client.spawn(host, None, make(7), 1)
@@ -99,6 +107,7 @@ def test_run_in_back_keeps_worker_alive_until_background_returns(client, host):
 
     def main(g):
         import pycircuit
+
         pycircuit.run_in_back(lambda: g.wait(30))
         return "main done"
 
@@ -113,6 +122,7 @@ def test_run_in_back_keeps_worker_alive_until_background_returns(client, host):
 def stoppable():
     import pycircuit
     from circuit_helpers import Gate
+
     g = Gate()
     pycircuit.listen("gate", g)
     pycircuit.run_in_back(g.wait)
@@ -124,7 +134,7 @@ def test_call_that_ends_the_last_background_function_gets_its_reply(client, host
     for _ in range(15):
         _, addr = client.spawn(host, None, stoppable)
         assert pycircuit.dial(addr, "gate").open() is None
-        wait_until(lambda: gone(addr.pid), what="worker exit")
+        wait_until(lambda addr=addr: gone(addr.pid), what="worker exit")
 
 
 def test_run_in_back_outside_a_worker_raises():
@@ -134,7 +144,9 @@ def test_run_in_back_outside_a_worker_raises():
 
 def test_anchor_listing_and_remains(client, host):
     def main():
-        import threading, pycircuit
+        import threading
+        import pycircuit
+
         print("hello from the worker", flush=True)
         pycircuit.run_in_back(threading.Event().wait)
         return 1
@@ -183,7 +195,9 @@ def test_spawn_hands_out_a_spare_forked_ahead_and_hides_spares(servers):
         assert kernel.workers() == [] and kernel.remains() == []  # spares are nobody's yet
         out, addr = c.spawn(c.hosts()[0], ["d"], pid)
         assert out == addr.pid and addr.pid in spare  # the spawn took the spare
-        wait_until(lambda: len(_zygote_children(url) - spare) == 1, 10, what="a new spare replaces it")
+        wait_until(
+            lambda: len(_zygote_children(url) - spare) == 1, 10, what="a new spare replaces it"
+        )
 
 
 def test_spawn_without_spares(servers):
@@ -191,4 +205,6 @@ def test_spawn_without_spares(servers):
     with pycircuit.connect(url) as c:
         assert c.spawn(c.hosts()[0], None, add, 2, 3)[0] == 5
         # the worker exits once its reply has left: wait for that, no spare takes its place
-        wait_until(lambda: all(gone(p) for p in _zygote_children(url)), 10, what="the worker exited")
+        wait_until(
+            lambda: all(gone(p) for p in _zygote_children(url)), 10, what="the worker exited"
+        )

@@ -2,6 +2,7 @@
 replaced; signals go through pidfds (never to a reused pid); a spawn that
 times out before the fork leaves no process or directory; `pycircuit mem`
 leaves tracemalloc as it found it."""
+
 from __future__ import annotations
 
 import json
@@ -43,14 +44,18 @@ def test_zygote_death_reaps_records_and_restarts_it(servers):
         x2, a2 = c.spawn(host, ["orph"], daemon)
         (old,) = zygotes(url)
         old.kill()
-        new = wait_until(lambda: [z for z in zygotes(url) if z.pid != old.pid], 30, what="a new zygote")
+        new = wait_until(
+            lambda: [z for z in zygotes(url) if z.pid != old.pid], 30, what="a new zygote"
+        )
         assert len(new) == 1
         # the orphans live on and stay usable
         assert x1.incr(2) == 2 and listed(c, host, "orph") == {a1.id, a2.id}
         # one dies on its own (nobody of the server's reaps it now) ...
         os.kill(a1.pid, signal.SIGKILL)
         wait_until(lambda: a1.id not in listed(c, host, "orph"), 30, what="dead orphan unlisted")
-        rem = wait_until(lambda: c._kernel_of(host).remains(a1.id), 10, what="remains of the orphan")
+        rem = wait_until(
+            lambda: c._kernel_of(host).remains(a1.id), 10, what="remains of the orphan"
+        )
         assert "zygote had died" in rem["cause"]
         # ... the other is killed through the circuit (its pidfd)
         assert c.kill(a2) is True
@@ -69,9 +74,9 @@ def test_a_handle_never_signals_a_reaped_pid():
         h = ProcHandle.open(p.pid, parent=os.getpid())
         assert h is not None and not h.exited()
         assert h.send(signal.SIGKILL) is True
-        p.wait(10)            # reaped: the pid is free for anyone now
+        p.wait(10)  # reaped: the pid is free for anyone now
         assert h.exited()
-        assert h.send(signal.SIGKILL) is False   # ESRCH from the pidfd, not a kill of the pid
+        assert h.send(signal.SIGKILL) is False  # ESRCH from the pidfd, not a kill of the pid
         h.close()
         assert h.send(signal.SIGKILL) is False
     finally:
@@ -117,13 +122,18 @@ finally:
 
 
 def test_spawn_that_times_out_before_forked_leaves_no_process_or_directory():
-    r = subprocess.run([sys.executable, "-c", TIMEOUT_SCRIPT], capture_output=True, text=True, timeout=110,
-                       env=child_env())
+    r = subprocess.run(
+        [sys.executable, "-c", TIMEOUT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env=child_env(),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.splitlines()[-1])
     assert "did not start" in out.get("error", ""), out
-    assert out["clean"], out          # no child of the zygote, no work directory, no record
-    assert out["remains"] == 0, out   # a spawn given up is no dead worker of anybody's
+    assert out["clean"], out  # no child of the zygote, no work directory, no record
+    assert out["remains"] == 0, out  # a spawn given up is no dead worker of anybody's
     assert out["next"], out
 
 
@@ -142,6 +152,7 @@ def test_mem_leaves_tracemalloc_off(client, host, server):
 
 def _traced_daemon():
     import tracemalloc
+
     tracemalloc.start()
     return daemon()
 

@@ -7,6 +7,7 @@ process made here first writes its pid to a file and teardown kills its whole
 group, children left behind included. A short wait (NOT_YET) only ever shows
 that something does *not* happen; everything else waits on a condition.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,7 +25,7 @@ from conftest import PYCIRCUIT, child_env, cli, stop_process, wait_until
 from dockerd import dockerd, requires_docker  # noqa: F401  (fixture)
 
 NOT_YET = 0.5  # how long we watch for something that must not happen
-T = 60.0       # generous bound for anything that must happen
+T = 60.0  # generous bound for anything that must happen
 MIB = 1 << 20  # far more than a pipe holds
 _names = itertools.count()
 
@@ -37,8 +38,14 @@ def ok(r):
 def popen_cli(cmd: str, *args: str, url: str) -> subprocess.Popen:
     """A ``pycircuit`` command left running, to show that it blocks."""
     argv = [PYCIRCUIT] if PYCIRCUIT else [sys.executable, "-m", "pycircuit.cli"]
-    return subprocess.Popen(argv + [cmd, "-d", url, *args], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    return subprocess.Popen(
+        argv + [cmd, "-d", url, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
 
 
 class Background:
@@ -51,7 +58,7 @@ class Background:
         def run():
             try:
                 self.result = fn(*args)
-            except BaseException as e:  # noqa: BLE001 -- handed to the test
+            except BaseException as e:
                 self.error = e
             finally:
                 self.finished.set()
@@ -70,7 +77,9 @@ class Procs:
         self.paths: list[str] = []
         self.pidfiles: list = []
 
-    def make(self, script: str | None = None, *, cmd: dict | None = None, scrub: bool = False) -> str:
+    def make(
+        self, script: str | None = None, *, cmd: dict | None = None, scrub: bool = False
+    ) -> str:
         """A process element running ``sh -c script`` (or ``cmd`` as given)."""
         n = next(_names)
         path = f"/{self.x}/wait/p{n}"
@@ -79,10 +88,16 @@ class Procs:
             pidfile = self.tmp / f"p{n}.pid"
             self.pidfiles.append(pidfile)
             cmd = {"Path": "/bin/sh", "Args": ["-c", f"echo $$ > {pidfile}; {script}"]}
-        ok(cli("mkproc", path, *(["--scrub"] if scrub else []), input=json.dumps(cmd), url=self.url))
+        ok(
+            cli(
+                "mkproc", path, *(["--scrub"] if scrub else []), input=json.dumps(cmd), url=self.url
+            )
+        )
         self.paths.append(path)
         if pidfile is not None:
-            wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), what=f"{path} started")
+            wait_until(
+                lambda: pidfile.exists() and pidfile.read_text().strip(), what=f"{path} started"
+            )
         return path
 
     def get(self, path: str):
@@ -112,6 +127,7 @@ def procs(client, server, tmp_path):
 
 # ============================================================== wait returns at exit
 
+
 def test_false_with_stdin_untouched(procs, server):
     path = procs.make(cmd={"Path": "/bin/false"})
     st = json.loads(ok(cli("wait", path, url=server, timeout=T)))
@@ -126,7 +142,9 @@ def test_wait_returns_while_a_child_left_behind_holds_the_pipes(procs, server, t
     path = procs.make(f"echo before; sleep 1000 & echo $! > {childfile}; exit 0")
     st = json.loads(ok(cli("wait", path, url=server, timeout=T)))
     assert (st["Exit"], st["Phase"]) == (None, "exited")
-    child = int(wait_until(lambda: childfile.exists() and childfile.read_text().strip(), what="child pid"))
+    child = int(
+        wait_until(lambda: childfile.exists() and childfile.read_text().strip(), what="child pid")
+    )
     os.kill(child, 0)  # the sleep still runs, holding stdout and stderr open
     proc = procs.get(path)
     assert proc.wait(timeout=T).exit is None
@@ -174,9 +192,11 @@ def test_auto_scrub_only_after_the_outputs_were_read(procs, server):
 
 
 def test_waitall_over_a_mix_returns_once_all_have_exited(procs, server, tmp_path):
-    paths = [procs.make(cmd={"Path": "/bin/false"}),
-             procs.make(f"sleep 1000 & echo $! > {tmp_path / 'child.pid'}; exit 0"),
-             procs.make("exec sleep 1000")]
+    paths = [
+        procs.make(cmd={"Path": "/bin/false"}),
+        procs.make(f"sleep 1000 & echo $! > {tmp_path / 'child.pid'}; exit 0"),
+        procs.make("exec sleep 1000"),
+    ]
     waiter = popen_cli("waitall", url=server)
     try:
         waiter.stdin.write("\n".join(paths) + "\n")
@@ -192,6 +212,7 @@ def test_waitall_over_a_mix_returns_once_all_have_exited(procs, server, tmp_path
 
 
 # ============================================================== stdin to a process that never reads
+
 
 def test_a_process_that_never_reads_pins_no_server_thread(procs, server):
     scrubbed, killed = procs.make("exec sleep 1000"), procs.make("exec sleep 1000")
@@ -226,6 +247,7 @@ def test_a_blocked_write_completes_once_the_process_reads(procs, server):
 
 # ============================================================== docker elements
 
+
 @pytest.fixture
 def dkr(servers, dockerd):  # noqa: F811
     url = servers.start("--docker", env=child_env() | {"DOCKER_HOST": dockerd.host})
@@ -238,8 +260,14 @@ def test_container_wait_returns_at_exit_with_stdin_untouched(dkr):
     done, running = f"/{x}/d/done", f"/{x}/d/running"
     spec = {"Image": d.image, "Path": "/bin/sh", "Args": ["-c", "echo out; echo err >&2; exit 3"]}
     ok(cli("mkdkr", done, input=json.dumps(spec), url=url))
-    ok(cli("mkdkr", running, input=json.dumps({"Image": d.image, "Path": "/bin/sleep", "Args": ["600"]}),
-           url=url))
+    ok(
+        cli(
+            "mkdkr",
+            running,
+            input=json.dumps({"Image": d.image, "Path": "/bin/sleep", "Args": ["600"]}),
+            url=url,
+        )
+    )
     waiter = popen_cli("wait", running, url=url)
     try:
         st = json.loads(ok(cli("wait", done, url=url, timeout=T)))

@@ -1,6 +1,7 @@
 """``pycircuit web``: the real web process against real servers; its HTTP
 surface (token, Host check, CSRF, /metrics) over sockets, and the page in a
 real headless Chromium (Debian's, driven by Playwright)."""
+
 from __future__ import annotations
 
 import http.client
@@ -23,7 +24,7 @@ from conftest import child_env, start_server, stop_process, wait_until
 if os.environ.get("CI") != "true":  # in CI the web extra is installed: a missing one fails
     pytest.importorskip("aiohttp")
     pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 XSS = "<img src=x onerror=window.__pwned=1>"
@@ -31,9 +32,13 @@ XSS = "<img src=x onerror=window.__pwned=1>"
 
 class WebView:
     def __init__(self, *extra: str, env: dict | None = None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "web", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env=env or child_env())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pycircuit.cli", "web", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env or child_env(),
+        )
         self.url = self.proc.stdout.readline().strip()
         if not self.url:
             stop_process(self.proc)
@@ -43,8 +48,14 @@ class WebView:
         self.token = parts.query.removeprefix("token=")
         self.base = f"{parts.scheme}://{parts.netloc}"
 
-    def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None,
-                context: ssl.SSLContext | None = None) -> http.client.HTTPResponse:
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict | None = None,
+        body: bytes | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> http.client.HTTPResponse:
         if self.scheme == "https":
             conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=context)
         else:
@@ -108,6 +119,7 @@ def test_stops_cleanly_and_scrubs_its_subscriptions(two):
 
     def mine() -> set:
         return {p[0] for p, kind in k.tree([]) if kind == "@join"}
+
     before = mine()
     view = WebView("-d", c.url)
     new = wait_until(lambda: mine() - before, 20, what="the view's @join subscription")
@@ -153,14 +165,29 @@ def test_metrics_parse_and_are_labelled_by_host(two):
         r = view.authed("/metrics")
         assert r.status == 200
         fams = {f.name: f for f in text_string_to_metric_families(r.body.decode())}
-        for name in ("pycircuit_workers", "pycircuit_spawns", "pycircuit_calls_served", "pycircuit_leases_owned",
-                     "pycircuit_leases_held", "pycircuit_connections", "pycircuit_members",
-                     "pycircuit_server_cpu_seconds", "pycircuit_server_rss_bytes", "pycircuit_host_cpu_percent",
-                     "pycircuit_host_memory_total_bytes"):
+        for name in (
+            "pycircuit_workers",
+            "pycircuit_spawns",
+            "pycircuit_calls_served",
+            "pycircuit_leases_owned",
+            "pycircuit_leases_held",
+            "pycircuit_connections",
+            "pycircuit_members",
+            "pycircuit_server_cpu_seconds",
+            "pycircuit_server_rss_bytes",
+            "pycircuit_host_cpu_percent",
+            "pycircuit_host_memory_total_bytes",
+        ):
             assert name in fams, name
         ids = {h.id for h in c.hosts()}
-        values = {name: {s.labels["host"]: s.value for s in fams[name].samples if not s.name.endswith("_created")}
-                  for name in fams}
+        values = {
+            name: {
+                s.labels["host"]: s.value
+                for s in fams[name].samples
+                if not s.name.endswith("_created")
+            }
+            for name in fams
+        }
         assert set(values["pycircuit_members"]) == ids
         assert all(v == 2 for v in values["pycircuit_members"].values())
         assert values["pycircuit_workers"][host.id] >= 1
@@ -184,13 +211,20 @@ def test_kernel_metrics_count_spawns_and_calls(two):
         assert after["spawns"] == before["spawns"] + 1
         assert after["runtime"]["calls_served"] > before["runtime"]["calls_served"]
         mine = [w for w in after["workers"] if w["id"] == addr.id]
-        assert mine and mine[0]["pid"] == addr.pid and mine[0]["rss"] > 0 and mine[0]["anchors"] == [["count"]]
+        assert (
+            mine
+            and mine[0]["pid"] == addr.pid
+            and mine[0]["rss"] > 0
+            and mine[0]["anchors"] == [["count"]]
+        )
         assert "tree" not in after
         view = k.metrics(True)  # what one poll of the page reads from a host
         assert {hid for hid, _ in view["hosts"]} == {h.id for h in c.hosts()}
         assert (["count", addr.id], "worker") in [(list(p), kind) for p, kind in view["tree"]]
         subs = [p for p, kind in view["tree"] if kind == "@join"]
-        assert subs and view["elements"]["/".join(subs[0])]["Pending"] >= 0  # the web view's own subscription
+        assert (
+            subs and view["elements"]["/".join(subs[0])]["Pending"] >= 0
+        )  # the web view's own subscription
     finally:
         c.kill(addr)
 
@@ -201,7 +235,11 @@ def test_kill_is_post_only_with_csrf(two):
     addr = _spawn(c, host, "victims")
     page = view.authed("/").body.decode()
     csrf = re.search(r'name="csrf" content="([0-9a-f]+)"', page).group(1)
-    wait_until(lambda: any(w["id"] == addr.id for w in view.state()["workers"][host.id]), 20, what="worker seen")
+    wait_until(
+        lambda: any(w["id"] == addr.id for w in view.state()["workers"][host.id]),
+        20,
+        what="worker seen",
+    )
     auth = {"Authorization": f"Bearer {view.token}", "Content-Type": "application/json"}
     body = json.dumps({"id": addr.id}).encode()
     assert view.request("GET", "/api/kill", auth).status == 405
@@ -212,9 +250,20 @@ def test_kill_is_post_only_with_csrf(two):
     assert addr.id in {w["id"] for w in c._kernel_of(host).workers()}
     r = view.request("POST", "/api/kill", {**auth, "X-CSRF-Token": csrf}, body)
     assert r.status == 200, r.body
-    wait_until(lambda: addr.id not in {w["id"] for w in c._kernel_of(host).workers()}, 20, what="worker killed")
-    assert view.request("POST", "/api/kill", {**auth, "X-CSRF-Token": csrf},
-                        json.dumps({"id": "not-a-worker"}).encode()).status == 400
+    wait_until(
+        lambda: addr.id not in {w["id"] for w in c._kernel_of(host).workers()},
+        20,
+        what="worker killed",
+    )
+    assert (
+        view.request(
+            "POST",
+            "/api/kill",
+            {**auth, "X-CSRF-Token": csrf},
+            json.dumps({"id": "not-a-worker"}).encode(),
+        ).status
+        == 400
+    )
 
 
 def test_tools_refuse_unknown_targets(two):
@@ -226,10 +275,19 @@ def test_tools_refuse_unknown_targets(two):
 
 def test_non_loopback_needs_a_key_or_insecure(two):
     server = two[0].url
-    r = subprocess.run([sys.executable, "-m", "pycircuit.cli", "web", "-d", server, "-a", "0.0.0.0:0"],
-                       capture_output=True, text=True, timeout=60, env=child_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "pycircuit.cli", "web", "-d", server, "-a", "0.0.0.0:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
     assert r.returncode == 2 and r.stdout == ""
-    assert len(r.stderr.strip().splitlines()) == 1 and "--insecure" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        len(r.stderr.strip().splitlines()) == 1
+        and "--insecure" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     view = WebView("-d", server, "-a", "0.0.0.0:0", "--insecure")
     try:
         assert view.url.startswith("http://127.0.0.1:")
@@ -242,14 +300,20 @@ def test_non_loopback_needs_a_key_or_insecure(two):
 def test_non_loopback_with_key_serves_https_signed_by_the_cluster_key():
     with tempfile.TemporaryDirectory() as d:
         key = os.path.join(d, "key")
-        subprocess.run([sys.executable, "-m", "pycircuit.cli", "keygen", "-o", key], check=True, env=child_env())
+        subprocess.run(
+            [sys.executable, "-m", "pycircuit.cli", "keygen", "-o", key],
+            check=True,
+            env=child_env(),
+        )
         p, url = start_server("--key", key)
         view = None
         try:
             view = WebView("-d", url, "--key", key, "-a", "0.0.0.0:0")
             assert view.url.startswith("https://127.0.0.1:")
             ctx = ssl.create_default_context(cafile=key)
-            r = view.request("GET", "/metrics", {"Authorization": f"Bearer {view.token}"}, context=ctx)
+            r = view.request(
+                "GET", "/metrics", {"Authorization": f"Bearer {view.token}"}, context=ctx
+            )
             assert r.status == 200 and b"pycircuit_workers" in r.body
             with pytest.raises(ssl.SSLError):  # not trusted without the cluster's certificate
                 view.request("GET", "/metrics", context=ssl.create_default_context())
@@ -260,15 +324,28 @@ def test_non_loopback_with_key_serves_https_signed_by_the_cluster_key():
 
 
 def test_other_commands_do_not_import_the_web_stack():
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "pycircuit.cli", "ls", "--help"],
-                       capture_output=True, text=True, timeout=60, env=child_env())
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pycircuit.cli", "ls", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
     assert r.returncode == 0
     assert "aiohttp" not in r.stderr and "prometheus_client" not in r.stderr
 
 
 # -- the page in a real browser --------------------------------------------------------
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WAIT_MS = 30_000
 
 
@@ -282,10 +359,14 @@ def browser():
         pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory(prefix="pycircuit-chromium-") as profile, sync_playwright() as pw:
+    with (
+        tempfile.TemporaryDirectory(prefix="pycircuit-chromium-") as profile,
+        sync_playwright() as pw,
+    ):
         # A persistent context is how Playwright takes our fresh --user-data-dir.
-        ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                    args=CHROMIUM_FLAGS)
+        ctx = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
         try:
             yield ctx
         finally:
@@ -325,7 +406,10 @@ def test_page_lists_every_host_and_the_workers_under_their_anchors(two, page):
         row = page.locator(_worker_li(hosts[1].id, "web/also", a2.id))
         row.wait_for(timeout=WAIT_MS)
         assert f"pid {a2.pid}" in row.locator(".stats").first.text_content()
-        assert page.locator(f'#hosts tr[data-host="{hosts[0].id}"] td').first.text_content() == hosts[0].id
+        assert (
+            page.locator(f'#hosts tr[data-host="{hosts[0].id}"] td').first.text_content()
+            == hosts[0].id
+        )
         # The membership timeline has both hosts (the @join subscription starts with the live ones).
         for h in hosts:
             page.wait_for_selector(f'#events li.ev-join:has-text("{h.id}")', timeout=WAIT_MS)
@@ -360,10 +444,14 @@ def test_stack_and_flame_graph_on_click(two, page):
         stack.wait_for(timeout=WAIT_MS)
         assert f"pid {addr.pid}" in stack.text_content() and "Thread" in stack.text_content()
         page.fill("#seconds", "0.5")
-        page.locator(_worker_li(host.id, "inspect", addr.id)).locator("button.profile").first.click()
+        page.locator(_worker_li(host.id, "inspect", addr.id)).locator(
+            "button.profile"
+        ).first.click()
         page.wait_for_selector("#flame svg rect", timeout=WAIT_MS)
         labels = page.locator("#flame svg title").all_text_contents()
-        assert labels and labels[0].startswith("all")  # the root bar, then the workers' threads and frames
+        assert labels and labels[0].startswith(
+            "all"
+        )  # the root bar, then the workers' threads and frames
         assert any("samples" in t for t in labels[1:])
     finally:
         c.kill(addr)

@@ -1,6 +1,7 @@
 """Cross-interfaces: calls, printed form, by-value arguments, nested and
 caller-side references, remote exceptions, handoff and garbage collection
 (issue 2, points 4-7), observed in real worker processes."""
+
 from __future__ import annotations
 
 import gc
@@ -60,7 +61,7 @@ def test_nested_references_including_caller_objects(client, host, served):
 
     def use(p):
         a = p["remote"][0].incr(10)
-        b = p["local"].ref.incr(5)          # calls back into the test process
+        b = p["local"].ref.incr(5)  # calls back into the test process
         c = next(iter(p["t"][1]["deep"])).incr(1)
         return a, b, c, p["local"].label
 
@@ -81,7 +82,11 @@ def test_remote_exception_own_class_with_traceback(served):
 
 def test_unimportable_remote_exception_becomes_remote_error(client, host):
     def main():
-        import importlib, shutil, sys, tempfile
+        import importlib
+        import shutil
+        import sys
+        import tempfile
+
         d = tempfile.mkdtemp()
         with open(d + "/remote_only_mod.py", "w") as f:
             f.write("class RemoteOnly(Exception):\n    pass\n")
@@ -122,11 +127,13 @@ def test_handoff_survives_the_middle_worker(client, host, served):
         import pycircuit
 
         def holder(r):
-            import threading, pycircuit
+            import threading
+            import pycircuit
 
             class User:
                 def use(self):
                     return r.incr(100)
+
             pycircuit.run_in_back(threading.Event().wait)
             return pycircuit.ref(User())
 
@@ -135,8 +142,13 @@ def test_handoff_survives_the_middle_worker(client, host, served):
 
     (user, caddr), aaddr = client.spawn(host, None, middle, x, host.id)
     try:
-        wait_until(lambda: not os.path.exists(f"/proc/{aaddr.pid}") or
-                   open(f"/proc/{aaddr.pid}/stat").read().split()[2] == "Z", what="A exits")
+        wait_until(
+            lambda: (
+                not os.path.exists(f"/proc/{aaddr.pid}")
+                or open(f"/proc/{aaddr.pid}/stat").read().split()[2] == "Z"
+            ),
+            what="A exits",
+        )
         assert user.use() == 100
         assert x.get() == 100
     finally:
@@ -163,7 +175,9 @@ def test_gc_after_holder_is_killed(client, host, served):
     base = probe.table_size()
 
     def holder(f):
-        import threading, pycircuit
+        import threading
+        import pycircuit
+
         held = f.make(7)
         pycircuit.run_in_back(lambda: (threading.Event().wait(), held))
         return len(held)
@@ -199,6 +213,7 @@ def callback_server(cb):
         def hit_back(self, n, size):
             blob = b"y" * size
             return sum(len(cb.echo(blob)) for _ in range(n))
+
     pycircuit.run_in_back(threading.Event().wait)
     return pycircuit.ref(Caller())
 
@@ -222,6 +237,7 @@ def test_concurrent_nested_callbacks_do_not_deadlock(client, host):
                 results.append(x.hit_back(20, size))
             except Exception as e:  # reported below
                 errors.append(e)
+
         threads = [threading.Thread(target=run, args=(s,)) for s in (10, 100_000, 10, 1000)]
         for t in threads:
             t.start()

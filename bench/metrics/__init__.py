@@ -14,6 +14,7 @@ web        pycircuit web at rest with 100 workers and a page open
 Spawn runs first so that the fork-based peers fork this process before it
 has pycircuit's client threads. Each module has ``run(ctx) -> Section``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -61,7 +62,7 @@ class Context:
                 try:
                     log(f"  starting {name} …")
                     peer.start(self.tracker)
-                except Exception as e:  # noqa: BLE001 - reported as a skip
+                except Exception as e:
                     peer.close()
                     out.append((name, None, f"skipped: could not start ({type(e).__name__}: {e})"))
                     continue
@@ -78,7 +79,7 @@ class Context:
                 if peer is not None:
                     try:
                         peer.close()
-                    except Exception as e:  # noqa: BLE001 - cleanup goes on
+                    except Exception as e:
                         log(f"warning: closing {name}: {e}")
             self._subjects = None
 

@@ -14,6 +14,7 @@ Subjects take turns one call at a time, n calls each (100; quick 15),
 except that a subject stops after a time budget (4 s; quick 1 s) once it
 has 5 samples (serpent is slow on these values).
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,12 @@ def _values() -> list[tuple[str, object]]:
 def _same(r, v) -> bool:
     if isinstance(v, bytes):
         return type(r) is bytes and r == v
-    return isinstance(r, (list, tuple)) and len(r) == len(v) and r[-1] == v[-1] and r[12345] == v[12345]
+    return (
+        isinstance(r, (list, tuple))
+        and len(r) == len(v)
+        and r[-1] == v[-1]
+        and r[12345] == v[12345]
+    )
 
 
 def measure(live, value, n: int, warm: int, budget_s: float) -> dict:
@@ -80,14 +86,26 @@ def run(ctx) -> Section:
         log(f"by-value {label}: {len(live)} subjects × {n} echo + {n} send …")
         res = measure(live, value, n, warm, budget)
         bare = bare_pickle(value, max(n, 50))
-        sec.raw[label] = {"subjects": res, "bare_pickle": bare,
-                          "pickled_bytes": len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))}
+        sec.raw[label] = {
+            "subjects": res,
+            "bare_pickle": bare,
+            "pickled_bytes": len(pickle.dumps(value, pickle.HIGHEST_PROTOCOL)),
+        }
         pc = res["pycircuit"]
         for kind, what, factor in (("echo", "there and back", 2), ("send", "there, len() back", 1)):
             m = f"by-value {kind} {label} ({what}), median"
-            ref = "bare pickle dumps+loads, in-process" + (" (×2 for the target)" if factor == 2 else "")
-            sec.add(m, ref, pc[kind]["median_us"], bare["median_us"],
-                    target=Target(f"≤ 1.3×{' 2×' if factor == 2 else ''} bare pickle", factor=1.3 * factor))
+            ref = "bare pickle dumps+loads, in-process" + (
+                " (×2 for the target)" if factor == 2 else ""
+            )
+            sec.add(
+                m,
+                ref,
+                pc[kind]["median_us"],
+                bare["median_us"],
+                target=Target(
+                    f"≤ 1.3×{' 2×' if factor == 2 else ''} bare pickle", factor=1.3 * factor
+                ),
+            )
             for name, peer, why in subjects:
                 if name == "pycircuit":
                     continue
@@ -95,6 +113,11 @@ def run(ctx) -> Section:
                     sec.skip(m, name, why)
                     continue
                 note = peer.value_note(value)
-                sec.add(m, name + (f" [{note}]" if note else ""),
-                        pc[kind]["median_us"], res[name][kind]["median_us"], info=peer.info)
+                sec.add(
+                    m,
+                    name + (f" [{note}]" if note else ""),
+                    pc[kind]["median_us"],
+                    res[name][kind]["median_us"],
+                    info=peer.info,
+                )
     return sec

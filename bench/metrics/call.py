@@ -11,6 +11,7 @@
   Where a peer has an asynchronous API it is also measured with 8 calls in
   flight from one thread (pycircuit's ``x.call_async``).
 """
+
 from __future__ import annotations
 
 import os
@@ -89,7 +90,7 @@ def threads_throughput(peer, threads: int, per_thread: int) -> float:
         try:
             call, cleanup = peer.thread_caller()
             call(-1)
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
             start.abort()
             return
@@ -97,12 +98,12 @@ def threads_throughput(peer, threads: int, per_thread: int) -> float:
             start.wait()
             for i in range(per_thread):
                 _check(call(i), i, peer.name)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
         finally:
             try:
                 cleanup()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     ts = [threading.Thread(target=body, daemon=True) for _ in range(threads)]
@@ -146,8 +147,13 @@ def run(ctx) -> Section:
     pinnable = [s for s in live if s[1].server_pid is not None]
     usable = sorted(os.sched_getaffinity(0))
     if len(usable) >= 2:
-        for label, cpus in (("one CPU", (usable[0], usable[0])), ("two CPUs", (usable[0], usable[1]))):
-            log(f"cross-call round trip, caller and server pinned to {label}: {len(pinnable)} subjects × {n} calls …")
+        for label, cpus in (
+            ("one CPU", (usable[0], usable[0])),
+            ("two CPUs", (usable[0], usable[1])),
+        ):
+            log(
+                f"cross-call round trip, caller and server pinned to {label}: {len(pinnable)} subjects × {n} calls …"
+            )
             pinned[label] = pinned_latency(pinnable, n, warm, cpus)
     sec.raw["pinned_latency"] = pinned
 
@@ -163,7 +169,9 @@ def run(ctx) -> Section:
     for name, peer, _ in live:
         if peer.has_async:
             log(f"  async API of {name}, {WINDOW} in flight …")
-            asy[name] = median([async_throughput(peer, THREADS * per_thread, WINDOW) for _ in range(reps)])
+            asy[name] = median(
+                [async_throughput(peer, THREADS * per_thread, WINDOW) for _ in range(reps)]
+            )
     sec.raw["async_calls_per_s"] = asy
 
     conn: dict[str, dict] = {}
@@ -187,7 +195,9 @@ def run(ctx) -> Section:
         if peer is None:
             sec.skip(m1, name, why)
             continue
-        sec.add(m1, name, pc["median_us"], lat[name]["median_us"], target=target(name), info=peer.info)
+        sec.add(
+            m1, name, pc["median_us"], lat[name]["median_us"], target=target(name), info=peer.info
+        )
     for label, res in pinned.items():
         m = f"cross-call round trip, both processes pinned to {label}, median"
         for name, peer, why in peers:
@@ -196,8 +206,14 @@ def run(ctx) -> Section:
             if name not in res:
                 sec.skip(m, name, "serving process unknown: not pinned")
                 continue
-            sec.add(m, name, res["pycircuit"]["median_us"], res[name]["median_us"], target=target(name),
-                    info=peer.info)
+            sec.add(
+                m,
+                name,
+                res["pycircuit"]["median_us"],
+                res[name]["median_us"],
+                target=target(name),
+                info=peer.info,
+            )
     if not pinned:
         sec.skip("cross-call round trip, pinned", "all", "fewer than 2 usable CPUs")
     m2 = "cross-call round trip (echo int), p99"
@@ -211,7 +227,9 @@ def run(ctx) -> Section:
     m5 = "new connection and its first call (connect, authenticate, call), median"
     for name, peer, _ in peers:
         if peer is not None and name in conn and "pycircuit" in conn:
-            sec.add(m5, name, conn["pycircuit"]["median_us"], conn[name]["median_us"], info=peer.info)
+            sec.add(
+                m5, name, conn["pycircuit"]["median_us"], conn[name]["median_us"], info=peer.info
+            )
     m4 = f"async API, {WINDOW} calls in flight from one thread (calls/s, higher is better)"
     for name, peer, _ in peers:
         if peer is not None and name in asy:

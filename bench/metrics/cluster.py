@@ -15,6 +15,7 @@
 Every server (and its zygote) is stopped in ``finally``: terminate, kill
 after a grace period.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,10 +35,24 @@ IDLE_SAMPLE = 10.0  # seconds over which the servers' CPU use at rest is measure
 
 
 def _start(extra: list[str], errlog) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", f"{LOOPBACK}:0", "--spares", "0",
-                             *extra],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errlog,
-                            env=dict(os.environ), close_fds=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pycircuit.cli",
+            "start",
+            "-a",
+            f"{LOOPBACK}:0",
+            "--spares",
+            "0",
+            *extra,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=errlog,
+        env=dict(os.environ),
+        close_fds=True,
+    )
 
 
 def one_cluster(n: int, tracker, pycircuit) -> dict:
@@ -83,6 +98,7 @@ def one_cluster(n: int, tracker, pycircuit) -> dict:
                     except psutil.Error:
                         pass
                 return total
+
             c0 = cpu()
             time.sleep(IDLE_SAMPLE)
             busy = (cpu() - c0) / IDLE_SAMPLE
@@ -113,10 +129,18 @@ def one_cluster(n: int, tracker, pycircuit) -> dict:
                 t_gone = clock() - t1
                 break
             time.sleep(0.02)
-        return {"n": n, "all_started_s": (t_up - t0) / 1e9, "all_listed_s": (t_all - t0) / 1e9,
-                "converged": converged, "listing_all": n - len(pending), "cpu_at_rest_cores": busy,
-                "leave_us": None if t_leave is None else t_leave / 1e3, "spurious_leaves": others,
-                "listed_after_up_s": (t_all - t_up) / 1e9, "gone_us": None if t_gone is None else t_gone / 1e3}
+        return {
+            "n": n,
+            "all_started_s": (t_up - t0) / 1e9,
+            "all_listed_s": (t_all - t0) / 1e9,
+            "converged": converged,
+            "listing_all": n - len(pending),
+            "cpu_at_rest_cores": busy,
+            "leave_us": None if t_leave is None else t_leave / 1e3,
+            "spurious_leaves": others,
+            "listed_after_up_s": (t_all - t_up) / 1e9,
+            "gone_us": None if t_gone is None else t_gone / 1e3,
+        }
     except BaseException:
         errlog.seek(0)
         tail = errlog.read()[-2000:].decode("utf-8", "replace")
@@ -153,7 +177,7 @@ def run(ctx) -> Section:
         log(f"cluster: {n} servers …")
         try:
             res[n] = one_cluster(n, ctx.tracker, pycircuit)
-        except Exception as e:  # noqa: BLE001 - the other size still counts
+        except Exception as e:
             res[n] = f"{type(e).__name__}: {e}"
             sec.failures.append(f"cluster of {n}: {res[n]}")
     sec.raw = {str(k): v for k, v in res.items()}
@@ -163,29 +187,62 @@ def run(ctx) -> Section:
             sec.skip(m, "failed", r)
             continue
         if r["converged"]:
-            sec.add(m, "all listed by every server's hosts(), from the last start", r["listed_after_up_s"] * 1e6,
-                    None, target=Target("≤ 10 s", limit=10e6) if n == 60 else None)
-            sec.add(m, "(info) all listed by every server's hosts(), from the first start", r["all_listed_s"] * 1e6,
-                    None, info=True)
+            sec.add(
+                m,
+                "all listed by every server's hosts(), from the last start",
+                r["listed_after_up_s"] * 1e6,
+                None,
+                target=Target("≤ 10 s", limit=10e6) if n == 60 else None,
+            )
+            sec.add(
+                m,
+                "(info) all listed by every server's hosts(), from the first start",
+                r["all_listed_s"] * 1e6,
+                None,
+                info=True,
+            )
         else:
-            sec.skip(m, "all listed by every server's hosts()",
-                     f"NOT within {CONVERGE_TIMEOUT:.0f} s of start-up: {r['listing_all']} of {n} servers "
-                     f"listed all {n} after {r['all_listed_s']:.0f} s")
+            sec.skip(
+                m,
+                "all listed by every server's hosts()",
+                f"NOT within {CONVERGE_TIMEOUT:.0f} s of start-up: {r['listing_all']} of {n} servers "
+                f"listed all {n} after {r['all_listed_s']:.0f} s",
+            )
         sec.add(m, "(info) all started (URL printed)", r["all_started_s"] * 1e6, None, info=True)
         if r["cpu_at_rest_cores"] is not None:
-            sec.add(m, f"CPU used by all servers at rest over {IDLE_SAMPLE:g} s (of {os.cpu_count()} cores)",
-                    r["cpu_at_rest_cores"], None, unit="cores",
-                    target=Target("≤ 15 % of one core", limit=0.15) if n == 60 else None)
+            sec.add(
+                m,
+                f"CPU used by all servers at rest over {IDLE_SAMPLE:g} s (of {os.cpu_count()} cores)",
+                r["cpu_at_rest_cores"],
+                None,
+                unit="cores",
+                target=Target("≤ 15 % of one core", limit=0.15) if n == 60 else None,
+            )
         if r["gone_us"] is not None:
-            sec.add(m, "SIGKILL of one → gone from every other server's hosts()", r["gone_us"], None,
-                    target=Target("≤ 4 s", limit=4e6) if n == 60 else None)
+            sec.add(
+                m,
+                "SIGKILL of one → gone from every other server's hosts()",
+                r["gone_us"],
+                None,
+                target=Target("≤ 4 s", limit=4e6) if n == 60 else None,
+            )
         else:
-            sec.skip(m, "SIGKILL of one → gone from every other server's hosts()", f"NOT within {LEAVE_TIMEOUT:.0f} s")
+            sec.skip(
+                m,
+                "SIGKILL of one → gone from every other server's hosts()",
+                f"NOT within {LEAVE_TIMEOUT:.0f} s",
+            )
         if r["leave_us"] is not None:
             sec.add(m, "SIGKILL of one → its @leave event", r["leave_us"], None)
         else:
             sec.skip(m, "SIGKILL of one → its @leave event", f"NOT within {LEAVE_TIMEOUT:.0f} s")
         if r["spurious_leaves"]:
-            sec.add(m, "(info) live servers reported to @leave meanwhile", len(r["spurious_leaves"]), None,
-                    unit="count", info=True)
+            sec.add(
+                m,
+                "(info) live servers reported to @leave meanwhile",
+                len(r["spurious_leaves"]),
+                None,
+                unit="count",
+                info=True,
+            )
     return sec

@@ -11,6 +11,7 @@ Each process is made fresh, used once, left idle for 1 s, then measured:
 * (information) mitogen ``router.fork()`` child, raw RPyC ThreadedServer,
   and pycircuit's own server and zygote.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,7 +32,7 @@ def run(ctx) -> Section:
         except ImportError as e:
             procs[name] = f"skipped: {e}"
             return
-        except Exception as e:  # noqa: BLE001 - reported as a skip
+        except Exception as e:
             procs[name] = f"skipped: {type(e).__name__}: {e}"
             return
         stops.append(stop)
@@ -45,22 +46,27 @@ def run(ctx) -> Section:
 
         def mp_():
             from peers import mp_peer
+
             return mp_peer.idle_process(ctx.tracker)
 
         def execnet_():
             from peers import execnet_peer
+
             return execnet_peer.idle_gateway(ctx.tracker)
 
         def pyro_():
             from peers import pyro_peer
+
             return pyro_peer.idle_daemon(ctx.tracker)
 
         def mitogen_():
             from peers import mitogen_peer
+
             return mitogen_peer.idle_fork(ctx.tracker)
 
         def rpyc_():
             from peers import rpyc_peer
+
             return rpyc_peer.idle_server(ctx.tracker)
 
         make("multiprocessing fork Process", mp_)
@@ -77,12 +83,18 @@ def run(ctx) -> Section:
         for stop in reversed(stops):
             try:
                 stop()
-            except Exception as e:  # noqa: BLE001 - cleanup goes on
+            except Exception as e:
                 log(f"warning: footprint cleanup: {e}")
     sec.raw = mem
     pc = mem["pycircuit"]
-    sec.add("idle worker USS", "— (absolute target)", pc["uss_mb"], None, unit="MB",
-            target=Target("< 15 MB", limit=15.0))
+    sec.add(
+        "idle worker USS",
+        "— (absolute target)",
+        pc["uss_mb"],
+        None,
+        unit="MB",
+        target=Target("< 15 MB", limit=15.0),
+    )
     for key, label in (("uss_mb", "USS"), ("rss_mb", "RSS")):
         m = f"idle worker {label} (pycircuit: forked worker, run_in_back)"
         for name, v in mem.items():
@@ -96,5 +108,12 @@ def run(ctx) -> Section:
         v = mem.get(f"(info) pycircuit {role}")
         if v:
             for key, label in (("uss_mb", "USS"), ("rss_mb", "RSS")):
-                sec.add("(info) pycircuit's own processes", f"{role} {label}", v[key], None, unit="MB", info=True)
+                sec.add(
+                    "(info) pycircuit's own processes",
+                    f"{role} {label}",
+                    v[key],
+                    None,
+                    unit="MB",
+                    info=True,
+                )
     return sec

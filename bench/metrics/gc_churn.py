@@ -14,6 +14,7 @@ the run prints FAIL. The owner's RSS drift (after minus before, both after
 a gc.collect() in the owner; a warm-up batch goes first). Churn time and
 references per second for information.
 """
+
 from __future__ import annotations
 
 import gc
@@ -67,7 +68,9 @@ def run(ctx) -> Section:
         probe.collect()
         rss0 = probe.rss()
 
-        log(f"gc: {total} references in batches of {batch}, a holder killed every {KILL_EVERY} batches …")
+        log(
+            f"gc: {total} references in batches of {batch}, a holder killed every {KILL_EVERY} batches …"
+        )
         kills = 0
         peak = 0
         t0 = clock()
@@ -96,19 +99,43 @@ def run(ctx) -> Section:
         for _, addr in holders:
             circuit.kill(addr)
         circuit.kill(oaddr)
-    sec.raw = {"references": total, "batch": batch, "kept_per_batch": keep, "holders_killed": kills,
-               "table_base": base, "table_left": left, "table_peak_over_base": peak,
-               "owner_rss_before": rss0, "owner_rss_after": rss1, "churn_s": churn_ns / 1e9,
-               "settled_s": settled_ns / 1e9, "client_proxies_left": client_proxies}
+    sec.raw = {
+        "references": total,
+        "batch": batch,
+        "kept_per_batch": keep,
+        "holders_killed": kills,
+        "table_base": base,
+        "table_left": left,
+        "table_peak_over_base": peak,
+        "owner_rss_before": rss0,
+        "owner_rss_after": rss1,
+        "churn_s": churn_ns / 1e9,
+        "settled_s": settled_ns / 1e9,
+        "client_proxies_left": client_proxies,
+    }
     if left != 0:
-        sec.failures.append(f"GC churn: the owner's lease table holds {left} entries after settling (must be 0)")
+        sec.failures.append(
+            f"GC churn: the owner's lease table holds {left} entries after settling (must be 0)"
+        )
     m = f"GC churn: {total:,} refs owner → here → holder, {kills} holders SIGKILLed"
-    sec.add(m, "owner lease-table size at the end (must be 0)", left, None, unit="count",
-            target=Target("= 0", limit=0))
+    sec.add(
+        m,
+        "owner lease-table size at the end (must be 0)",
+        left,
+        None,
+        unit="count",
+        target=Target("= 0", limit=0),
+    )
     sec.add(m, "owner RSS drift (after − before)", (rss1 - rss0) / 2**20, None, unit="MB")
     sec.add(m, "(info) owner RSS before", rss0 / 2**20, None, unit="MB", info=True)
     sec.add(m, "(info) time until the table is back to its base", settled_ns / 1e3, None, info=True)
-    sec.add(m, "(info) references per second (through the holder)", total / (churn_ns / 1e9), None,
-            unit="calls/s", info=True)
+    sec.add(
+        m,
+        "(info) references per second (through the holder)",
+        total / (churn_ns / 1e9),
+        None,
+        unit="calls/s",
+        info=True,
+    )
     sec.add(m, "(info) peak live leases seen (at a kill)", peak, None, unit="count", info=True)
     return sec

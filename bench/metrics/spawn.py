@@ -14,6 +14,7 @@
 * Cold: the first spawn in a fresh interpreter, after ``connect()`` (or the
   peer's setup), run by ``bench/cold.py`` 5 times (quick 2); median.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,12 @@ def repeat(fn, n: int, warm: int, gap: float = GAP) -> dict:
 def cold(peer: str, n: int, tracker) -> dict:
     runs = []
     for _ in range(n):
-        p = subprocess.Popen([sys.executable, os.path.join(BENCH_DIR, "cold.py"), peer],
-                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=dict(os.environ))
+        p = subprocess.Popen(
+            [sys.executable, os.path.join(BENCH_DIR, "cold.py"), peer],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ),
+        )
         tracker.remember(p.pid)
         try:
             out, _ = p.communicate(timeout=120)
@@ -54,7 +59,10 @@ def cold(peer: str, n: int, tracker) -> dict:
         if p.returncode != 0:
             raise RuntimeError(f"bench/cold.py {peer} failed (exit {p.returncode})")
         runs.append(json.loads(out.decode().strip().splitlines()[-1]))
-    return {k[:-3] + "_us": median([r[k] for r in runs]) / 1e3 for k in ("setup_ns", "first_ns", "second_ns")} | {"n": n}
+    return {
+        k[:-3] + "_us": median([r[k] for r in runs]) / 1e3
+        for k in ("setup_ns", "first_ns", "second_ns")
+    } | {"n": n}
 
 
 def run(ctx) -> Section:
@@ -64,6 +72,7 @@ def run(ctx) -> Section:
     peers: dict[str, dict | str] = {}
 
     from peers import mp_peer
+
     log(f"spawn: multiprocessing fork ×{n} …")
     peers["multiprocessing fork Process+Pipe"] = repeat(mp_peer.spawn_once, n, warm)
     try:
@@ -86,6 +95,7 @@ def run(ctx) -> Section:
         log(f"spawn: execnet popen ×{n_slow} …")
         peers["execnet popen gateway"] = repeat(execnet_peer.spawn_once, n_slow, 1)
     from peers import ray_peer
+
     why = ray_peer.unavailable()
     if why:
         peers["Ray actor"] = why
@@ -123,9 +133,15 @@ def run(ctx) -> Section:
         log(f"spawn: cold first spawn, {peer} ×{n_cold} …")
         try:
             colds[peer] = cold(peer, n_cold, ctx.tracker)
-        except Exception as e:  # noqa: BLE001 - a peer's failure is a skip
+        except Exception as e:
             colds[peer] = f"skipped: {type(e).__name__}: {e}"
-    sec.raw = {"pycircuit": pc, "pycircuit_os_getpid": pc_noimport, "pycircuit_back_to_back": pc_b2b, "peers": peers, "cold": colds}
+    sec.raw = {
+        "pycircuit": pc,
+        "pycircuit_os_getpid": pc_noimport,
+        "pycircuit_back_to_back": pc_b2b,
+        "peers": peers,
+        "cold": colds,
+    }
 
     m = "spawn → first result (warm), median"
     sec.add(m, "— (absolute target)", pc["median_us"], None, target=Target("< 3 ms", limit=3000))
@@ -134,10 +150,20 @@ def run(ctx) -> Section:
             sec.skip(m, name, st)
         else:
             sec.add(m, name, pc["median_us"], st["median_us"], info=name.startswith("(info)"))
-    sec.add(m, "(info) pycircuit spawning os.getpid instead (nothing to import)", pc_noimport["median_us"], None,
-            info=True)
-    sec.add(m, "(info) pycircuit spawns back to back (no rest between them)", pc_b2b["median_us"], None,
-            info=True)
+    sec.add(
+        m,
+        "(info) pycircuit spawning os.getpid instead (nothing to import)",
+        pc_noimport["median_us"],
+        None,
+        info=True,
+    )
+    sec.add(
+        m,
+        "(info) pycircuit spawns back to back (no rest between them)",
+        pc_b2b["median_us"],
+        None,
+        info=True,
+    )
     m = "spawn → first result (warm), p99"
     for name, st in peers.items():
         if not isinstance(st, str) and not name.startswith("(info)"):
@@ -147,13 +173,22 @@ def run(ctx) -> Section:
     if isinstance(pcc, str):
         sec.skip(m, "pycircuit", pcc)
     else:
-        for key, name in (("mp", "multiprocessing fork (first fork)"), ("mitogen", "mitogen router.fork()"),
-                          ("execnet", "execnet popen gateway")):
+        for key, name in (
+            ("mp", "multiprocessing fork (first fork)"),
+            ("mitogen", "mitogen router.fork()"),
+            ("execnet", "execnet popen gateway"),
+        ):
             c = colds[key]
             if isinstance(c, str):
                 sec.skip(m, name, c)
             else:
                 sec.add(m, name, pcc["first_us"], c["first_us"])
-        sec.add(m, "(info) pycircuit: connect() before it (embedded server)", pcc["setup_us"], None, info=True)
+        sec.add(
+            m,
+            "(info) pycircuit: connect() before it (embedded server)",
+            pcc["setup_us"],
+            None,
+            info=True,
+        )
         sec.add(m, "(info) pycircuit: the second spawn after it", pcc["second_us"], None, info=True)
     return sec

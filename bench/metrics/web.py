@@ -11,6 +11,7 @@ target counts server + web with the page open; the zygote and the idle
 workers are shown for information. Also (information): a ``/metrics``
 scrape and a ``/api/state`` snapshot, median of 5.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -87,8 +88,12 @@ def run(ctx) -> Section:
     procs: list[subprocess.Popen] = []
     env = dict(os.environ)
     try:
-        server = subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "start", "-a", f"{LOOPBACK}:0"],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pycircuit.cli", "start", "-a", f"{LOOPBACK}:0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         procs.append(server)
         url = read_line(server, 60, "server")
         ctx.tracker.remember(server.pid)
@@ -97,8 +102,13 @@ def run(ctx) -> Section:
         log(f"web: {n} idle workers …")
         workers = [c.spawn(host, f"bench/web/{i % 10}", H.idle_daemon)[1] for i in range(n)]
         ctx.tracker.remember(server.pid)
-        web = subprocess.Popen([sys.executable, "-m", "pycircuit.cli", "web", "-d", url],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        web = subprocess.Popen(
+            [sys.executable, "-m", "pycircuit.cli", "web", "-d", url],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         procs.append(web)
         ctx.tracker.remember(web.pid)
         parts = urlsplit(read_line(web, 60, "pycircuit web"))
@@ -106,9 +116,12 @@ def run(ctx) -> Section:
         sp = psutil.Process(server.pid)
         kids = sp.children(recursive=True)
         wpids = {w.pid for w in workers}
-        groups = {"server": [sp], "web": [psutil.Process(web.pid)],
-                  "zygote": [k for k in kids if k.pid not in wpids and k.ppid() == server.pid],
-                  "workers": [k for k in kids if k.pid in wpids]}
+        groups = {
+            "server": [sp],
+            "web": [psutil.Process(web.pid)],
+            "zygote": [k for k in kids if k.pid not in wpids and k.ppid() == server.pid],
+            "workers": [k for k in kids if k.pid in wpids],
+        }
         time.sleep(3.0)  # start-up done (imports, subscriptions)
         log(f"web: at rest, no page open ({seconds} s) …")
         closed = _busy(groups, seconds)
@@ -136,19 +149,57 @@ def run(ctx) -> Section:
             c.kill(w)
     finally:
         terminate_all([psutil.Process(p.pid) for p in reversed(procs) if p.poll() is None])
-    sec.raw = {"workers": n, "seconds": seconds, "no_page": closed, "page_open": opened,
-               "pushed_events": pushed[0], "pushed_bytes": pushed[1]}
+    sec.raw = {
+        "workers": n,
+        "seconds": seconds,
+        "no_page": closed,
+        "page_open": opened,
+        "pushed_events": pushed[0],
+        "pushed_bytes": pushed[1],
+    }
     m = f"CPU at rest, {n} workers, page open (% of a core)"
-    sec.add(m, "server + web process", opened["server"] + opened["web"], None, unit="%", target=TARGET)
+    sec.add(
+        m, "server + web process", opened["server"] + opened["web"], None, unit="%", target=TARGET
+    )
     for k in ("server", "web", "zygote", "workers"):
-        sec.add(m, f"{k} alone" if k in ("server", "web") else f"{k} (all {n})" if k == "workers" else k,
-                opened[k], None, unit="%", info=True)
+        sec.add(
+            m,
+            f"{k} alone" if k in ("server", "web") else f"{k} (all {n})" if k == "workers" else k,
+            opened[k],
+            None,
+            unit="%",
+            info=True,
+        )
     m = f"(info) CPU at rest, {n} workers, no page open (% of a core)"
     sec.add(m, "server + web process", closed["server"] + closed["web"], None, unit="%", info=True)
-    sec.add(f"(info) pushed to the open page in {seconds} s", "SSE events", pushed[0], None, unit="count", info=True)
-    sec.add(f"(info) pushed to the open page in {seconds} s", "bytes", pushed[1], None, unit="count", info=True)
-    sec.add("(info) one request, median of 5", f"/metrics ({scrape[-1]:,} bytes)", median(scrape[:-1]), None,
-            info=True)
-    sec.add("(info) one request, median of 5", f"/api/state ({snap[-1]:,} bytes)", median(snap[:-1]), None,
-            info=True)
+    sec.add(
+        f"(info) pushed to the open page in {seconds} s",
+        "SSE events",
+        pushed[0],
+        None,
+        unit="count",
+        info=True,
+    )
+    sec.add(
+        f"(info) pushed to the open page in {seconds} s",
+        "bytes",
+        pushed[1],
+        None,
+        unit="count",
+        info=True,
+    )
+    sec.add(
+        "(info) one request, median of 5",
+        f"/metrics ({scrape[-1]:,} bytes)",
+        median(scrape[:-1]),
+        None,
+        info=True,
+    )
+    sec.add(
+        "(info) one request, median of 5",
+        f"/api/state ({snap[-1]:,} bytes)",
+        median(snap[:-1]),
+        None,
+        info=True,
+    )
     return sec

@@ -5,10 +5,12 @@ the cross-call and by-value metrics; the same modules also hold each peer's
 spawn and footprint measurements. ``available()`` lists the call peers in
 table order, with a skip reason for those that cannot be imported.
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 class CallPeer:

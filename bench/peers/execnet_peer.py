@@ -5,6 +5,7 @@ caller thread opens its own channel on the same gateway (execmodel
 is asynchronous by nature: the pipelined row sends up to a window of values
 before it reads the answers.
 """
+
 from __future__ import annotations
 
 import execnet
@@ -35,7 +36,7 @@ def _stop(gw, tracker=None) -> None:
     try:
         gw.exit()
         gw.join(5)
-    except Exception:  # noqa: BLE001 - then we stop it ourselves
+    except Exception:
         pass
     if proc is not None:
         try:
@@ -65,6 +66,7 @@ class Execnet(CallPeer):
         def call(x):
             send(x)
             return receive()
+
         return call
 
     def caller(self):
@@ -97,7 +99,7 @@ class Execnet(CallPeer):
             for ch in (self.echo_ch, self.size_ch):
                 try:
                     ch.close()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             _stop(self.gw)
 

@@ -6,6 +6,7 @@ interpreter bootstrapped over a pipe) for the calls, and by
 ``call_async`` is its asynchronous API. Concurrent caller threads share the
 context, as they share pycircuit's connection.
 """
+
 from __future__ import annotations
 
 import mitogen.master
@@ -38,17 +39,17 @@ class _Router:
         for ctx in self.contexts:
             try:
                 procs.append(psutil.Process(ctx.call(H.getpid)))
-            except Exception:  # noqa: BLE001 - gone already
+            except Exception:
                 pass
             try:
                 ctx.shutdown(wait=True)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         self.contexts.clear()
         try:
             self.broker.shutdown()
             self.broker.join()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         if procs:
             _, alive = psutil.wait_procs(procs, timeout=2)

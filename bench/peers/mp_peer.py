@@ -3,6 +3,7 @@
 sending its first result through a ``Pipe`` (spawn), and an idle forked
 ``Process`` (footprint).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -102,4 +103,5 @@ def idle_process(tracker):
         b.close()
         p.join(GRACE)
         stop_process(p)
+
     return pid, stop

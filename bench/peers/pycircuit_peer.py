@@ -4,6 +4,7 @@ face of an ``Echo`` in a daemon worker (a cached ``X``; calls are
 ``x.call("echo", v)``). Concurrent caller threads share the ``X`` and so the
 one connection to the worker; ``x.call_async`` is its asynchronous API.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ asynchronous call API.
 Run as a script, this is the server: it prints the object's URI, then
 serves until its stdin closes.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,9 @@ if __name__ != "__main__":
 
         def start(self, tracker):
             env = dict(os.environ, PYRO_SOCK_NODELAY="1")
-            self.proc, self.uri = start_script("pyro_peer.py", tracker=tracker, what="Pyro5 daemon", env=env)
+            self.proc, self.uri = start_script(
+                "pyro_peer.py", tracker=tracker, what="Pyro5 daemon", env=env
+            )
             self.server_pid = self.proc.pid
             self.proxy = self._proxy()
             self.proxy._pyroBind()
@@ -60,7 +63,7 @@ if __name__ != "__main__":
                 try:
                     p._pyroClaimOwnership()
                     p._pyroRelease()
-                except Exception:  # noqa: BLE001 - cleanup goes on
+                except Exception:
                     pass
             stop_popen(self.proc)
 

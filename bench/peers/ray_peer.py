@@ -4,6 +4,7 @@ local ``ray.init`` with an actor serving ``echo``/``size``; calls are
 ``ObjectRef`` itself. Spawn to first result is a new actor answering its
 first call. When Ray cannot be imported the table says so.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,8 +23,13 @@ def _init():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            num_cpus=2,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
     return ray
 
 

@@ -12,6 +12,7 @@ other peers do), the client unpickles. Bytes go through brine as they are.
 Run as a script, this is the server: it prints its port, then serves until
 its stdin closes.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -96,7 +97,7 @@ if __name__ != "__main__":
             for c in self.conns:
                 try:
                     c.close()
-                except Exception:  # noqa: BLE001 - cleanup goes on
+                except Exception:
                     pass
             stop_popen(self.proc)
 
@@ -138,8 +139,9 @@ def serve() -> None:
         def exposed_no_compression(self):
             self._conn._channel.compress = False
 
-    server = ThreadedServer(EchoService, hostname="127.0.0.1", port=0,
-                            protocol_config={"sync_request_timeout": None})
+    server = ThreadedServer(
+        EchoService, hostname="127.0.0.1", port=0, protocol_config={"sync_request_timeout": None}
+    )
     # Listen before telling the port (start() would listen only later).
     server._listen()
     ready(server.port)

@@ -8,6 +8,7 @@ connection.
 Run as a script, this is the server: it prints its port, then serves until
 its stdin closes.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -57,7 +58,9 @@ if __name__ != "__main__":
             self.socks = []
 
         def start(self, tracker):
-            self.proc, line = start_script("socket_peer.py", tracker=tracker, what="plain socket server")
+            self.proc, line = start_script(
+                "socket_peer.py", tracker=tracker, what="plain socket server"
+            )
             self.port = int(line)
             self.server_pid = self.proc.pid
             self.sock = self._connect()
@@ -119,6 +122,7 @@ def _serve_conn(conn) -> None:
 
 def serve() -> None:
     from bench_helpers import ready  # bench/ is on the path of peer processes
+
     srv = socket.create_server(("127.0.0.1", 0))
     ready(srv.getsockname()[1])
     while True:

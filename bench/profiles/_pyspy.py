@@ -1,5 +1,6 @@
 """Sampling profiles with py-spy (``py-spy record --format raw``), folded
 into the functions where a process spends its time."""
+
 from __future__ import annotations
 
 import collections
@@ -13,8 +14,9 @@ import time
 import psutil
 
 
-def record(pids: dict[str, int], seconds: float, workload, rate: int = 1000,
-           gil: bool = True) -> dict[str, list[str]]:
+def record(
+    pids: dict[str, int], seconds: float, workload, rate: int = 1000, gil: bool = True
+) -> dict[str, list[str]]:
     """Sample every process in ``pids`` (name → pid) while ``workload()``
     runs in a thread of this process; returns name → collapsed stack lines.
     py-spy runs with --nonblocking (the targets are never paused) and, with
@@ -27,10 +29,31 @@ def record(pids: dict[str, int], seconds: float, workload, rate: int = 1000,
     procs = {}
     for name, pid in pids.items():
         out = os.path.join(d, f"{name}.txt")
-        procs[name] = (subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-                                         "--nonblocking", "--threads", "--nolineno", *(["--gil"] if gil else []),
-                                         "-d", str(int(seconds)), "-o", out],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
+        procs[name] = (
+            subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(rate),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--threads",
+                    "--nolineno",
+                    *(["--gil"] if gil else []),
+                    "-d",
+                    str(int(seconds)),
+                    "-o",
+                    out,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            out,
+        )
     time.sleep(0.5)  # attached
     stop = threading.Event()
     t = threading.Thread(target=lambda: _loop(workload, stop), daemon=True)
@@ -81,7 +104,9 @@ def fold(lines: list[str], top: int = 18, skip_threads: tuple[str, ...] = ()) ->
     if not total:
         return "  (no samples)"
     out = [f"  {total} samples; inclusive share (self share) of the busiest functions:"]
-    shown = [(f, n) for f, n in incl.most_common() if not f.startswith(_NOISE) and "profiles/" not in f]
+    shown = [
+        (f, n) for f, n in incl.most_common() if not f.startswith(_NOISE) and "profiles/" not in f
+    ]
     for f, n in shown[:top]:
         out.append(f"  {100 * n / total:5.1f}% ({100 * self_[f] / total:4.1f}%)  {f}")
     return "\n".join(out)

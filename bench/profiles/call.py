@@ -11,6 +11,7 @@
 2. py-spy --gil (if installed): the calling and serving processes of
    pycircuit, raw RPyC and Pyro5 msgpack sampled for S seconds of calls.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402,F401 - environment
-from common import Tracker, clock  # noqa: E402
-from metrics import Context  # noqa: E402
-from profiles._pyspy import cpu_seconds, fold, minor_faults, record  # noqa: E402
+import common  # noqa: F401 - environment
+from common import Tracker, clock
+from metrics import Context
+from profiles._pyspy import cpu_seconds, fold, minor_faults, record
 
 
 def server_pid(name, peer):
@@ -56,14 +57,20 @@ def main():
         from peers.rpyc_peer import RawRpyc
         from peers.socket_peer import PlainSocket
 
-        subjects = [("pycircuit", Pycircuit(ctx.circuit())), ("raw RPyC", RawRpyc()),
-                    ("Pyro5 msgpack", PyroMsgpack()), ("plain socket", PlainSocket())]
+        subjects = [
+            ("pycircuit", Pycircuit(ctx.circuit())),
+            ("raw RPyC", RawRpyc()),
+            ("Pyro5 msgpack", PyroMsgpack()),
+            ("plain socket", PlainSocket()),
+        ]
         for _, p in subjects:
             p.start(tracker)
         me = os.getpid()
         what = "echo(int)" if payload is None else f"{args.op} {args.value}"
-        print(f"{'':16} {'wall/call':>10} {'client CPU':>11} {'server CPU':>11}  (µs; {args.calls} × {what})"
-              f"  {'client faults':>13} {'server faults':>13} (minor page faults per call)")
+        print(
+            f"{'':16} {'wall/call':>10} {'client CPU':>11} {'server CPU':>11}  (µs; {args.calls} × {what})"
+            f"  {'client faults':>13} {'server faults':>13} (minor page faults per call)"
+        )
         for name, p in subjects:
             call = make(p)
             for i in range(min(500, args.calls)):
@@ -76,12 +83,14 @@ def main():
             t1, c1, s1 = clock(), cpu_seconds(me), cpu_seconds(spid)
             f1, g1 = minor_faults(me), minor_faults(spid)
             n = args.calls
-            print(f"{name:16} {(t1 - t0) / 1e3 / n:10.1f} {(c1 - c0) * 1e6 / n:11.1f} {(s1 - s0) * 1e6 / n:11.1f}"
-                  f"  {(f1 - f0) / n:13.1f} {(g1 - g0) / n:13.1f}")
+            print(
+                f"{name:16} {(t1 - t0) / 1e3 / n:10.1f} {(c1 - c0) * 1e6 / n:11.1f} {(s1 - s0) * 1e6 / n:11.1f}"
+                f"  {(f1 - f0) / n:13.1f} {(g1 - g0) / n:13.1f}"
+            )
         for name, p in subjects[:3]:
             seq = iter(range(10**9))
 
-            def work(p=p, box=[]):
+            def work(p=p, box=[], seq=seq):
                 if not box:  # in the workload thread (a Pyro5 proxy belongs to one thread)
                     if hasattr(p, "proxy"):
                         p.proxy._pyroClaimOwnership()
@@ -89,6 +98,7 @@ def main():
                 call = box[0]
                 for _ in range(100 if payload is None else 2):
                     call(next(seq))
+
             res = record({"client": me, "server": server_pid(name, p)}, args.seconds, work)
             for side in ("client", "server"):
                 print(f"\n== {name}, {side} (py-spy --gil, {args.seconds:g} s of {what})")
@@ -97,7 +107,7 @@ def main():
         for _, p in subjects:
             try:
                 p.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         ctx.close()
         tracker.reap()

@@ -11,6 +11,7 @@ Then N warm spawns of ``one`` (after 5 unlogged-for-statistics warm-ups),
 the call and its return, and the connections opened. Prints the counts
 (median over spawns), and the timeline of the median spawn.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,10 @@ def drive(n: int) -> None:
             c.spawn(host, None, H.one)
         server = c._embedded.proc.pid
         zyg = [p.pid for p in psutil.Process(server).children()]
-        print(f"roles server={server} zygote={','.join(map(str, zyg))} client={os.getpid()}", flush=True)
+        print(
+            f"roles server={server} zygote={','.join(map(str, zyg))} client={os.getpid()}",
+            flush=True,
+        )
         for i in range(n):
             _log(f"SPAWN-START {i}")
             c.spawn(host, None, H.one)
@@ -76,7 +80,9 @@ def analyse(d: str, roles_line: str) -> None:
             start = None
     per = []
     for s, e in spans:
-        inside = [(t, pid, ev) for t, pid, ev in events if s <= t <= e and not ev.startswith("SPAWN")]
+        inside = [
+            (t, pid, ev) for t, pid, ev in events if s <= t <= e and not ev.startswith("SPAWN")
+        ]
         label = dict(name)
         for _, pid, _ in inside:  # workers by order of appearance
             if pid not in label:
@@ -88,9 +94,13 @@ def analyse(d: str, roles_line: str) -> None:
     per.sort(key=lambda x: x[0])
     med = per[len(per) // 2]
     tot = sorted(p[1] for p in per)
-    print(f"{len(per)} warm spawns traced; duration median {med[0] / 1e6:.2f} ms "
-          f"(min {per[0][0] / 1e6:.2f}, max {per[-1][0] / 1e6:.2f}) — tracing adds a little")
-    print(f"RPyC requests per spawn (all processes): median {tot[len(tot) // 2]}, min {tot[0]}, max {tot[-1]}")
+    print(
+        f"{len(per)} warm spawns traced; duration median {med[0] / 1e6:.2f} ms "
+        f"(min {per[0][0] / 1e6:.2f}, max {per[-1][0] / 1e6:.2f}) — tracing adds a little"
+    )
+    print(
+        f"RPyC requests per spawn (all processes): median {tot[len(tot) // 2]}, min {tot[0]}, max {tot[-1]}"
+    )
     print(f"  in the median spawn, by sender: {dict(med[2])}; TCP connections opened: {med[3]}")
     print("\ntimeline of the median spawn (ms since spawn() was called):")
     for t, who, ev in med[4]:
@@ -108,10 +118,17 @@ def main() -> None:
     d = tempfile.mkdtemp(prefix="bench-spawn-trace-")
     try:
         env = dict(os.environ, BENCH_TRACE_DIR=d)
-        env["PYTHONPATH"] = os.pathsep.join([os.path.join(HERE, "trace_site"), BENCH] +
-                                            [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--drive", "--spawns", str(args.spawns)],
-                           env=env, capture_output=True, text=True, timeout=600)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [os.path.join(HERE, "trace_site"), BENCH]
+            + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
+        p = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--drive", "--spawns", str(args.spawns)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if p.returncode != 0:
             sys.exit(p.stderr)
         roles = [ln for ln in p.stdout.splitlines() if ln.startswith("roles ")][0]

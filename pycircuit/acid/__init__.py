@@ -1,5 +1,6 @@
 """acid: the built-in debugging service of every runtime (after Plan 9's
 debugger). Layer: above ``runtime`` (it only needs ``Runtime.listen``)."""
+
 from __future__ import annotations
 
 import gc
@@ -54,7 +55,11 @@ class Acid:
             return _heap(debug, seconds)
         if name == "gc":
             counts = gc.get_count()
-            lines = [f"counts: {counts}", f"thresholds: {gc.get_threshold()}", f"objects: {len(gc.get_objects())}"]
+            lines = [
+                f"counts: {counts}",
+                f"thresholds: {gc.get_threshold()}",
+                f"objects: {len(gc.get_objects())}",
+            ]
             for i, st in enumerate(gc.get_stats()):
                 lines.append(f"generation {i}: {st}")
             return "\n".join(lines) + "\n"
@@ -88,7 +93,9 @@ class Acid:
             }
 
 
-_heap_lock = threading.Lock()  # one sampling window at a time: each must find tracing as the program left it
+_heap_lock = (
+    threading.Lock()
+)  # one sampling window at a time: each must find tracing as the program left it
 
 
 def _tracemalloc_on() -> bool:
@@ -114,8 +121,11 @@ def _heap(debug: int, seconds: float) -> str:
             if ours:
                 tracemalloc.stop()
     stats = snap.statistics("traceback" if debug else "lineno")
-    head = (f"allocated in a {seconds:g} s sample and still alive (tracemalloc was off, and is again)"
-            if ours else "traced by the program's own tracemalloc")
+    head = (
+        f"allocated in a {seconds:g} s sample and still alive (tracemalloc was off, and is again)"
+        if ours
+        else "traced by the program's own tracemalloc"
+    )
     lines = [f"{head}: current {cur} B, peak {peak} B"]
     for st in stats[: 50 if not debug else 200]:
         lines.append(str(st))

@@ -5,6 +5,7 @@ speedscope and inferno open directly. Sampling runs in its own thread via
 ``sys._current_frames``; a thread stuck in C code is sampled at its last
 Python frame.
 """
+
 from __future__ import annotations
 
 import gc
@@ -39,7 +40,9 @@ def _frame_label(code) -> str:
 def profile(seconds: float, interval: float = 0.005) -> str:
     seconds = float(seconds)
     if not 0 < seconds <= MAX_SECONDS:
-        raise ValueError(f"cpu_profile: seconds must be in (0, {MAX_SECONDS:.0f}] (at most one hour), got {seconds}")
+        raise ValueError(
+            f"cpu_profile: seconds must be in (0, {MAX_SECONDS:.0f}] (at most one hour), got {seconds}"
+        )
     me = threading.get_ident()
     names = {}
     counts: Counter = Counter()

@@ -1,6 +1,7 @@
 """Client subcommands of ``pycircuit``: the anchor namespace, elements,
 membership and worker tools. Each takes parsed args and a connected Client.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ def _anchor(c: Client, text: str, element: bool = True) -> Anchor:
     if rec:
         raise UsageError(f"'...' is only for ls: {text!r}")
     if element and len(parts) < 2:
-        raise ElementError("cannot create elements outside of servers" if not parts
-                           else f"{text} is a server anchor")
+        raise ElementError(
+            "cannot create elements outside of servers"
+            if not parts
+            else f"{text} is a server anchor"
+        )
     if parts and not is_server_id(parts[0]):
         raise ElementError(f"no server {parts[0]!r}: the first part of a path is a server ID (X…)")
     return c.walk(parts)
@@ -167,6 +171,7 @@ def cmd_waitall(c: Client, args) -> int:
             p.wait()
         except CircuitError as e:
             errors.append(f"{p.path}: {e}")
+
     threads = [threading.Thread(target=wait, args=(p,), daemon=True) for p in procs]
     for t in threads:
         t.start()
@@ -296,6 +301,7 @@ def _with_deadline(fn, timeout: float) -> tuple[bool, Any]:
             box.append((True, fn()))
         except BaseException as e:  # handed to the caller's thread
             box.append((False, e))
+
     t = threading.Thread(target=run, daemon=True)
     t.start()
     t.join(timeout)

@@ -1,4 +1,5 @@
 """Argument parsing and dispatch of ``pycircuit`` subcommands."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,6 @@ from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr, is_loopback
 from . import _commands as C
 from ._commands import UsageError
-
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,14 +48,24 @@ def cmd_start(args) -> int:
         key = load_key(key_path)
         _warn_if_readable(key_path)
     if key is None and not is_loopback(host) and not args.insecure:
-        raise UsageError(f"refusing to listen on non-loopback address {host} without a key (use --key, or --insecure)")
+        raise UsageError(
+            f"refusing to listen on non-loopback address {host} without a key (use --key, or --insecure)"
+        )
     lock = _lock_var(args.var) if args.var else None
     # Signals are caught from here on: a TERM right after the URL is printed
     # must still stop the server properly (it removes its temporary files).
     early = threading.Event()
     _stop_on_signals(early)
-    server = Server(ServerConfig(host=host, port=port, var_dir=args.var, tls=key, docker=args.docker,
-                                 spares=max(0, args.spares)))
+    server = Server(
+        ServerConfig(
+            host=host,
+            port=port,
+            var_dir=args.var,
+            tls=key,
+            docker=args.docker,
+            spares=max(0, args.spares),
+        )
+    )
     stop = server.stopped
     _stop_on_signals(stop)
     if early.is_set():
@@ -68,7 +78,10 @@ def cmd_start(args) -> int:
         try:
             server.cluster.join(args.join)
         except CircuitError as e:
-            print(f"pycircuit: cannot join {args.join} ({_one_line(e)}); running alone", file=sys.stderr)
+            print(
+                f"pycircuit: cannot join {args.join} ({_one_line(e)}); running alone",
+                file=sys.stderr,
+            )
     if args.discover:
         server.start_discovery()
     if args.embedded:
@@ -80,6 +93,7 @@ def cmd_start(args) -> int:
             except OSError:  # our owner's end is gone all the same: stop, as on EOF
                 pass
             stop.set()
+
         threading.Thread(target=watch_stdin, daemon=True).start()
     stop.wait()
     server.close()
@@ -133,30 +147,64 @@ def _warn_if_readable(path: str) -> None:
     except OSError:  # it was just read: gone since, and then nobody else reads it either
         return
     if mode & 0o077:
-        print(f"pycircuit: warning: key file {path} can be read by other users (chmod 600 {path})",
-              file=sys.stderr)
+        print(
+            f"pycircuit: warning: key file {path} can be read by other users (chmod 600 {path})",
+            file=sys.stderr,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pycircuit", description="Run and debug Python across a cluster.")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     s = sub.add_parser("start", help="run a server on this host")
-    s.add_argument("-a", "--addr", default=None, help="HOST:PORT to listen on (port 0 picks one; default 127.0.0.1:0)")
-    s.add_argument("--if", dest="iface", metavar="IFACE", help="listen on this interface's address (when no -a)")
+    s.add_argument(
+        "-a",
+        "--addr",
+        default=None,
+        help="HOST:PORT to listen on (port 0 picks one; default 127.0.0.1:0)",
+    )
+    s.add_argument(
+        "--if",
+        dest="iface",
+        metavar="IFACE",
+        help="listen on this interface's address (when no -a)",
+    )
     s.add_argument("-j", "--join", metavar="URL", help="join the circuit of this server")
-    s.add_argument("--discover", action="store_true",
-                   help="find and join other servers by multicast DNS on the server's own interface")
+    s.add_argument(
+        "--discover",
+        action="store_true",
+        help="find and join other servers by multicast DNS on the server's own interface",
+    )
     s.add_argument("--docker", action="store_true", help="enable docker elements")
-    s.add_argument("--spares", type=int, default=2, metavar="N",
-                   help="workers kept forked ahead of demand, for fast spawns (default 2)")
+    s.add_argument(
+        "--spares",
+        type=int,
+        default=2,
+        metavar="N",
+        help="workers kept forked ahead of demand, for fast spawns (default 2)",
+    )
     s.add_argument("--var", default=None, help="directory for worker output and state")
-    s.add_argument("--insecure", action="store_true", help="allow a non-loopback address without a key")
-    s.add_argument("--key", metavar="FILE", default=None,
-                   help="cluster key file (from `pycircuit keygen`; default $CIRCUIT_KEY): mutual TLS on every connection")
+    s.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback address without a key"
+    )
+    s.add_argument(
+        "--key",
+        metavar="FILE",
+        default=None,
+        help="cluster key file (from `pycircuit keygen`; default $CIRCUIT_KEY): mutual TLS on every connection",
+    )
     s.add_argument("--embedded", action="store_true", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_start)
-    k = sub.add_parser("keygen", help="make a new cluster key: printed, or written to a new file readable only by you")
-    k.add_argument("-o", "--out", metavar="FILE", help="write the key to FILE (created with mode 600; never overwritten)")
+    k = sub.add_parser(
+        "keygen",
+        help="make a new cluster key: printed, or written to a new file readable only by you",
+    )
+    k.add_argument(
+        "-o",
+        "--out",
+        metavar="FILE",
+        help="write the key to FILE (created with mode 600; never overwritten)",
+    )
     k.set_defaults(func=cmd_keygen)
     _client_commands(sub)
     _web_command(sub)
@@ -167,10 +215,16 @@ def _client_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dial-in (else $CIRCUIT, a file holding a URL)")
     g.add_argument("-d", "--dial", metavar="URL", help="a server's circuit URL")
     # A plain flag: an optional IFACE after it would swallow the path in `ls --discover /`.
-    g.add_argument("--discover", action="store_true",
-                   help="find a server by multicast DNS on $CIRCUIT_DISCOVER, else on loopback (lo)")
-    g.add_argument("--discover-if", metavar="IFACE",
-                   help="find a server by multicast DNS on IFACE (a name like eth0, or its IPv4 address)")
+    g.add_argument(
+        "--discover",
+        action="store_true",
+        help="find a server by multicast DNS on $CIRCUIT_DISCOVER, else on loopback (lo)",
+    )
+    g.add_argument(
+        "--discover-if",
+        metavar="IFACE",
+        help="find a server by multicast DNS on IFACE (a name like eth0, or its IPv4 address)",
+    )
     g.add_argument("--key", metavar="FILE", help="the cluster key (default: $CIRCUIT_KEY)")
 
 
@@ -183,7 +237,12 @@ _COMMANDS = [
     ("signal", C.cmd_signal, "signal a process", [("signal", None, "SIG"), ("path", None, "PATH")]),
     ("wait", C.cmd_wait, "wait for a process to finish", [("path", None, "PATH")]),
     ("waitall", C.cmd_waitall, "wait for the processes whose paths are on stdin", []),
-    ("stdin", C.cmd_stdin, "copy stdin to a process's stdin, then close it", [("path", None, "PATH")]),
+    (
+        "stdin",
+        C.cmd_stdin,
+        "copy stdin to a process's stdin, then close it",
+        [("path", None, "PATH")],
+    ),
     ("stdout", C.cmd_stdout, "copy a process's stdout here", [("path", None, "PATH")]),
     ("stderr", C.cmd_stderr, "copy a process's stderr here", [("path", None, "PATH")]),
     ("mkchan", C.cmd_mkchan, "make a channel", [("path", None, "PATH"), ("cap", None, "CAP")]),
@@ -192,14 +251,39 @@ _COMMANDS = [
     ("close", C.cmd_close, "close a channel", [("path", None, "PATH")]),
     ("mk@join", C.cmd_mkjoin, "subscribe to servers joining", [("path", None, "PATH")]),
     ("mk@leave", C.cmd_mkleave, "subscribe to servers leaving", [("path", None, "PATH")]),
-    ("join", C.cmd_join, "make SERVER join the circuit of URL", [("server", None, "SERVER"), ("url", None, "URL")]),
+    (
+        "join",
+        C.cmd_join,
+        "make SERVER join the circuit of URL",
+        [("server", None, "SERVER"), ("url", None, "URL")],
+    ),
     ("suicide", C.cmd_suicide, "stop a server", [("server", None, "SERVER")]),
-    ("mkdns", C.cmd_mkdns, "run a nameserver (prints its address)", [("path", None, "PATH"), ("addr", "?", "ADDR")]),
-    ("set", C.cmd_set, "add a DNS record (zone-file syntax)", [("path", None, "PATH"), ("rr", "+", "RR")]),
-    ("unset", C.cmd_unset, "remove a name's DNS records", [("path", None, "PATH"), ("name", None, "NAME")]),
+    (
+        "mkdns",
+        C.cmd_mkdns,
+        "run a nameserver (prints its address)",
+        [("path", None, "PATH"), ("addr", "?", "ADDR")],
+    ),
+    (
+        "set",
+        C.cmd_set,
+        "add a DNS record (zone-file syntax)",
+        [("path", None, "PATH"), ("rr", "+", "RR")],
+    ),
+    (
+        "unset",
+        C.cmd_unset,
+        "remove a name's DNS records",
+        [("path", None, "PATH"), ("name", None, "NAME")],
+    ),
     ("mkdkr", C.cmd_mkdkr, "run a docker container (JSON on stdin)", [("path", None, "PATH")]),
     ("stk", C.cmd_stk, "stacks of a server or worker", [("target", None, "PATH|URL")]),
-    ("cpu", C.cmd_cpu, "CPU profile (collapsed stacks)", [("target", None, "PATH|URL"), ("seconds", None, "SECONDS")]),
+    (
+        "cpu",
+        C.cmd_cpu,
+        "CPU profile (collapsed stacks)",
+        [("target", None, "PATH|URL"), ("seconds", None, "SECONDS")],
+    ),
     ("mem", C.cmd_mem, "memory statistics and heap profile", [("target", None, "PATH|URL")]),
     ("kill", C.cmd_kill, "kill workers", [("targets", "+", "PATH|URL")]),
 ]
@@ -214,7 +298,9 @@ def _client_commands(sub) -> None:
             p.add_argument("-l", "--long", action="store_true", help="show element kinds")
             p.add_argument("--depth", action="store_true", help="children before parents")
         if name in ("mkproc", "mkdkr"):
-            p.add_argument("--scrub", action="store_true", help="remove the element when the process is done")
+            p.add_argument(
+                "--scrub", action="store_true", help="remove the element when the process is done"
+            )
         _client_opts(p)
         p.set_defaults(func=_with_client(fn))
 
@@ -226,6 +312,7 @@ def _with_client(fn):
             return fn(c, args)
         finally:
             c.close()
+
     return run
 
 
@@ -242,15 +329,28 @@ def _dial_in(args):
         return connect(discover=args.discover_if or env_iface or "lo", key=key)
     if os.environ.get("CIRCUIT"):
         return connect(key=key)
-    raise UsageError("no circuit to dial: use -d URL or --discover, or set $CIRCUIT to a file holding a URL")
+    raise UsageError(
+        "no circuit to dial: use -d URL or --discover, or set $CIRCUIT to a file holding a URL"
+    )
 
 
 def _web_command(sub) -> None:
-    w = sub.add_parser("web", help="serve a live web view of the circuit and /metrics (prints its URL)")
+    w = sub.add_parser(
+        "web", help="serve a live web view of the circuit and /metrics (prints its URL)"
+    )
     w.add_argument("-a", "--addr", default=None, help="HOST:PORT to serve on (default 127.0.0.1:0)")
-    w.add_argument("--insecure", action="store_true", help="allow a non-loopback address without a key (plain HTTP)")
-    w.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
-                   help="seconds between reads of the circuit while a page is open (default 1)")
+    w.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address without a key (plain HTTP)",
+    )
+    w.add_argument(
+        "--poll",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between reads of the circuit while a page is open (default 1)",
+    )
     _client_opts(w)
     w.set_defaults(func=cmd_web)
 
@@ -260,26 +360,44 @@ def cmd_web(args) -> int:
     key = args.key or os.environ.get("CIRCUIT_KEY") or None
     if not is_loopback(host):
         if key is None and not args.insecure:
-            raise UsageError(f"refusing to serve the web view on non-loopback address {host} without a key "
-                             "(use --key: HTTPS with a certificate the cluster key signs; or --insecure)")
-        print(f"pycircuit: warning: the web view is reachable beyond this host (on {host}) "
-              f"({'HTTPS, cluster key' if key else 'plain HTTP, --insecure'}); its token is its only guard",
-              file=sys.stderr)
+            raise UsageError(
+                f"refusing to serve the web view on non-loopback address {host} without a key "
+                "(use --key: HTTPS with a certificate the cluster key signs; or --insecure)"
+            )
+        print(
+            f"pycircuit: warning: the web view is reachable beyond this host (on {host}) "
+            f"({'HTTPS, cluster key' if key else 'plain HTTP, --insecure'}); its token is its only guard",
+            file=sys.stderr,
+        )
     if not args.poll > 0:
         raise UsageError("--poll is a positive number of seconds")
     try:  # the web stack loads only for this command
         from ..web import WebConfig, serve
     except ImportError as e:
-        raise UsageError(f"pycircuit web needs the web extra: pip install 'pycircuit[web]' ({e})") from None
+        raise UsageError(
+            f"pycircuit web needs the web extra: pip install 'pycircuit[web]' ({e})"
+        ) from None
     c = _dial_in(args)
 
     def announce(url: str) -> None:
         sys.stdout.write(url + "\n")
         sys.stdout.flush()
-        print(f"pycircuit: web view of {c.url} (open the URL above; it carries the access token)", file=sys.stderr)
+        print(
+            f"pycircuit: web view of {c.url} (open the URL above; it carries the access token)",
+            file=sys.stderr,
+        )
+
     try:
-        serve(c, WebConfig(host=host, port=port, poll_every=args.poll,
-                           key_path=key if not is_loopback(host) else None), announce)
+        serve(
+            c,
+            WebConfig(
+                host=host,
+                port=port,
+                poll_every=args.poll,
+                key_path=key if not is_loopback(host) else None,
+            ),
+            announce,
+        )
     finally:
         c.close()
     return 0
@@ -288,6 +406,7 @@ def cmd_web(args) -> int:
 def _tool(cmd: str):
     def entry() -> int:
         return main([cmd] + sys.argv[1:])
+
     return entry
 
 

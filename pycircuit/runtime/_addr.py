@@ -1,4 +1,5 @@
 """Identifiers and circuit URLs (pure)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -56,14 +57,16 @@ class WorkerAddr:
         return self.url
 
     @classmethod
-    def parse(cls, url: "str | WorkerAddr") -> "WorkerAddr":
+    def parse(cls, url: str | WorkerAddr) -> WorkerAddr:
         if isinstance(url, WorkerAddr):
             return url
         if not isinstance(url, str):
             raise CircuitError(f"not a circuit URL: {url!r}")
         m = _URL_RE.match(url.strip())
         if not m:
-            raise CircuitError(f"not a circuit URL (want circuit://HOST:PORT/PID/Q<16 hex>): {url!r}")
+            raise CircuitError(
+                f"not a circuit URL (want circuit://HOST:PORT/PID/Q<16 hex>): {url!r}"
+            )
         host, port, pid, qid = m.groups()
         port_i = int(port)
         if not 0 < port_i < 65536:

@@ -26,6 +26,7 @@ waiting (a refusal comes back as a FAULT to the first request: see
 The message functions are pure (bytes in, bytes or verdicts out); the
 socket side is ``SecretAuth``. Layer: runtime; imports only ``errors``.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -76,7 +77,9 @@ def decode_greeting(data: bytes) -> Greeting:
     if magic != MAGIC:
         raise ProtocolError("not a pycircuit runtime (no greeting)")
     if version != VERSION:
-        raise ProtocolError(f"incompatible authentication versions: ours {VERSION}, theirs {version}")
+        raise ProtocolError(
+            f"incompatible authentication versions: ours {VERSION}, theirs {version}"
+        )
     return Greeting(version, bool(flags & FLAG_OPEN), nonce)
 
 
@@ -129,9 +132,11 @@ def _read_secret(path: str) -> bytes | None:
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid() or st.st_mode & 0o077:
-            raise CircuitError(f"the pycircuit secret {path} is not private to this user "
-                               f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); "
-                               "remove it and a new one is made")
+            raise CircuitError(
+                f"the pycircuit secret {path} is not private to this user "
+                f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); "
+                "remove it and a new one is made"
+            )
         data = os.read(fd, 4096).strip()
     finally:
         os.close(fd)
@@ -140,7 +145,9 @@ def _read_secret(path: str) -> bytes | None:
     except (UnicodeDecodeError, ValueError):
         secret = b""
     if len(secret) != 32:
-        raise CircuitError(f"the pycircuit secret {path} is malformed; remove it and a new one is made")
+        raise CircuitError(
+            f"the pycircuit secret {path} is malformed; remove it and a new one is made"
+        )
     return secret
 
 
@@ -193,8 +200,11 @@ def user_secret() -> bytes:
                             _secret = got
                             break
                 else:
-                    log.warning("no private directory for the pycircuit secret (tried %s); "
-                                "this process accepts no connection without a key", ", ".join(_candidates()))
+                    log.warning(
+                        "no private directory for the pycircuit secret (tried %s); "
+                        "this process accepts no connection without a key",
+                        ", ".join(_candidates()),
+                    )
                     _secret = os.urandom(32)
     return _secret
 
@@ -222,15 +232,21 @@ class SecretAuth:
         try:
             theirs = decode_greeting(_read(sock, GREET_SIZE, deadline))
             nonce = os.urandom(NONCE)
-            sock.sendall(encode_greeting(nonce, self.open) + mac(self.secret, LABEL_A, theirs.nonce, nonce))
-            proved = check_proof(self.secret, _read(sock, PROOF_SIZE, deadline), theirs.nonce, nonce)
+            sock.sendall(
+                encode_greeting(nonce, self.open) + mac(self.secret, LABEL_A, theirs.nonce, nonce)
+            )
+            proved = check_proof(
+                self.secret, _read(sock, PROOF_SIZE, deadline), theirs.nonce, nonce
+            )
         except (OSError, EOFError, ProtocolError) as e:  # TimeoutError is an OSError
             _close(sock)
             raise NetworkError(f"handshake with {where} failed: {_why(e, self.timeout)}") from None
         _settle(sock)
         if not proved and not self.open:
-            raise AuthRefused(f"{where} did not prove this user's secret (another user's process, "
-                              "or a circuit with a cluster key?)")
+            raise AuthRefused(
+                f"{where} did not prove this user's secret (another user's process, "
+                "or a circuit with a cluster key?)"
+            )
         return sock
 
     def wrap_client(self, sock: socket.socket) -> socket.socket:
@@ -244,7 +260,9 @@ class SecretAuth:
             sock.sendall(encode_greeting(nonce, self.open))
             data = _read(sock, ACCEPT_SIZE, deadline)
             theirs = decode_greeting(data)
-            proved = hmac.compare_digest(data[GREET_SIZE:], mac(self.secret, LABEL_A, nonce, theirs.nonce))
+            proved = hmac.compare_digest(
+                data[GREET_SIZE:], mac(self.secret, LABEL_A, nonce, theirs.nonce)
+            )
             if proved or self.open:
                 sock.sendall(encode_proof(self.secret if proved else None, nonce, theirs.nonce))
         except (OSError, EOFError, ProtocolError) as e:  # TimeoutError is an OSError
@@ -252,8 +270,10 @@ class SecretAuth:
             raise NetworkError(f"handshake with {where} failed: {_why(e, self.timeout)}") from None
         if not proved and not self.open:
             _close(sock)
-            raise AuthRefused("it is not a runtime of this user (it did not prove this user's secret); "
-                              "a circuit of another user needs its cluster key")
+            raise AuthRefused(
+                "it is not a runtime of this user (it did not prove this user's secret); "
+                "a circuit of another user needs its cluster key"
+            )
         _settle(sock)
         return sock
 
@@ -267,7 +287,7 @@ def _read(sock: socket.socket, n: int, deadline: float) -> bytes:
         sock.settimeout(left)
         try:
             chunk = sock.recv(n - len(buf))
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError from None
         if not chunk:
             raise EOFError
@@ -299,11 +319,15 @@ def _where(sock: socket.socket) -> str:
 
 def _why(e: BaseException, timeout: float) -> str:
     if isinstance(e, TimeoutError):
-        return (f"no answer within {timeout:g} s (does the peer use a cluster key, "
-                "or is it not a pycircuit runtime?)")
+        return (
+            f"no answer within {timeout:g} s (does the peer use a cluster key, "
+            "or is it not a pycircuit runtime?)"
+        )
     if isinstance(e, (EOFError, ConnectionResetError, BrokenPipeError)):
-        return ("closed during authentication (if the circuit uses a cluster key, this process needs it "
-                "too: key=, --key or $CIRCUIT_KEY)")
+        return (
+            "closed during authentication (if the circuit uses a cluster key, this process needs it "
+            "too: key=, --key or $CIRCUIT_KEY)"
+        )
     if isinstance(e, OSError):
         return e.strerror or str(e) or type(e).__name__
     return str(e)

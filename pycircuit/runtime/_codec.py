@@ -14,6 +14,7 @@ asks ``encode_x(x)`` for a small descriptor tuple and the decoder turns it
 back into an object with ``decode_x(descriptor)``. Both callbacks belong to
 the runtime; this module only finds the references.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,7 +23,8 @@ import pickle
 import sys
 import threading
 import types
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import dill
 
@@ -125,7 +127,11 @@ class _DillPickler(dill.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, self._x_types):
             return _xref, (self._encode_x(obj),)
-        if type(obj) is types.ModuleType and obj.__name__ != "__main__" and obj.__name__ in sys.modules:
+        if (
+            type(obj) is types.ModuleType
+            and obj.__name__ != "__main__"
+            and obj.__name__ in sys.modules
+        ):
             # dill saves a module outside site-packages *with its whole
             # __dict__* (so an editable install or a project module drags its
             # locks and thread-locals along); import it by name instead.

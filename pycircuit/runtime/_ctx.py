@@ -1,6 +1,7 @@
 """Encoding and decoding of one message's values, with the cross-interfaces
 inside them: leases granted on the way out, acquired on the way in (see the
 handoff rule in ``_runtime``). Layer: runtime."""
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class _EncodeCtx:
-    def __init__(self, rt: "Runtime", peer: Peer):
+    def __init__(self, rt: Runtime, peer: Peer):
         self.rt = rt
         self.peer = peer
         self.granted: list[int] = []
@@ -49,7 +50,7 @@ class _EncodeCtx:
 
 
 class _DecodeCtx:
-    def __init__(self, rt: "Runtime", sender: Peer):
+    def __init__(self, rt: Runtime, sender: Peer):
         self.rt = rt
         self.sender = sender
         self.acquire: dict[WorkerAddr, Counter] | None = None  # made on first need
@@ -85,7 +86,11 @@ class _DecodeCtx:
             return
         for owner, wanted in self.acquire.items():
             try:
-                granted = _wire.decode_leases(self.rt.peer(owner).invoke(_wire.OP_ACQUIRE, _wire.encode_leases(list(wanted.items()))))
+                granted = _wire.decode_leases(
+                    self.rt.peer(owner).invoke(
+                        _wire.OP_ACQUIRE, _wire.encode_leases(list(wanted.items()))
+                    )
+                )
             except CircuitError:
                 continue  # the proxies raise NetworkError/ReleasedError when used
             with self.rt._lock:

@@ -13,12 +13,14 @@ is dropped with the Future, its references released.
 
 Layer: runtime (``_link`` delivers replies into ``Pending.on_ready``).
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from . import _wire
 from ._threads import THREADS
@@ -50,8 +52,13 @@ class Future(cf.Future):
         self._claim = itertools.count()  # next() is atomic: the first caller of _arrived wins
 
     @classmethod
-    def of_call(cls, peer: "Peer", pending: "Pending", decode: Callable[[Any], Any],
-                inline: Callable[[Any], bool]) -> "Future":
+    def of_call(
+        cls,
+        peer: Peer,
+        pending: Pending,
+        decode: Callable[[Any], Any],
+        inline: Callable[[Any], bool],
+    ) -> Future:
         """The Future of a request in flight: ``decode(body)`` gives its
         value (or raises); ``inline(body)`` says it may run in the thread
         that read the reply (no network I/O)."""
@@ -63,7 +70,7 @@ class Future(cf.Future):
         return f
 
     @classmethod
-    def settled(cls, fn: Callable[[], Any]) -> "Future":
+    def settled(cls, fn: Callable[[], Any]) -> Future:
         f = cls()
         f._claim = None
         f._settle(fn)
@@ -126,5 +133,3 @@ class Future(cf.Future):
 
     def __repr__(self) -> str:
         return f"<pycircuit.Future {'done' if self._state == _FINISHED else 'pending'}>"
-
-

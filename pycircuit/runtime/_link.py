@@ -18,6 +18,7 @@ reader when one runs long, so a slow call never blocks the rest of the
 connection. Threads are taken from ``_threads`` so that starting one costs
 no wait.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,7 +31,7 @@ import struct
 import threading
 import time
 from threading import get_ident
-from typing import Callable
+from collections.abc import Callable
 
 import rpyc
 from rpyc.core.channel import Channel
@@ -61,7 +62,9 @@ RPYC_CONFIG = dict(
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-_FRAME_HEADER = Channel.FRAME_HEADER  # !LB: length, compressed; a flusher byte b"\n" follows the body
+_FRAME_HEADER = (
+    Channel.FRAME_HEADER
+)  # !LB: length, compressed; a flusher byte b"\n" follows the body
 # The frame header, then _wire's message head, packed in one go.
 _FRAME_AND_MESSAGE = struct.Struct(_FRAME_HEADER.format + _wire.MSG_HEAD_FORMAT)
 assert Channel.FLUSHER == b"\n"
@@ -154,8 +157,11 @@ class _Stream(SocketStream):
             raise EOFError("compressed frame refused")
         if length > self.max_frame:
             self.close()
-            log.warning("closed a connection: a frame of %d bytes exceeds the maximum of %d (RuntimeConfig.max_frame)",
-                        length, self.max_frame)
+            log.warning(
+                "closed a connection: a frame of %d bytes exceeds the maximum of %d (RuntimeConfig.max_frame)",
+                length,
+                self.max_frame,
+            )
             raise EOFError(f"a frame of {length} bytes exceeds the maximum of {self.max_frame}")
         end = 6 + length
         if len(buf) >= end:
@@ -166,14 +172,14 @@ class _Stream(SocketStream):
         self.read(1)
         return data
 
-    def write_frame(self, parts: "tuple | list") -> None:
+    def write_frame(self, parts: tuple | list) -> None:
         """One frame whose body is ``parts`` joined."""
         n = 0
         for p in parts:
             n += len(p)
         self.write_message(_FRAME_HEADER.pack(n, 0), parts, n)
 
-    def write_message(self, head: bytes, parts: "tuple | list", n: int) -> None:
+    def write_message(self, head: bytes, parts: tuple | list, n: int) -> None:
         """``head`` (the frame header, and whatever else starts the body)
         and ``parts`` (the rest, ``n`` bytes of body in all), without copying
         the large parts: small ones are joined and sent, large ones sent as
@@ -200,7 +206,7 @@ class _Stream(SocketStream):
         while True:
             try:
                 got = receive(*args)
-            except socket.timeout:  # a timeout someone set on the socket: reading goes on
+            except TimeoutError:  # a timeout someone set on the socket: reading goes on
                 continue
             except (OSError, ValueError) as e:
                 self.close()
@@ -241,8 +247,12 @@ def tune_socket(sock: socket.socket, silence: float = 30.0) -> None:
         idle = max(1, int(silence / 3))
         interval = max(1, int(silence / 6))
         count = max(1, int((silence - idle) / interval))
-        for opt, val in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count),
-                         ("TCP_USER_TIMEOUT", int(silence * 1000))):
+        for opt, val in (
+            ("TCP_KEEPIDLE", idle),
+            ("TCP_KEEPINTVL", interval),
+            ("TCP_KEEPCNT", count),
+            ("TCP_USER_TIMEOUT", int(silence * 1000)),
+        ):
             if hasattr(socket, opt):
                 try:
                     sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
@@ -311,9 +321,11 @@ class _Connection(Connection):
     waits for its own reply run in a thread of their own (see ServeGroup).
     """
 
-    group: "ServeGroup | None" = None
-    handlers: "dict[int, Handler]" = {}
-    after_reply: Callable[[int], None] = staticmethod(lambda op: None)  # runs once a request's reply has left (or failed to)
+    group: ServeGroup | None = None
+    handlers: dict[int, Handler] = {}
+    after_reply: Callable[[int], None] = staticmethod(
+        lambda op: None
+    )  # runs once a request's reply has left (or failed to)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -322,7 +334,7 @@ class _Connection(Connection):
         self._recv_waiters = 0  # threads in _wait_for_reader (changed under _recv_event)
 
     # -- sending ------------------------------------------------------------
-    def request(self, op: int, body: "Body") -> Pending:
+    def request(self, op: int, body: Body) -> Pending:
         pending = Pending()
         seq = next(self._seq) & _wire.MAX_SEQ
         while not seq or seq in self._pending:  # wrapped round to 0, or to a call still in flight
@@ -335,17 +347,19 @@ class _Connection(Connection):
             raise
         return pending
 
-    def post(self, op: int, body: "Body") -> None:
+    def post(self, op: int, body: Body) -> None:
         self._send_message(_wire.MSG_REQUEST, 0, op, body)
 
-    def _send_message(self, kind: int, seq: int, op: int, body: "Body") -> None:
+    def _send_message(self, kind: int, seq: int, op: int, body: Body) -> None:
         parts = body if type(body) is tuple else (body,)
         n = _wire.MSG_HEAD_SIZE
         for p in parts:
             n += len(p)
         if n > self._channel.stream.max_frame:
-            raise SerializationError(f"a message of {n} bytes exceeds the maximum of "
-                                     f"{self._channel.stream.max_frame} (RuntimeConfig.max_frame)")
+            raise SerializationError(
+                f"a message of {n} bytes exceeds the maximum of "
+                f"{self._channel.stream.max_frame} (RuntimeConfig.max_frame)"
+            )
         # kind, seq and op come from this module: packed unchecked
         self._send_frame((_FRAME_AND_MESSAGE.pack(n, 0, kind, seq, op), parts, n))
 
@@ -384,7 +398,7 @@ class _Connection(Connection):
         self._closed = True
         try:
             self._channel.close()
-        except Exception:  # noqa: BLE001 - closing a broken channel: nothing more to release
+        except Exception:
             log.debug("closing a channel failed", exc_info=True)
 
     abort = close
@@ -424,7 +438,9 @@ class _Connection(Connection):
         self.serve_one(_Until(waiting))
         return True
 
-    def serve_one(self, pending: "Pending | _Until | None" = None, deadline: float | None = None) -> None:
+    def serve_one(
+        self, pending: Pending | _Until | None = None, deadline: float | None = None
+    ) -> None:
         """Read and dispatch one frame, or wait while another thread reads.
 
         RPyC's ``serve`` minus its select: the caller either waits for a
@@ -437,7 +453,9 @@ class _Connection(Connection):
                 self._recvlock.release()
                 return
             try:
-                if deadline is not None and not self._channel.stream.poll(max(0.0, deadline - time.monotonic())):
+                if deadline is not None and not self._channel.stream.poll(
+                    max(0.0, deadline - time.monotonic())
+                ):
                     self._recvlock.release()
                     return
                 data = self._channel.recv()
@@ -452,7 +470,9 @@ class _Connection(Connection):
                 with self._recv_event:
                     self._recv_event.notify_all()
 
-    def _wait_for_reader(self, pending: "Pending | _Until | None", deadline: float | None = None) -> bool:
+    def _wait_for_reader(
+        self, pending: Pending | _Until | None, deadline: float | None = None
+    ) -> bool:
         """Another thread is reading: wait until it has dispatched a frame.
         True if the receive lock came free meanwhile (and is now ours).
 
@@ -481,7 +501,11 @@ class _Connection(Connection):
             self._recvlock.release()
             raise
         # A large frame arrives as a bytearray: view its body, do not copy it.
-        body = data[_wire.MSG_HEAD_SIZE:] if type(data) is bytes else memoryview(data)[_wire.MSG_HEAD_SIZE:]
+        body = (
+            data[_wire.MSG_HEAD_SIZE :]
+            if type(data) is bytes
+            else memoryview(data)[_wire.MSG_HEAD_SIZE :]
+        )
         if kind == _wire.MSG_REQUEST:
             self._recvlock.release()
             g = self.group
@@ -515,7 +539,9 @@ class _Connection(Connection):
                 out = handler(body)
             except Exception as e:
                 if seq:
-                    self._send_message(_wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode())
+                    self._send_message(
+                        _wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode()
+                    )
                 return
             if seq:
                 self._send_message(_wire.MSG_REPLY, seq, op, b"" if out is None else out)
@@ -523,10 +549,13 @@ class _Connection(Connection):
             self.after_reply(op)
 
 
-def make_connection(sock: socket.socket, service: rpyc.Service, max_frame: int = 1 << 30,
-                    silence: float = 30.0) -> Connection:
+def make_connection(
+    sock: socket.socket, service: rpyc.Service, max_frame: int = 1 << 30, silence: float = 30.0
+) -> Connection:
     tune_socket(sock, silence)
-    return _Connection(service, _Channel(_Stream(sock, max_frame), compress=False), config=RPYC_CONFIG)
+    return _Connection(
+        service, _Channel(_Stream(sock, max_frame), compress=False), config=RPYC_CONFIG
+    )
 
 
 def refusal_frame(seq: int, op: int, body: bytes) -> bytes:
@@ -553,10 +582,10 @@ class Watchdog:
 
     def __init__(self):
         self._cond = threading.Condition()
-        self._groups: set["ServeGroup"] = set()
+        self._groups: set[ServeGroup] = set()
         self._thread: threading.Thread | None = None
 
-    def watch(self, group: "ServeGroup") -> None:
+    def watch(self, group: ServeGroup) -> None:
         if group in self._groups:  # racy read on purpose: the loop re-checks
             return
         with self._cond:
@@ -573,7 +602,9 @@ class Watchdog:
 
     def _start(self) -> None:  # holding _cond
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="pycircuit-watchdog", daemon=True)
+            self._thread = threading.Thread(
+                target=self._loop, name="pycircuit-watchdog", daemon=True
+            )
             self._thread.start()
 
     def _after_fork(self) -> None:
@@ -582,7 +613,7 @@ class Watchdog:
         self._thread = None
 
     def _loop(self) -> None:
-        idle: dict["ServeGroup", int] = {}
+        idle: dict[ServeGroup, int] = {}
         while True:
             with self._cond:
                 while not self._groups:
@@ -631,7 +662,9 @@ class ServeGroup:
     MAX_NAP = 0.016
     MAX_IDLE = 2
 
-    def __init__(self, conn: Connection, name: str, on_close: Callable[[BaseException | None], None]):
+    def __init__(
+        self, conn: Connection, name: str, on_close: Callable[[BaseException | None], None]
+    ):
         self._conn = conn
         conn.group = self
         self._stream = conn._channel.stream
@@ -772,7 +805,9 @@ class ServeGroup:
             while self._take_role():
                 while getattr(self._tl, "poller", False):
                     self._stream.poll(None)  # without RPyC's lock: a waiting caller may read it
-                    if self._waiting and not self._wanted:  # unlocked reads: a stale answer only costs a hand-over
+                    if (
+                        self._waiting and not self._wanted
+                    ):  # unlocked reads: a stale answer only costs a hand-over
                         break  # yield to callers
                     self._conn.serve_one()
                 self._drop_role()

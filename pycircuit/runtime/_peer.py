@@ -1,5 +1,6 @@
 """One connection to another runtime: its RPyC endpoint and the Peer that
 calls through it. Layer: runtime (uses ``_link``; the Runtime owns peers)."""
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 LARGE = 1 << 16  # a request this large may block in sendall (see invoke)
 
 
-def _size(body: "bytes | tuple") -> int:
+def _size(body: bytes | tuple) -> int:
     if type(body) is tuple:
         n = 0
         for p in body:
@@ -42,7 +43,9 @@ class _NoService(rpyc.Service):
 class Peer:
     """One connection to another runtime."""
 
-    def __init__(self, rt: "Runtime", sock: socket.socket, max_frame: int = 1 << 30, silence: float = 30.0):
+    def __init__(
+        self, rt: Runtime, sock: socket.socket, max_frame: int = 1 << 30, silence: float = 30.0
+    ):
         self.rt = rt
         self.id: str | None = None
         self.addr: WorkerAddr | None = None
@@ -71,7 +74,7 @@ class Peer:
         self.conn.fail_pending(err if isinstance(err, Exception) else EOFError("connection closed"))
         self.rt._peer_lost(self, err)
 
-    def invoke(self, op: int, body: "bytes | tuple") -> bytes:
+    def invoke(self, op: int, body: bytes | tuple) -> bytes:
         """One request to the peer; its reply's body."""
         if _size(body) >= LARGE:
             # A send that may block: pool threads keep reading meanwhile, or
@@ -112,7 +115,7 @@ class Peer:
         except Exception as e:
             raise self._failure(op, e) from None
 
-    def read_until(self, pending: Pending, deadline: "float | None") -> None:
+    def read_until(self, pending: Pending, deadline: float | None) -> None:
         """Read the connection in this thread until ``pending`` is ready
         or ``deadline`` passes (then return quietly)."""
         self.group.call_begin()
@@ -138,7 +141,9 @@ class Peer:
         if isinstance(e, (EOFError, OSError)) or self.conn.closed:
             self.rt._peer_lost(self, e)
             return NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}")
-        return ProtocolError(f"peer {self.addr} failed a {_wire.OP_NAMES[op]} request: {type(e).__name__}: {e}")
+        return ProtocolError(
+            f"peer {self.addr} failed a {_wire.OP_NAMES[op]} request: {type(e).__name__}: {e}"
+        )
 
     def post(self, op: int, body: bytes) -> None:
         """Fire and forget."""

@@ -4,6 +4,7 @@ The exception is pickled by value when possible; the class name, message and
 formatted traceback always travel beside it, so a caller that cannot import
 the class still gets a RemoteError with the remote traceback attached.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,7 +48,11 @@ def _rebind_main(exc: BaseException) -> BaseException:
     if cls.__module__ != "__main__":
         return exc
     mine = getattr(sys.modules.get("__main__"), cls.__qualname__, None)
-    if mine is None or mine is cls or not (isinstance(mine, type) and issubclass(mine, BaseException)):
+    if (
+        mine is None
+        or mine is cls
+        or not (isinstance(mine, type) and issubclass(mine, BaseException))
+    ):
         return exc
     try:
         new = mine.__new__(mine)

@@ -11,6 +11,7 @@ address, handle). C acquires its own lease from B while decoding; A keeps its
 proxy pinned until C has acquired (for a request, until the reply; for a
 reply, until C's ack), so the object is never freed in between.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,7 +25,8 @@ import time
 import weakref
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 from ..errors import (
@@ -78,7 +80,9 @@ class RuntimeConfig:
 
 def resolve_method(obj: Any, method: str) -> Callable:
     if not method or method.startswith("_"):
-        raise NoSuchMethodError(f"no method {method!r} on type {type(obj).__qualname__} (private names are not remote)")
+        raise NoSuchMethodError(
+            f"no method {method!r} on type {type(obj).__qualname__} (private names are not remote)"
+        )
     fn = getattr(obj, method, None)
     if fn is None or not callable(fn):
         raise NoSuchMethodError(f"no method {method!r} on type {type(obj).__qualname__}")
@@ -149,12 +153,16 @@ class Runtime:
         self._table = LeaseTable()
         self._peers: dict[str, Peer] = {}
         self._all_peers: set[Peer] = set()
-        self._dead: dict[str, None] = {}  # runtimes known lost, oldest first (bounded: see _peer_lost)
+        self._dead: dict[
+            str, None
+        ] = {}  # runtimes known lost, oldest first (bounded: see _peer_lost)
         self._dial_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._proxies: "weakref.WeakValueDictionary[tuple[str, int], X]" = weakref.WeakValueDictionary()
+        self._proxies: weakref.WeakValueDictionary[tuple[str, int], X] = (
+            weakref.WeakValueDictionary()
+        )
         self._pending_acks: dict[int, tuple[str, list]] = {}
         self._services: dict[str, XPerm] = {}
-        self._release_q: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._release_q: queue.SimpleQueue = queue.SimpleQueue()
         self._tl = threading.local()
         self.lifecycle = _Lifecycle()
         self.on_peer_lost: list[Callable[[Peer], None]] = []
@@ -163,17 +171,27 @@ class Runtime:
         # Without a key, a runtime on loopback accepts only this user's
         # runtimes; one listening elsewhere (`start --insecure`, or a client
         # of a remote insecure circuit) accepts anyone who proves nothing.
-        self._auth = cfg.tls if cfg.tls is not None else \
-            SecretAuth(user_secret(), open=not is_loopback(cfg.host), timeout=cfg.handshake_timeout)
+        self._auth = (
+            cfg.tls
+            if cfg.tls is not None
+            else SecretAuth(
+                user_secret(), open=not is_loopback(cfg.host), timeout=cfg.handshake_timeout
+            )
+        )
         self._handshakes = threading.BoundedSemaphore(cfg.max_handshakes)
         self._max_reply = cfg.max_frame - 64  # room for the frame and reply heads
         if cfg.role == "client" and self.is_open:
-            log.warning("this program listens on %s without a cluster key (its circuit is remote and has none): "
-                        "anyone who can reach that address can call into it", cfg.host)
+            log.warning(
+                "this program listens on %s without a cluster key (its circuit is remote and has none): "
+                "anyone who can reach that address can call into it",
+                cfg.host,
+            )
 
         self._sock = socket.create_server((cfg.host, cfg.port), backlog=512)
         host, port = self._sock.getsockname()[:2]
-        self.addr = WorkerAddr(cfg.host if cfg.host not in ("0.0.0.0", "::") else host, port, self.pid, self.id)
+        self.addr = WorkerAddr(
+            cfg.host if cfg.host not in ("0.0.0.0", "::") else host, port, self.pid, self.id
+        )
         self.url = self.addr.url
         self._table.add_static(HANDLE_ROOT, _RootService(self))
         threading.Thread(target=self._accept_loop, name="pycircuit-accept", daemon=True).start()
@@ -264,7 +282,9 @@ class Runtime:
 
     def _dial(self, addr: WorkerAddr) -> Peer:
         try:
-            sock = socket.create_connection((addr.host, addr.port), timeout=self.cfg.connect_timeout)
+            sock = socket.create_connection(
+                (addr.host, addr.port), timeout=self.cfg.connect_timeout
+            )
             sock = self._auth.wrap_client(sock)
         except OSError as e:
             raise NetworkError(f"cannot reach {addr}: {e.strerror or e}") from None
@@ -275,7 +295,9 @@ class Runtime:
         with self._lock:
             self._all_peers.add(peer)
         peer.group.start()
-        hello = _wire.Hello(_wire.WIRE_VERSION, self.id, self.url, self.cfg.role, addr.id, str(addr.pid))
+        hello = _wire.Hello(
+            _wire.WIRE_VERSION, self.id, self.url, self.cfg.role, addr.id, str(addr.pid)
+        )
         try:
             answer = peer.invoke(_wire.OP_HELLO, _wire.encode_hello(hello))
         except NetworkError as e:
@@ -294,7 +316,9 @@ class Runtime:
         if theirs.runtime_id != addr.id:
             peer.dead = True
             peer.conn.abort()
-            raise StaleAddressError(f"{addr}: stale address: this port is now runtime {theirs.runtime_id}")
+            raise StaleAddressError(
+                f"{addr}: stale address: this port is now runtime {theirs.runtime_id}"
+            )
         peer.id, peer.role = theirs.runtime_id, theirs.role
         with self._lock:
             self._peers[peer.id] = peer
@@ -340,7 +364,9 @@ class Runtime:
                 self._peers.setdefault(peer.id, twin)
                 return
             self._dead[peer.id] = None
-            if len(self._dead) > MAX_DEAD:  # forgetting the oldest is safe: dialling them fails anyway
+            if (
+                len(self._dead) > MAX_DEAD
+            ):  # forgetting the oldest is safe: dialling them fails anyway
                 del self._dead[next(iter(self._dead))]
             self._dial_locks.pop(peer.id, None)
             self._table.drop_holder(peer.id)
@@ -394,7 +420,9 @@ class Runtime:
     def _local_x(self, handle: int, perm: bool) -> X:
         with self._lock:
             if handle not in self._table:
-                raise ReleasedError(f"reference H{handle:016x} was released by its owner {self.url}")
+                raise ReleasedError(
+                    f"reference H{handle:016x} was released by its owner {self.url}"
+                )
             obj = self._table.get(handle)
             self._table.pin(handle)
         return self._wrap_local(handle, obj, perm)
@@ -485,7 +513,9 @@ class Runtime:
             return resolve_method(x._local, method)(*args, **kwargs)
         return self.call_remote(x._owner, x._handle, method, args, kwargs)
 
-    def call_remote(self, addr: WorkerAddr, handle: int, method: str, args: tuple, kwargs: dict) -> Any:
+    def call_remote(
+        self, addr: WorkerAddr, handle: int, method: str, args: tuple, kwargs: dict
+    ) -> Any:
         peer, ctx, frame = self._call_frame(addr, handle, method, args, kwargs)
         return self._reply_value(peer, ctx, _or_abort(ctx, peer.invoke, _wire.OP_CALL, frame))
 
@@ -494,7 +524,9 @@ class Runtime:
         NetworkError only if the connection is already known to be lost."""
         # peer() raises for a runtime already known to be lost; post() sends
         # nothing on a connection lost since.
-        self.peer(addr).post(_wire.OP_CALL, _wire.call_parts(handle, method, _codec.dumps((args, {}))))
+        self.peer(addr).post(
+            _wire.OP_CALL, _wire.call_parts(handle, method, _codec.dumps((args, {})))
+        )
 
     def call_x_async(self, x: X, method: str, args: tuple, kwargs: dict) -> Future:
         """Send a cross-call now; its Future gives the value (or raises)."""
@@ -502,10 +534,13 @@ class Runtime:
             return Future.settled(lambda: self.call_x(x, method, args, kwargs))
         peer, ctx, frame = self._call_frame(x._owner, x._handle, method, args, kwargs)
         pending = _or_abort(ctx, peer.invoke_async, _wire.OP_CALL, frame)
-        return Future.of_call(peer, pending, lambda raw: self._reply_value(peer, ctx, raw), _reply_is_plain)
+        return Future.of_call(
+            peer, pending, lambda raw: self._reply_value(peer, ctx, raw), _reply_is_plain
+        )
 
-    def _call_frame(self, addr: WorkerAddr, handle: int, method: str, args: tuple,
-                    kwargs: dict) -> tuple[Peer, _EncodeCtx, tuple]:
+    def _call_frame(
+        self, addr: WorkerAddr, handle: int, method: str, args: tuple, kwargs: dict
+    ) -> tuple[Peer, _EncodeCtx, tuple]:
         peer = self.peer(addr)
         ctx = _EncodeCtx(self, peer)
         return peer, ctx, _wire.call_parts(handle, method, ctx.dumps((args, kwargs)))
@@ -524,12 +559,16 @@ class Runtime:
         del ctx  # the pins of third-party references die only now
         return value
 
-    def _on_call(self, peer: Peer, frame: bytes) -> "bytes | tuple":
+    def _on_call(self, peer: Peer, frame: bytes) -> bytes | tuple:
         # Counted until _after_reply(OP_CALL), which follows every call.
         self.lifecycle.serving.up()
         self._calls_served += 1
         if peer.id is None:
-            return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(ProtocolError("call before hello"), self.url))
+            return _wire.encode_reply(
+                _wire.STATUS_ERROR,
+                0,
+                encode_exception(ProtocolError("call before hello"), self.url),
+            )
         peer.group.enter_call()
         call = None
         try:
@@ -537,8 +576,12 @@ class Runtime:
                 call = _wire.decode_call(frame)
                 obj = self._table.find(call.handle)  # one dict lookup: no lock needed
                 if obj is _NOT_HELD:
-                    raise ReleasedError(f"reference H{call.handle:016x} is not (or no longer) held by {self.url}")
-                method = resolve_method(obj, call.method)  # before a byte of the arguments is unpickled
+                    raise ReleasedError(
+                        f"reference H{call.handle:016x} is not (or no longer) held by {self.url}"
+                    )
+                method = resolve_method(
+                    obj, call.method
+                )  # before a byte of the arguments is unpickled
                 try:
                     if call.payload[:1] == _codec.TAG_PLAIN:  # no references inside
                         args, kwargs = _codec.loads(call.payload)
@@ -578,8 +621,10 @@ class Runtime:
             peer.group.exit_call()
 
     def _too_large(self, payload: bytes) -> bytes:
-        e = SerializationError(f"the reply of {len(payload)} bytes exceeds the maximum message size of "
-                               f"{self.cfg.max_frame} bytes (RuntimeConfig.max_frame)")
+        e = SerializationError(
+            f"the reply of {len(payload)} bytes exceeds the maximum message size of "
+            f"{self.cfg.max_frame} bytes (RuntimeConfig.max_frame)"
+        )
         return _wire.encode_reply(_wire.STATUS_ERROR, 0, encode_exception(e, self.url))
 
     def _after_reply(self, op: int) -> None:
@@ -632,7 +677,9 @@ class Runtime:
     def export(self, payload: tuple, stack: str) -> bytes:
         def encode_x(x: X) -> tuple:
             if not isinstance(x, XPerm):
-                raise CircuitError(f"only permanent references can be exported; {x!r} is not (use perm_ref)")
+                raise CircuitError(
+                    f"only permanent references can be exported; {x!r} is not (use perm_ref)"
+                )
             o = x._owner
             return (o.host, o.port, o.pid, o.id, x._handle, True)
 
@@ -671,9 +718,13 @@ class Runtime:
         connections, objects it owns with leases granted on them, and
         proxies (leases) it holds on others' objects."""
         with self._lock:
-            return {"calls_served": self._calls_served, "connections": len(self._all_peers),
-                    "objects_owned": len(self._table), "leases_owned": self._table.lease_count(),
-                    "leases_held": len(self._proxies)}
+            return {
+                "calls_served": self._calls_served,
+                "connections": len(self._all_peers),
+                "objects_owned": len(self._table),
+                "leases_owned": self._table.lease_count(),
+                "leases_held": len(self._proxies),
+            }
 
 
 class _RootService:
@@ -694,7 +745,7 @@ def _reply_is_plain(raw: Any) -> bool:
     """Can this reply be decoded without network I/O (an error, or a value
     with no references inside)? Peeks at the head; a malformed reply fails
     at once in decoding, no I/O either."""
-    return raw[:1] != b"\x00" or raw[_REPLY_TAG:_REPLY_TAG + 1] == _codec.TAG_PLAIN
+    return raw[:1] != b"\x00" or raw[_REPLY_TAG : _REPLY_TAG + 1] == _codec.TAG_PLAIN
 
 
 def _close_quietly(sock: socket.socket) -> None:

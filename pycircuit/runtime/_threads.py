@@ -8,12 +8,13 @@ reply, a spawn. A parked thread starts work when a lock is released. A
 keeper thread (which pays ``Thread.start`` itself, off those paths) keeps a
 few parked. Layer: runtime (no other pycircuit import).
 """
+
 from __future__ import annotations
 
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class ThreadCounts(dict):
@@ -49,6 +50,7 @@ class _Slot:
 
 class Reservoir:
     REFILL_DELAY = 0.02
+
     def __init__(self, keep: int = 3):
         self._keep = keep
         self._lock = threading.Lock()
@@ -91,7 +93,9 @@ class Reservoir:
                         self._refill.wait(left)
                 slot = _Slot()
                 self._parked.append(slot)
-            threading.Thread(target=self._parked_loop, args=(slot,), name="pycircuit-parked", daemon=True).start()
+            threading.Thread(
+                target=self._parked_loop, args=(slot,), name="pycircuit-parked", daemon=True
+            ).start()
 
     def _parked_loop(self, slot: _Slot) -> None:
         me = threading.current_thread()

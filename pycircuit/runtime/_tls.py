@@ -9,6 +9,7 @@ deadline, so a peer without the key, or one that sends nothing, never hangs
 anybody. Layer: used by ``_runtime`` (through ``RuntimeConfig.tls``), the
 server, the spawner and the client; knows nothing of them.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -39,10 +40,12 @@ def keygen() -> str:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pycircuit"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"pycircuit cluster {secrets.token_hex(8)}"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pycircuit"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"pycircuit cluster {secrets.token_hex(8)}"),
+        ]
+    )
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -53,22 +56,41 @@ def keygen() -> str:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    return ("# pycircuit cluster key: every process holding this file is a member of the circuit; keep it secret.\n"
-            + key_pem.decode() + cert_pem.decode())
+    return (
+        "# pycircuit cluster key: every process holding this file is a member of the circuit; keep it secret.\n"
+        + key_pem.decode()
+        + cert_pem.decode()
+    )
 
 
-def load_key(path: str) -> "ClusterKey":
+def load_key(path: str) -> ClusterKey:
     """Load a cluster key file; raises CircuitError with a one-line reason.
     Only ``ssl`` is used here (importing ``cryptography`` would cost every
     client ~25 ms): OpenSSL checks the PEM, that the certificate belongs to
@@ -93,8 +115,10 @@ def load_key(path: str) -> "ClusterKey":
     keys = blocks.get(b"PRIVATE KEY", []) + blocks.get(b"EC PRIVATE KEY", [])
     certs = blocks.get(b"CERTIFICATE", [])
     if len(keys) != 1 or len(certs) != 1:
-        raise bad(f"want one unencrypted private key and one certificate in PEM (found {len(keys)} and "
-                  f"{len(certs)}); make one with `pycircuit keygen`")
+        raise bad(
+            f"want one unencrypted private key and one certificate in PEM (found {len(keys)} and "
+            f"{len(certs)}); make one with `pycircuit keygen`"
+        )
     if b"ENCRYPTED" in keys[0]:
         raise bad("the private key is encrypted (make one with `pycircuit keygen`)")
     cert_pem = certs[0].decode("ascii", "replace")
@@ -106,7 +130,9 @@ def load_key(path: str) -> "ClusterKey":
         server = _context(ssl.PROTOCOL_TLS_SERVER, path, cert_pem)
         client = _context(ssl.PROTOCOL_TLS_CLIENT, path, cert_pem)
     except ssl.SSLError as e:
-        reason = e.reason or re.sub(r"^\[\w+\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(e.args[1] if len(e.args) > 1 else e))
+        reason = e.reason or re.sub(
+            r"^\[\w+\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(e.args[1] if len(e.args) > 1 else e)
+        )
         if "MISMATCH" in reason.upper():
             raise bad("the certificate does not belong to the private key") from None
         raise bad(f"malformed PEM ({reason})") from None
@@ -116,11 +142,16 @@ def load_key(path: str) -> "ClusterKey":
     if not cas:
         raise bad("the certificate is not a CA certificate (make one with `pycircuit keygen`)")
     try:
-        start, end = ssl.cert_time_to_seconds(cas[0]["notBefore"]), ssl.cert_time_to_seconds(cas[0]["notAfter"])
+        start, end = (
+            ssl.cert_time_to_seconds(cas[0]["notBefore"]),
+            ssl.cert_time_to_seconds(cas[0]["notAfter"]),
+        )
     except (KeyError, ValueError):
         start, end = 0, float("inf")
     if not start <= time.time() <= end:
-        raise bad(f"the certificate is not valid now (valid {cas[0].get('notBefore')} to {cas[0].get('notAfter')})")
+        raise bad(
+            f"the certificate is not valid now (valid {cas[0].get('notBefore')} to {cas[0].get('notAfter')})"
+        )
     return ClusterKey(path, hashlib.sha256(cert_der).hexdigest(), server, client)
 
 
@@ -129,7 +160,9 @@ def _context(protocol: int, path: str, cert_pem: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False  # identity is "holds the cluster key", not a name
     ctx.verify_mode = ssl.CERT_REQUIRED  # both ways: servers require client certificates too
-    ctx.load_cert_chain(path, password=lambda: b"")  # the file holds both; never prompt for a password
+    ctx.load_cert_chain(
+        path, password=lambda: b""
+    )  # the file holds both; never prompt for a password
     ctx.load_verify_locations(cadata=cert_pem)
     if protocol == ssl.PROTOCOL_TLS_SERVER:
         ctx.num_tickets = 0  # no resumption; and no post-handshake records racing the first reads
@@ -155,12 +188,17 @@ class ClusterKey:
             with open(self.path, "rb") as f:
                 data = f.read(1 << 20)
         except OSError as e:
-            raise CircuitError(f"bad cluster key file {self.path}: cannot be read: {e.strerror or e}") from None
+            raise CircuitError(
+                f"bad cluster key file {self.path}: cannot be read: {e.strerror or e}"
+            ) from None
         for m in _PEM_BLOCK.finditer(data):
             if m.group(1) in (b"PRIVATE KEY", b"EC PRIVATE KEY"):
                 key = serialization.load_pem_private_key(m.group(0), password=None)
-                return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption())
+                return key.private_bytes(
+                    serialization.Encoding.DER,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
         raise CircuitError(f"bad cluster key file {self.path}: no private key")
 
     def wrap_server(self, sock: socket.socket) -> ssl.SSLSocket:
@@ -171,7 +209,9 @@ class ClusterKey:
         """TLS on a dialled socket; closes it and raises NetworkError on failure."""
         return self._handshake(self._client, sock, False)
 
-    def _handshake(self, ctx: ssl.SSLContext, sock: socket.socket, server_side: bool) -> ssl.SSLSocket:
+    def _handshake(
+        self, ctx: ssl.SSLContext, sock: socket.socket, server_side: bool
+    ) -> ssl.SSLSocket:
         try:
             host, port = sock.getpeername()[:2]
             where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -202,24 +242,37 @@ class ClusterKey:
                         s.close()
                     except OSError:  # already broken: nothing left to release
                         pass
-            raise NetworkError(f"TLS handshake with {where} failed: {_explain(e, self.timeout)}") from None
+            raise NetworkError(
+                f"TLS handshake with {where} failed: {_explain(e, self.timeout)}"
+            ) from None
 
 
 def _explain(e: BaseException, timeout: float) -> str:
     if isinstance(e, TimeoutError):
-        return (f"no answer within {timeout:g} s (does the peer run without a cluster key, "
-                "or is it not a pycircuit runtime?)")
+        return (
+            f"no answer within {timeout:g} s (does the peer run without a cluster key, "
+            "or is it not a pycircuit runtime?)"
+        )
     if isinstance(e, ssl.SSLCertVerificationError):
         # 18-21: self-signed / unknown issuer, i.e. another key's certificate
         detail = "" if e.verify_code in (18, 19, 20, 21) else f": {e.verify_message}"
         return f"refused: not in this cluster (certificate not signed by the cluster key{detail})"
     if isinstance(e, ssl.SSLError):
         reason = (e.reason or "").upper()
-        if "ALERT_UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_REQUIRED" in reason \
-                or "DECRYPT_ERROR" in reason:
+        if (
+            "ALERT_UNKNOWN_CA" in reason
+            or "BAD_CERTIFICATE" in reason
+            or "CERTIFICATE_REQUIRED" in reason
+            or "DECRYPT_ERROR" in reason
+        ):
             return "refused by the peer: not in its cluster (our certificate is not signed by its cluster key)"
-        if "WRONG_VERSION_NUMBER" in reason or "HTTP" in reason or "UNSUPPORTED_PROTOCOL" in reason \
-                or "PACKET_LENGTH" in reason or "RECORD" in reason:
+        if (
+            "WRONG_VERSION_NUMBER" in reason
+            or "HTTP" in reason
+            or "UNSUPPORTED_PROTOCOL" in reason
+            or "PACKET_LENGTH" in reason
+            or "RECORD" in reason
+        ):
             return "the peer does not speak TLS 1.3 (does it run without a cluster key?)"
         if isinstance(e, ssl.SSLEOFError) or "EOF" in reason:
             return "the peer closed the connection during the handshake (does it use another cluster key, or none?)"

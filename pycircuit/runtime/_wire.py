@@ -28,6 +28,7 @@ EXPORT     ``b"PYCX" u16 version``, value stream of ``(payload, stack text)``
 ``payload`` is a value stream (see ``_codec``). The version is checked when
 two runtimes meet; peers of other versions refuse each other naming both.
 """
+
 from __future__ import annotations
 
 import struct
@@ -45,7 +46,13 @@ MSG_REQUEST = 0x50  # RPyC's own message types are 1, 2 and 3
 MSG_REPLY = 0x51
 MSG_FAULT = 0x52
 OP_HELLO, OP_CALL, OP_RELEASE, OP_ACQUIRE, OP_ACK = 1, 2, 3, 4, 5
-OP_NAMES = {OP_HELLO: "hello", OP_CALL: "call", OP_RELEASE: "release", OP_ACQUIRE: "acquire", OP_ACK: "ack"}
+OP_NAMES = {
+    OP_HELLO: "hello",
+    OP_CALL: "call",
+    OP_RELEASE: "release",
+    OP_ACQUIRE: "acquire",
+    OP_ACK: "ack",
+}
 MAX_SEQ = 2**32 - 1
 STATUS_OK = 0
 STATUS_ERROR = 1
@@ -61,7 +68,11 @@ _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _LEASE = struct.Struct("!QI")
 MAX_HANDLE = 2**64 - 1
-_BYTES = (bytes, bytearray, memoryview)  # decoders take any of these; a view's slices are views (no copies)
+_BYTES = (
+    bytes,
+    bytearray,
+    memoryview,
+)  # decoders take any of these; a view's slices are views (no copies)
 
 
 class WireError(ProtocolError):
@@ -111,7 +122,11 @@ def _unpack_str(data: bytes, pos: int) -> tuple[str, int]:
 
 
 def encode_message(kind: int, seq: int, op: int, body: bytes) -> bytes:
-    if kind not in (MSG_REQUEST, MSG_REPLY, MSG_FAULT) or op not in OP_NAMES or not 0 <= seq <= MAX_SEQ:
+    if (
+        kind not in (MSG_REQUEST, MSG_REPLY, MSG_FAULT)
+        or op not in OP_NAMES
+        or not 0 <= seq <= MAX_SEQ
+    ):
         raise WireError("bad message header")
     return _MSG_HEAD.pack(kind, seq, op) + body
 
@@ -220,7 +235,7 @@ def decode_reply(data: bytes) -> Reply:
     return Reply(status, ack, data[_REPLY_HEAD.size :])
 
 
-def encode_leases(items: "list[tuple[int, int]]") -> bytes:
+def encode_leases(items: list[tuple[int, int]]) -> bytes:
     out = [_U32.pack(len(items))]
     for handle, count in items:
         if not (0 <= handle <= MAX_HANDLE and 0 < count < 2**32):
@@ -229,7 +244,7 @@ def encode_leases(items: "list[tuple[int, int]]") -> bytes:
     return b"".join(out)
 
 
-def decode_leases(data: bytes) -> "list[tuple[int, int]]":
+def decode_leases(data: bytes) -> list[tuple[int, int]]:
     if not isinstance(data, _BYTES) or len(data) < 4:
         raise WireError("truncated lease frame")
     (n,) = _U32.unpack_from(data, 0)
@@ -251,7 +266,11 @@ def encode_export(stream: bytes) -> bytes:
 
 
 def decode_export(blob: bytes) -> bytes:
-    if not isinstance(blob, (bytes, bytearray)) or bytes(blob[:4]) != _EXPORT_MAGIC or len(blob) < 6:
+    if (
+        not isinstance(blob, (bytes, bytearray))
+        or bytes(blob[:4]) != _EXPORT_MAGIC
+        or len(blob) < 6
+    ):
         raise WireError("not a pycircuit export")
     (version,) = _U16.unpack_from(blob, 4)
     check_version(WIRE_VERSION, version)

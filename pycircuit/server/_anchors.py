@@ -4,9 +4,11 @@ Paths are lists of names below the server's own anchor ``/X…``. An anchor
 exists while it holds an element or has descendants: an anchor left empty
 disappears, as in the original circuit.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from ..errors import ElementError
 
@@ -14,12 +16,18 @@ __all__ = ["AnchorTree", "parse_path", "check_name"]
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or name.strip() != name:
+    if (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or name in (".", "..")
+        or name.strip() != name
+    ):
         raise ElementError(f"bad anchor name {name!r}")
     return name
 
 
-def parse_path(path: "str | list[str] | tuple[str, ...]") -> list[str]:
+def parse_path(path: str | list[str] | tuple[str, ...]) -> list[str]:
     """``"/X…/a/b"`` or ``["X…", "a", "b"]`` → ``["X…", "a", "b"]``."""
     if isinstance(path, str):
         if not path.startswith("/"):
@@ -111,9 +119,11 @@ class AnchorTree:
 
     def check(self) -> None:
         """Invariant: no empty anchor below the root."""
+
         def rec(node: _Node, depth: int) -> None:
             if depth and node.element is None and not node.children:
                 raise AssertionError("empty anchor kept")
             for c in node.children.values():
                 rec(c, depth + 1)
+
         rec(self._root, 0)

@@ -8,6 +8,7 @@ to senders still blocked. A receive pops the head, which moves the next
 blocked sender's message into the buffer -- so FIFO order, buffering and the
 cap-0 rendezvous all fall out of the same rule.
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,7 +25,7 @@ class _Msg:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.accepted = False  # buffered or received: its sender may return
-        self.dropped = False   # the channel closed before anyone took it
+        self.dropped = False  # the channel closed before anyone took it
 
 
 class ChanElement:
@@ -86,7 +87,9 @@ class ChanElement:
             m = self._queue.popleft()
             self._accept_locked(m)  # a rendezvous: the blocked sender hands over directly
             if self._cap and len(self._queue) >= self._cap:
-                self._accept_locked(self._queue[self._cap - 1])  # a blocked sender moves into the buffer
+                self._accept_locked(
+                    self._queue[self._cap - 1]
+                )  # a blocked sender moves into the buffer
             self._num_recv += 1
             self._cond.notify_all()
             return m.data
@@ -112,8 +115,13 @@ class ChanElement:
 
     def peek(self) -> dict:
         with self._cond:
-            return {"Cap": self._cap, "Closed": self._closed, "Aborted": self._aborted,
-                    "NumSend": self._num_send, "NumRecv": self._num_recv}
+            return {
+                "Cap": self._cap,
+                "Closed": self._closed,
+                "Aborted": self._aborted,
+                "NumSend": self._num_send,
+                "NumRecv": self._num_recv,
+            }
 
     def describe(self) -> dict:
         return {"kind": self.kind, **self.peek()}

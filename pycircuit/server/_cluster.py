@@ -15,6 +15,7 @@ they are plain. Datagrams that fail to decode or authenticate are dropped
 and counted, and never change state. A drop from presence does not close
 links or release leases (that is link death's business). Layer: server.
 """
+
 from __future__ import annotations
 
 import errno
@@ -25,7 +26,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..errors import CircuitError, ProtocolError
 from ..runtime._addr import WorkerAddr, is_loopback, is_server_id
@@ -49,8 +51,14 @@ class ClusterConfig:
 
 
 class Cluster:
-    def __init__(self, rt: Any, server_id: str, on_event: Callable[[Event], None],
-                 cfg: ClusterConfig = ClusterConfig(), key: Any = None) -> None:
+    def __init__(
+        self,
+        rt: Any,
+        server_id: str,
+        on_event: Callable[[Event], None],
+        cfg: ClusterConfig = ClusterConfig(),
+        key: Any = None,
+    ) -> None:
         self._rt = rt
         self.id, self.url = server_id, rt.url
         self._cfg = cfg
@@ -70,9 +78,17 @@ class Cluster:
             self._sock.bind((host, port))
         except OSError as e:
             self._sock.close()
-            raise CircuitError(f"cannot bind the membership UDP port {host}:{port}: {e.strerror or e}") from None
-        self._sock.setsockopt(*((socket.IPPROTO_IPV6, _IPV6_RECVERR) if family == socket.AF_INET6
-                                else (socket.IPPROTO_IP, _IP_RECVERR)), 1)
+            raise CircuitError(
+                f"cannot bind the membership UDP port {host}:{port}: {e.strerror or e}"
+            ) from None
+        self._sock.setsockopt(
+            *(
+                (socket.IPPROTO_IPV6, _IPV6_RECVERR)
+                if family == socket.AF_INET6
+                else (socket.IPPROTO_IP, _IP_RECVERR)
+            ),
+            1,
+        )
         self._sock.setblocking(False)
         self._addrs: dict[str, tuple[str, int]] = {}  # URL -> UDP address
         self._urls: dict[tuple[str, int], str] = {}
@@ -100,7 +116,9 @@ class Cluster:
         addr = WorkerAddr.parse(url)
         if self._rt.is_dead(addr.id):
             self._rt.revive(addr.id)  # a server we lost comes back: let the runtime dial it again
-        their_id, their_url, version = self._rt.dial(addr, "circuit").hello(self.id, self.url, MEMBERS_VERSION)
+        their_id, their_url, version = self._rt.dial(addr, "circuit").hello(
+            self.id, self.url, MEMBERS_VERSION
+        )
         _check_version(version)
         self._feed_core(lambda now: self._core.join(str(their_id), str(their_url), now))
         return str(their_id)
@@ -163,7 +181,9 @@ class Cluster:
             except ProtocolError as e:
                 self._dropped(src, str(e))
                 continue
-            self._feed_core(lambda now: self._core.on_message(src_id, src_url, msg, now))
+            self._feed_core(
+                lambda now, i=src_id, u=src_url, m=msg: self._core.on_message(i, u, m, now)
+            )
 
     def _refusals(self) -> None:
         """Drain the error queue: each port-unreachable names the address a
@@ -173,7 +193,9 @@ class Cluster:
                 _, anc, _, dst = self._sock.recvmsg(1, 512, _MSG_ERRQUEUE)
             except (BlockingIOError, InterruptedError):  # no more refusals queued
                 return
-            except OSError:  # the error queue is unreadable (closed socket): refusals are only a hint
+            except (
+                OSError
+            ):  # the error queue is unreadable (closed socket): refusals are only a hint
                 return
             for _lvl, _typ, raw in anc:
                 if len(raw) >= _EXT_ERR.size and _EXT_ERR.unpack_from(raw)[0] == errno.ECONNREFUSED:
@@ -204,7 +226,12 @@ class Cluster:
         self._drop_log = [t for t in self._drop_log if now - t < 60.0]
         if len(self._drop_log) < self._cfg.drop_log_lines:
             self._drop_log.append(now)
-            _log.warning("dropped a membership datagram from %s: %s (%d dropped so far)", src, why, self.dropped)
+            _log.warning(
+                "dropped a membership datagram from %s: %s (%d dropped so far)",
+                src,
+                why,
+                self.dropped,
+            )
 
     def _emit(self, events: list[Event]) -> None:
         for ev in events:
@@ -217,8 +244,10 @@ class Cluster:
 
 def _check_version(theirs: Any) -> None:
     if theirs != MEMBERS_VERSION:
-        raise ProtocolError(f"incompatible pycircuit membership protocol: this side speaks version "
-                            f"{MEMBERS_VERSION}, the peer speaks version {theirs}")
+        raise ProtocolError(
+            f"incompatible pycircuit membership protocol: this side speaks version "
+            f"{MEMBERS_VERSION}, the peer speaks version {theirs}"
+        )
 
 
 __all__ = ["Cluster", "ClusterConfig", "Event", "JOIN", "DIED", "LEFT_EV", "LEAVE_KINDS"]

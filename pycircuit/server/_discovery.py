@@ -9,6 +9,7 @@ Each call owns its own ``Zeroconf`` instance, so the functions are safe to
 call from several threads at once; :class:`Announcement` is safe to close
 from any thread, more than once.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -17,7 +18,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
@@ -25,8 +26,15 @@ from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange,
 from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr
 
-__all__ = ["SERVICE_TYPE", "Announcement", "DiscoveryConfig", "DiscoveryLoop", "announce", "browse",
-           "interface_address"]
+__all__ = [
+    "SERVICE_TYPE",
+    "Announcement",
+    "DiscoveryConfig",
+    "DiscoveryLoop",
+    "announce",
+    "browse",
+    "interface_address",
+]
 
 SERVICE_TYPE = "_pycircuit._tcp.local."
 
@@ -47,8 +55,10 @@ def interface_address(name_or_ip: str) -> str:
         return str(addr)
     ifaces = psutil.net_if_addrs()
     if name_or_ip not in ifaces:
-        raise CircuitError(f"no network interface or IPv4 address {name_or_ip!r} "
-                           f"(interfaces here: {', '.join(sorted(ifaces)) or 'none'})")
+        raise CircuitError(
+            f"no network interface or IPv4 address {name_or_ip!r} "
+            f"(interfaces here: {', '.join(sorted(ifaces)) or 'none'})"
+        )
     for a in ifaces[name_or_ip]:
         if a.family == socket.AF_INET:
             return a.address
@@ -85,7 +95,7 @@ class Announcement:
             finally:
                 self._zc.close()
 
-    def __enter__(self) -> "Announcement":
+    def __enter__(self) -> Announcement:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -102,9 +112,14 @@ def announce(url: str, ip: str) -> Announcement:
     addr = WorkerAddr.parse(url)
     ip = interface_address(ip)
     label = f"pycircuit-{addr.id}"
-    info = ServiceInfo(SERVICE_TYPE, f"{label}.{SERVICE_TYPE}", port=addr.port,
-                       addresses=[socket.inet_aton(ip)], properties={"url": addr.url},
-                       server=f"{label}.local.")
+    info = ServiceInfo(
+        SERVICE_TYPE,
+        f"{label}.{SERVICE_TYPE}",
+        port=addr.port,
+        addresses=[socket.inet_aton(ip)],
+        properties={"url": addr.url},
+        server=f"{label}.local.",
+    )
     zc = _zeroconf(ip)
     try:
         zc.register_service(info, allow_name_change=True)
@@ -134,11 +149,12 @@ def _browse_once(ip: str, timeout: float, want: int) -> list[str]:
     itself fails (zeroconf cannot start on ``ip``, …)."""
     deadline = time.monotonic() + timeout
     cond = threading.Condition()
-    pending: dict[str, None] = {}      # service names seen, not yet resolved (ordered)
-    found: dict[str, str] = {}         # service name -> circuit URL
+    pending: dict[str, None] = {}  # service names seen, not yet resolved (ordered)
+    found: dict[str, str] = {}  # service name -> circuit URL
 
-    def on_change(zeroconf: Zeroconf, service_type: str, name: str,
-                  state_change: ServiceStateChange) -> None:
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         with cond:
             if state_change is ServiceStateChange.Removed:
                 pending.pop(name, None)
@@ -163,7 +179,9 @@ def _browse_once(ip: str, timeout: float, want: int) -> list[str]:
                         continue
                     name = next(iter(pending))
                 # Resolve outside the lock (SRV/TXT usually arrive with the PTR: a cache hit).
-                info = zc.get_service_info(SERVICE_TYPE, name, timeout=max(1, int(min(left, 1.0) * 1000)))
+                info = zc.get_service_info(
+                    SERVICE_TYPE, name, timeout=max(1, int(min(left, 1.0) * 1000))
+                )
                 url = _url_of(info)
                 with cond:
                     if name in pending:
@@ -171,7 +189,7 @@ def _browse_once(ip: str, timeout: float, want: int) -> list[str]:
                         if url:
                             found[name] = url
                         elif info is None:
-                            pending[name] = None   # not resolved yet: retry after the others
+                            pending[name] = None  # not resolved yet: retry after the others
         finally:
             browser.cancel()
     finally:
@@ -187,15 +205,17 @@ def _url_of(info: ServiceInfo | None) -> str | None:
         return None
     try:
         return WorkerAddr.parse(raw.decode("utf-8", "replace")).url
-    except CircuitError:  # a foreign or garbled announcement of our service type: not a server to join
+    except (
+        CircuitError
+    ):  # a foreign or garbled announcement of our service type: not a server to join
         return None
 
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
-    every: float = 2.0          # one browse window, seconds
-    backoff_min: float = 0.5    # first wait after browsing failed
-    backoff_max: float = 60.0   # the wait doubles per failure up to this
+    every: float = 2.0  # one browse window, seconds
+    backoff_min: float = 0.5  # first wait after browsing failed
+    backoff_max: float = 60.0  # the wait doubles per failure up to this
 
 
 class DiscoveryLoop:
@@ -208,16 +228,22 @@ class DiscoveryLoop:
     reason, recovered).  A URL that cannot be joined is logged once per
     reason.  ``attempts`` counts browse attempts."""
 
-    def __init__(self, ip: str, join: Callable[[str], object], known: Callable[[], set],
-                 stop: threading.Event, cfg: DiscoveryConfig = DiscoveryConfig()):
+    def __init__(
+        self,
+        ip: str,
+        join: Callable[[str], object],
+        known: Callable[[], set],
+        stop: threading.Event,
+        cfg: DiscoveryConfig = DiscoveryConfig(),
+    ):
         self.ip = ip
         self.cfg = cfg
         self.attempts = 0
         self._join = join
         self._known = known
         self._stop = stop
-        self._failing: str | None = None          # the reason browsing fails now
-        self._join_failed: dict[str, str] = {}    # url -> reason last logged
+        self._failing: str | None = None  # the reason browsing fails now
+        self._join_failed: dict[str, str] = {}  # url -> reason last logged
 
     def start(self) -> threading.Thread:
         t = threading.Thread(target=self.run, name="pycircuit-discover", daemon=True)
@@ -244,9 +270,14 @@ class DiscoveryLoop:
     def _failed(self, e: Exception, delay: float) -> None:
         reason = f"{type(e).__name__}: {e}"
         if reason != self._failing:
-            _log.warning("discovery on %s fails (%s); retrying with backoff from %g s up to %g s",
-                         self.ip, reason, delay, self.cfg.backoff_max,
-                         exc_info=not isinstance(e, CircuitError))
+            _log.warning(
+                "discovery on %s fails (%s); retrying with backoff from %g s up to %g s",
+                self.ip,
+                reason,
+                delay,
+                self.cfg.backoff_max,
+                exc_info=not isinstance(e, CircuitError),
+            )
             self._failing = reason
 
     def _join_new(self, urls: list[str]) -> None:

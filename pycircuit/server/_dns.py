@@ -5,6 +5,7 @@ query is answered with is decided by the pure ``_dns_answer`` (see there);
 the sockets are ``_dns_net``'s. Records accumulate per name; ``unset`` drops
 every record of a name.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,7 +58,7 @@ class DnsElement:
 
     @property
     def address(self) -> str:
-        """"HOST:PORT" actually bound (the requested address before ``start``)."""
+        """ "HOST:PORT" actually bound (the requested address before ``start``)."""
         return self._net.address
 
     # -- records ------------------------------------------------------------
@@ -87,8 +88,11 @@ class DnsElement:
 
     def peek(self) -> dict:
         with self._lock:
-            recs = {str(rrs[0].rname): [zone_line(r) for r in rrs]
-                    for rrs in self._records.values() if rrs}
+            recs = {
+                str(rrs[0].rname): [zone_line(r) for r in rrs]
+                for rrs in self._records.values()
+                if rrs
+            }
             return {"Address": self._net.address, "Records": recs}
 
     def describe(self) -> dict:

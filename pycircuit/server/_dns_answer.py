@@ -19,6 +19,7 @@ records as fit, so the client retries over TCP. A query with an OPT record is
 answered with one (advertising ``udp_max``, DO copied); more than one OPT is
 FORMERR and an EDNS version other than 0 is BADVERS.
 """
+
 from __future__ import annotations
 
 import struct
@@ -28,17 +29,29 @@ from dnslib import CLASS, EDNS0, QTYPE, RCODE, RR, DNSBuffer, DNSHeader, DNSLabe
 
 from ..errors import ElementError
 
-__all__ = ["DEFAULT_TTL", "UDP_MIN", "TCP_MAX", "Zone", "parse_records", "parse_name",
-           "zone_line", "same_record", "lookup", "respond", "frame", "Deframer"]
+__all__ = [
+    "DEFAULT_TTL",
+    "UDP_MIN",
+    "TCP_MAX",
+    "Zone",
+    "parse_records",
+    "parse_name",
+    "zone_line",
+    "same_record",
+    "lookup",
+    "respond",
+    "frame",
+    "Deframer",
+]
 
 DEFAULT_TTL = 3600
-UDP_MIN = 512           # the most a client without EDNS can take (RFC 1035 4.2.1)
-TCP_MAX = 65535         # the two-byte length prefix (RFC 1035 4.2.2)
+UDP_MIN = 512  # the most a client without EDNS can take (RFC 1035 4.2.1)
+TCP_MAX = 65535  # the two-byte length prefix (RFC 1035 4.2.2)
 _ORIGIN = DNSLabel(".")
 _OPCODE_QUERY = 0
-_BADVERS = 16           # an extended RCODE: its upper 8 bits travel in the OPT record
-_CNAME_HOPS = 8         # longest CNAME chain followed inside the zone
-_DO = 0x8000            # the DNSSEC OK flag in the OPT record's TTL field
+_BADVERS = 16  # an extended RCODE: its upper 8 bits travel in the OPT record
+_CNAME_HOPS = 8  # longest CNAME chain followed inside the zone
+_DO = 0x8000  # the DNSSEC OK flag in the OPT record's TTL field
 
 Zone = Mapping[DNSLabel, Sequence[RR]]  # name -> records; DNSLabel compares case-insensitively
 
@@ -61,8 +74,9 @@ def _rdata_wire(rr: RR) -> bytes:
 def same_record(a: RR, b: RR) -> bool:
     """Same name, class, type and data, whatever the TTL. By wire form:
     dnslib's own ``==`` raises for some types (LOC)."""
-    return ((a.rname, a.rtype, a.rclass) == (b.rname, b.rtype, b.rclass)
-            and _rdata_wire(a) == _rdata_wire(b))
+    return (a.rname, a.rtype, a.rclass) == (b.rname, b.rtype, b.rclass) and _rdata_wire(
+        a
+    ) == _rdata_wire(b)
 
 
 def _below(name: DNSLabel, parent: DNSLabel) -> bool:
@@ -81,7 +95,7 @@ def parse_records(text: str) -> list[RR]:
             if rr.rtype == QTYPE.OPT:
                 raise ValueError("OPT is not a record type for zones")
             rr.pack(DNSBuffer())  # it must also go on the wire
-            rr.rdata.toZone()     # and print back for peek
+            rr.rdata.toZone()  # and print back for peek
     except ElementError:
         raise
     except IndexError:
@@ -109,9 +123,11 @@ def parse_name(name: str) -> DNSLabel:
 
 def lookup(zone: Zone, qname: DNSLabel, qtype: int, qclass: int) -> tuple[int, list[RR]]:
     """(RCODE, answer records) for one question."""
+
     def fits(r: RR, want_type: int) -> bool:
-        return ((qclass == QTYPE.ANY or r.rclass == qclass)
-                and (want_type == QTYPE.ANY or r.rtype == want_type))
+        return (qclass == QTYPE.ANY or r.rclass == qclass) and (
+            want_type == QTYPE.ANY or r.rtype == want_type
+        )
 
     rrs = zone.get(qname)
     if rrs is None:
@@ -180,6 +196,7 @@ def respond(query: bytes, zone: Zone, *, tcp: bool, udp_max: int) -> bytes | Non
 def _fit(reply: DNSRecord, answers: list[RR], limit: int) -> bytes:
     """``reply`` with the most leading ``answers`` that fit in ``limit``
     bytes, TC set if any were left out."""
+
     def packed(n: int) -> bytes:
         reply.rr = answers[:n]
         return reply.pack()
@@ -221,7 +238,7 @@ class Deframer:
 
     def feed(self, data: bytes) -> None:
         if self._pos:  # drop taken messages once per feed: pipelining costs no quadratic copying
-            del self._buf[:self._pos]
+            del self._buf[: self._pos]
             self._pos = 0
         self._buf += data
 
@@ -234,7 +251,7 @@ class Deframer:
         if len(buf) < end:
             return None
         self._pos = end
-        return bytes(buf[pos + 2:end])
+        return bytes(buf[pos + 2 : end])
 
     def clear(self) -> None:
         """Forget everything not yet taken."""

@@ -12,6 +12,7 @@ client that does not read its answers is not read either once
 ``tcp_max_unsent`` bytes are queued for it. A TCP message that gets no answer
 (not a query) closes its connection once the answers before it are sent.
 """
+
 from __future__ import annotations
 
 import errno
@@ -31,20 +32,22 @@ __all__ = ["DnsConfig", "DnsSockets", "parse_addr", "join_hostport"]
 log = logging.getLogger(__name__)
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
-_UDP, _LISTEN, _WAKE = "udp", "listen", "wake"   # selector tags of our own sockets
-_BATCH = 32                 # datagrams or accepts handled per wake-up, so neither starves the other
-_ACCEPT_PAUSE = 0.1         # seconds without accepting after the process ran out of descriptors
+_UDP, _LISTEN, _WAKE = "udp", "listen", "wake"  # selector tags of our own sockets
+_BATCH = 32  # datagrams or accepts handled per wake-up, so neither starves the other
+_ACCEPT_PAUSE = 0.1  # seconds without accepting after the process ran out of descriptors
 
 
 @dataclass(frozen=True)
 class DnsConfig:
     """Limits of one nameserver element."""
 
-    tcp_idle_timeout: float = 10.0      # seconds a TCP connection may stay without progress
-    tcp_max_connections: int = 64       # open TCP connections at once
-    tcp_max_unsent: int = 256 * 1024    # bytes queued for a client that does not read before we stop reading
-    udp_max: int = 1232                 # largest UDP response (and EDNS size we advertise): no fragments
-    bind_attempts: int = 16             # tries to find a port free for both UDP and TCP (port 0)
+    tcp_idle_timeout: float = 10.0  # seconds a TCP connection may stay without progress
+    tcp_max_connections: int = 64  # open TCP connections at once
+    tcp_max_unsent: int = (
+        256 * 1024
+    )  # bytes queued for a client that does not read before we stop reading
+    udp_max: int = 1232  # largest UDP response (and EDNS size we advertise): no fragments
+    bind_attempts: int = 16  # tries to find a port free for both UDP and TCP (port 0)
 
     def __post_init__(self) -> None:
         if not self.tcp_idle_timeout > 0:
@@ -71,9 +74,9 @@ def parse_addr(addr: str | None) -> tuple[str, int, str]:
     port_s = ""
     if s.startswith("["):
         end = s.find("]")
-        if end < 0 or (s[end + 1:] and not s[end + 1:].startswith(":")):
+        if end < 0 or (s[end + 1 :] and not s[end + 1 :].startswith(":")):
             raise ElementError(f"cannot listen on {addr}: malformed address")
-        host, port_s = s[1:end], s[end + 2:]
+        host, port_s = s[1:end], s[end + 2 :]
     elif s.count(":") == 1:
         host, port_s = s.split(":")
     else:  # "HOST", or a bare IPv6 address
@@ -102,15 +105,16 @@ class _Conn:
         self.deframer = Deframer()
         self.out = bytearray()
         self.last = now
-        self.eof = False   # the client sent EOF, or something that is not a query: read no more
+        self.eof = False  # the client sent EOF, or something that is not a query: read no more
         self.events = _READ
 
 
 class DnsSockets:
     """Serves ``answer(message, tcp) -> response or None`` on UDP and TCP."""
 
-    def __init__(self, addr: str | None, config: DnsConfig,
-                 answer: Callable[[bytes, bool], bytes | None]) -> None:
+    def __init__(
+        self, addr: str | None, config: DnsConfig, answer: Callable[[bytes, bool], bytes | None]
+    ) -> None:
         self._host, self._port, self._addr_text = parse_addr(addr)
         self._cfg = config
         self._answer = answer
@@ -159,12 +163,14 @@ class DnsSockets:
     def _bind(self) -> tuple[socket.socket, socket.socket]:
         """UDP and TCP sockets bound to one port; with port 0 the OS picks
         the UDP port and we try again if TCP has that port taken."""
+
         def fail(reason: object) -> ElementError:
             return ElementError(f"cannot listen on {self._addr_text}: {_one_line(reason)}")
 
         try:
-            infos = socket.getaddrinfo(self._host, self._port, socket.AF_UNSPEC,
-                                       socket.SOCK_DGRAM, 0, socket.AI_PASSIVE)
+            infos = socket.getaddrinfo(
+                self._host, self._port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, socket.AI_PASSIVE
+            )
         except (socket.gaierror, UnicodeError, OSError) as e:
             raise fail(e) from None
         if not infos:
@@ -231,7 +237,10 @@ class DnsSockets:
         for _ in range(_BATCH):
             try:
                 data, peer = self._udp.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):  # nothing more waiting: back to the selector
+            except (
+                BlockingIOError,
+                InterruptedError,
+            ):  # nothing more waiting: back to the selector
                 return
             except OSError as e:  # e.g. an ICMP error for an earlier answer
                 log.debug("nameserver %s: UDP receive: %s", self.address, e)
@@ -250,7 +259,10 @@ class DnsSockets:
                 return
             try:
                 sock, _ = self._tcp.accept()
-            except (BlockingIOError, InterruptedError):  # nothing more waiting: back to the selector
+            except (
+                BlockingIOError,
+                InterruptedError,
+            ):  # nothing more waiting: back to the selector
                 return
             except OSError as e:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):

@@ -26,6 +26,7 @@ Differences from :class:`._proc.ProcElement`:
   and then drops what it could not deliver, so a container that writes more
   than ~1 MiB nobody reads and then exits loses the rest.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import docker
 import requests
@@ -49,11 +51,11 @@ __all__ = ["DockerSpec", "DockerElement", "docker_client_factory", "LABEL", "NAM
 
 _log = logging.getLogger(__name__)
 
-LABEL = "pycircuit.element"   # every container we create carries this label ...
-NAME_PREFIX = "pycircuit-"    # ... and a name starting with this
-_OUTPUT_LIMIT = 1 << 20       # bytes buffered per output stream before the container feels back-pressure
+LABEL = "pycircuit.element"  # every container we create carries this label ...
+NAME_PREFIX = "pycircuit-"  # ... and a name starting with this
+_OUTPUT_LIMIT = 1 << 20  # bytes buffered per output stream before the container feels back-pressure
 _CHUNK = 1 << 16
-_EOF_GRACE = 10.0             # after the exit, how long output connections get to reach EOF
+_EOF_GRACE = 10.0  # after the exit, how long output connections get to reach EOF
 
 # Errors the SDK lets through when the daemon is unreachable or misbehaves.
 _API_ERRORS = (_derrors.DockerException, requests.RequestException, OSError)
@@ -80,9 +82,17 @@ def _explain(e: BaseException) -> str:
 
 # lower-case JSON key → (field, canonical key)
 _KEYS = {  # lowercase JSON key → field
-    "image": "image", "memory": "memory", "cpushares": "cpu_shares", "lxc": "lxc",
-    "volume": "volume", "dir": "dir", "entry": "entry", "env": "env", "path": "path",
-    "args": "args", "scrub": "scrub",
+    "image": "image",
+    "memory": "memory",
+    "cpushares": "cpu_shares",
+    "lxc": "lxc",
+    "volume": "volume",
+    "dir": "dir",
+    "entry": "entry",
+    "env": "env",
+    "path": "path",
+    "args": "args",
+    "scrub": "scrub",
 }
 
 
@@ -101,8 +111,8 @@ class DockerSpec:
     paths (anonymous volumes) or ``"host:container[:ro]"`` bind mounts."""
 
     image: str
-    memory: int = 0          # bytes; 0 = no limit
-    cpu_shares: int = 0      # 0 = the daemon's default
+    memory: int = 0  # bytes; 0 = no limit
+    cpu_shares: int = 0  # 0 = the daemon's default
     lxc: tuple[str, ...] = ()
     volume: tuple[str, ...] = ()
     dir: str | None = None
@@ -136,7 +146,7 @@ class DockerSpec:
             raise ElementError("Scrub must be true or false")
 
     @classmethod
-    def from_json(cls, obj: dict) -> "DockerSpec":
+    def from_json(cls, obj: dict) -> DockerSpec:
         """Build from the seed's JSON shape; keys are case-insensitive, null means "not given"."""
         return cls(**json_fields(obj, "docker spec", _KEYS, required=("image", "Image")))
 
@@ -173,7 +183,9 @@ class DockerSpec:
             image=self.image,
             command=self.command,
             # detach=False with stdin_open=True makes the SDK set StdinOnce and AttachStd*.
-            stdin_open=True, tty=False, detach=False,
+            stdin_open=True,
+            tty=False,
+            detach=False,
             environment=None if self.env is None else list(self.env),
             working_dir=self.dir,
             # A list, so the SDK does not shell-split it: Entry is one executable, as --entrypoint.
@@ -186,6 +198,7 @@ class DockerSpec:
 
 
 # --------------------------------------------------------------------------- attach connections
+
 
 class _Conn:
     """One hijacked attach connection (socket-like)."""
@@ -210,7 +223,7 @@ class _Conn:
         for f in (self._io, self.sock):
             try:
                 f.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass  # closing is best effort: a broken stream has nothing to flush
 
 
@@ -280,11 +293,16 @@ class _Output(BufferedOutput):
 
 # --------------------------------------------------------------------------- the element
 
+
 class DockerElement(StdioElement):
     kind = "docker"
 
-    def __init__(self, spec: DockerSpec, client_factory: Callable[[], docker.DockerClient],
-                 on_done: Callable[["DockerElement"], None] = lambda el: None) -> None:
+    def __init__(
+        self,
+        spec: DockerSpec,
+        client_factory: Callable[[], docker.DockerClient],
+        on_done: Callable[[DockerElement], None] = lambda el: None,
+    ) -> None:
         if not isinstance(spec, DockerSpec):
             raise ElementError("DockerElement needs a DockerSpec")
         super().__init__(on_done)
@@ -299,8 +317,8 @@ class DockerElement(StdioElement):
         self._last: dict | None = None  # the latest inspect data (final once done)
         self._error: str | None = None  # why start failed
         self._stdin: _Conn | None = None
-        self._stdin_dead = False         # the container exited: writes fail
-        self._stdin_shut = False         # EOF sent
+        self._stdin_dead = False  # the container exited: writes fail
+        self._stdin_shut = False  # EOF sent
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -336,7 +354,7 @@ class DockerElement(StdioElement):
                 with self._lock:
                     self._id, self._name = cid, name
                     self._stdin = stdin
-                    for stream, conn in zip(("stdout", "stderr"), conns[1:]):
+                    for stream, conn in zip(("stdout", "stderr"), conns[1:], strict=True):
                         self._outputs[stream] = _Output(stream, conn, self._check_done)
                 api.start(cid)
             except BaseException as e:
@@ -352,7 +370,9 @@ class DockerElement(StdioElement):
                     raise
                 raise self._failed(f"docker start: {_explain(e)}") from None
             self._last = self._inspect_quiet() or self._last
-            threading.Thread(target=self._reap, name=f"docker-reaper-{cid[:12]}", daemon=True).start()
+            threading.Thread(
+                target=self._reap, name=f"docker-reaper-{cid[:12]}", daemon=True
+            ).start()
 
     def _failed(self, reason: str) -> ElementError:
         with self._lock:
@@ -537,7 +557,9 @@ class DockerElement(StdioElement):
                 sock.settimeout(left)  # the stdin connection is ours alone: nobody reads it
                 try:
                     sent += sock.send(data[sent:])
-                except TimeoutError:  # the deadline: the caller gets what was sent and writes the rest again
+                except (
+                    TimeoutError
+                ):  # the deadline: the caller gets what was sent and writes the rest again
                     break
             return sent
         except (BrokenPipeError, ConnectionResetError):
@@ -546,6 +568,13 @@ class DockerElement(StdioElement):
             raise ElementError(f"stdin: {e.strerror or e}") from None
 
     def __repr__(self) -> str:
-        state = "done" if self._done else "exited" if self._exited else \
-            "running" if self._id else "unstarted"
+        state = (
+            "done"
+            if self._done
+            else "exited"
+            if self._exited
+            else "running"
+            if self._id
+            else "unstarted"
+        )
         return f"<DockerElement {self._id and self._id[:12]} {self._spec.image!r} {state}>"

@@ -7,6 +7,7 @@ Blocking element operations take a timeout, and clients call them in
 bounded slices, so a client that dies mid-wait leaves no server thread
 blocked for long.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,13 @@ from ..spawn import _codecache
 MAX_BLOCK = 5.0  # longest a single blocking call may wait on the server
 
 _OPS: dict[str, frozenset[str]] = {
-    "proc": frozenset({"stdin_write", "stdin_close", "read", "close_stream", "signal", "peek", "wait"}),
+    "proc": frozenset(
+        {"stdin_write", "stdin_close", "read", "close_stream", "signal", "peek", "wait"}
+    ),
     "chan": frozenset({"send", "recv", "close", "peek"}),
-    "docker": frozenset({"stdin_write", "stdin_close", "read", "close_stream", "signal", "peek", "wait"}),
+    "docker": frozenset(
+        {"stdin_write", "stdin_close", "read", "close_stream", "signal", "peek", "wait"}
+    ),
     "dns": frozenset({"set", "unset", "peek"}),
     "@join": frozenset({"recv", "peek"}),
     "@leave": frozenset({"recv", "peek"}),
@@ -39,14 +44,22 @@ class Kernel:
         self._s = server
         self._stats_lock = threading.Lock()
         self._spawns = 0
-        self._cpu: dict[str, tuple[float, float]] = {}  # worker ID -> (when, CPU seconds), for CPU % between calls
+        self._cpu: dict[
+            str, tuple[float, float]
+        ] = {}  # worker ID -> (when, CPU seconds), for CPU % between calls
         self._me = psutil.Process()
 
     # -- identity and membership ------------------------------------------------
     def info(self) -> dict:
         s = self._s
-        return {"id": s.id, "url": s.url, "pid": os.getpid(), "started": s.started, "docker": s.cfg.docker,
-                "spares": len(s._spares)}
+        return {
+            "id": s.id,
+            "url": s.url,
+            "pid": os.getpid(),
+            "started": s.started,
+            "docker": s.cfg.docker,
+            "spares": len(s._spares),
+        }
 
     def hosts(self) -> list[tuple[str, str]]:
         return self._s.cluster.alive()
@@ -75,7 +88,7 @@ class Kernel:
     def cache_code(self, paths: list) -> None:
         """Source files a worker imported: the zygote keeps them compiled."""
         if isinstance(paths, list) and all(isinstance(p, str) for p in paths):
-            self._s.spawner.cache_code(paths[:_codecache.MAX_REPORT])
+            self._s.spawner.cache_code(paths[: _codecache.MAX_REPORT])
 
     def kill(self, worker_id: str) -> bool:
         if not is_worker_id(worker_id):
@@ -83,7 +96,10 @@ class Kernel:
         return self._s.kill(worker_id)
 
     def workers(self) -> list[dict]:
-        return [{"id": r.id, "url": r.url, "pid": r.pid, "anchors": r.anchors} for r in self._s.spawner.live()]
+        return [
+            {"id": r.id, "url": r.url, "pid": r.pid, "anchors": r.anchors}
+            for r in self._s.spawner.live()
+        ]
 
     def remains(self, worker_id: str | None = None) -> Any:
         if worker_id is None:
@@ -101,7 +117,9 @@ class Kernel:
             raise CircuitError(f"no live worker {worker_id} on host {self._s.id}")
         deadline = time.monotonic() + timeout
         last = -1
-        while time.monotonic() < deadline:  # faulthandler writes from a signal handler: poll the file
+        while (
+            time.monotonic() < deadline
+        ):  # faulthandler writes from a signal handler: poll the file
             size = os.path.getsize(path) if os.path.exists(path) else 0
             if size > before and size == last:
                 with open(path, "rb") as f:
@@ -132,17 +150,32 @@ class Kernel:
             spawns = self._spawns
             with self._me.oneshot():
                 me_cpu = self._me.cpu_times()
-                server = {"pid": self._me.pid, "rss": self._me.memory_info().rss,
-                          "cpu_percent": self._me.cpu_percent(None), "cpu_seconds": me_cpu.user + me_cpu.system}
+                server = {
+                    "pid": self._me.pid,
+                    "rss": self._me.memory_info().rss,
+                    "cpu_percent": self._me.cpu_percent(None),
+                    "cpu_seconds": me_cpu.user + me_cpu.system,
+                }
             host_cpu = psutil.cpu_percent(None)
         vm = psutil.virtual_memory()
         return {
-            "id": s.id, "url": s.url, "time": time.time(), "started": s.started,
-            "spawns": spawns, "members": len(s.cluster.alive()), "workers": workers,
-            "remains": len(remains), "last_death": remains[-1]["died"] if remains else None,
-            "runtime": s.rt.counters(), "server": server,
-            "host": {"cpu_percent": host_cpu, "cpus": psutil.cpu_count() or 1,
-                     "mem_total": vm.total, "mem_available": vm.available},
+            "id": s.id,
+            "url": s.url,
+            "time": time.time(),
+            "started": s.started,
+            "spawns": spawns,
+            "members": len(s.cluster.alive()),
+            "workers": workers,
+            "remains": len(remains),
+            "last_death": remains[-1]["died"] if remains else None,
+            "runtime": s.rt.counters(),
+            "server": server,
+            "host": {
+                "cpu_percent": host_cpu,
+                "cpus": psutil.cpu_count() or 1,
+                "mem_total": vm.total,
+                "mem_available": vm.available,
+            },
             **extra,
         }
 
@@ -160,8 +193,15 @@ class Kernel:
         return {"hosts": self.hosts(), "tree": tree, "elements": elements}
 
     def _worker_stat(self, rec: Any, now: float) -> dict:  # holding _stats_lock
-        out = {"id": rec.id, "url": rec.url, "pid": rec.pid, "anchors": rec.anchors, "started": rec.started,
-               "cpu_percent": None, "rss": None}
+        out = {
+            "id": rec.id,
+            "url": rec.url,
+            "pid": rec.pid,
+            "anchors": rec.anchors,
+            "started": rec.started,
+            "cpu_percent": None,
+            "rss": None,
+        }
         got = _proc_times(rec.pid)
         if got is None:  # it is exiting: its figures are left out
             self._cpu.pop(rec.id, None)
@@ -169,8 +209,11 @@ class Kernel:
         cpu, out["rss"] = got
         then = self._cpu.get(rec.id)
         self._cpu[rec.id] = (now, cpu)
-        out["cpu_percent"] = 0.0 if then is None or now <= then[0] else \
-            round(100.0 * (cpu - then[1]) / (now - then[0]), 2)
+        out["cpu_percent"] = (
+            0.0
+            if then is None or now <= then[0]
+            else round(100.0 * (cpu - then[1]) / (now - then[0]), 2)
+        )
         return out
 
     # -- anchors ------------------------------------------------------------------
@@ -249,8 +292,11 @@ class Kernel:
         from ._docker import DockerElement, DockerSpec, docker_client_factory
 
         ds = DockerSpec.from_json(dict(spec or {}))
-        el = DockerElement(ds, lambda: docker_client_factory(None),
-                           on_done=lambda e, path=path: self._s.detach(path, e))
+        el = DockerElement(
+            ds,
+            lambda: docker_client_factory(None),
+            on_done=lambda e, path=path: self._s.detach(path, e),
+        )
         self._s.attach(path, el)
         try:
             el.start()
@@ -311,9 +357,15 @@ def _proc_times(pid: int) -> tuple[float, int] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-        fields = data[data.rindex(b")") + 2:].split()  # after the command name, which may hold anything
+        fields = data[
+            data.rindex(b")") + 2 :
+        ].split()  # after the command name, which may hold anything
         return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, int(fields[21]) * _PAGE
-    except (OSError, ValueError, IndexError):  # the worker is gone (or its stat was cut short): no figures
+    except (
+        OSError,
+        ValueError,
+        IndexError,
+    ):  # the worker is gone (or its stat was cut short): no figures
         return None
 
 

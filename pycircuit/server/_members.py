@@ -7,14 +7,37 @@ indexed through a :class:`Directory`, so a view of 10,000 members costs tens
 of kilobytes, not a dictionary of objects; a simulator may share one
 directory between many cores (member IDs and URLs are facts, not views).
 """
+
 from __future__ import annotations
 
 import math
 from typing import NamedTuple
 
-__all__ = ["UNKNOWN", "ALIVE", "SUSPECT", "DEAD", "LEFT", "STATE_NAMES", "Update", "Event", "Directory",
-           "JOIN", "BACK", "SUSPECTED", "DIED", "LEFT_EV", "LEAVE_KINDS",
-           "Ping", "Ack", "PingReq", "Nack", "Sync", "Gossip", "Out", "Suspicion"]
+__all__ = [
+    "UNKNOWN",
+    "ALIVE",
+    "SUSPECT",
+    "DEAD",
+    "LEFT",
+    "STATE_NAMES",
+    "Update",
+    "Event",
+    "Directory",
+    "JOIN",
+    "BACK",
+    "SUSPECTED",
+    "DIED",
+    "LEFT_EV",
+    "LEAVE_KINDS",
+    "Ping",
+    "Ack",
+    "PingReq",
+    "Nack",
+    "Sync",
+    "Gossip",
+    "Out",
+    "Suspicion",
+]
 
 UNKNOWN, ALIVE, SUSPECT, DEAD, LEFT = 0, 1, 2, 3, 4
 STATE_NAMES = {UNKNOWN: "unknown", ALIVE: "alive", SUSPECT: "suspect", DEAD: "dead", LEFT: "left"}
@@ -73,7 +96,9 @@ class Directory:
 # -- the messages of the SWIM core ----------------------------------------------------
 class Ping(NamedTuple):
     seq: int
-    target: str  # the member ID meant: a new process at an old address does not answer for the old one
+    target: (
+        str  # the member ID meant: a new process at an old address does not answer for the old one
+    )
     updates: tuple
 
 

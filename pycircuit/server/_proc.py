@@ -15,6 +15,7 @@ Stdin is non-blocking: a write goes in as far as the pipe takes it before the
 caller's deadline, so a process that never reads pins no server thread, and
 a scrub wakes a blocked writer (through an eventfd) with "aborted".
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,8 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
+from collections.abc import Callable
 
 from ..errors import ElementError
 from ._stdio import BufferedOutput, StdioElement
@@ -33,25 +35,71 @@ from ._stdio import BufferedOutput, StdioElement
 __all__ = ["Cmd", "ProcElement", "SIGNAL_NAMES"]
 
 SIGNAL_NAMES = (
-    "ABRT", "ALRM", "BUS", "CHLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
-    "PIPE", "PROF", "QUIT", "SEGV", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU",
-    "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+    "ABRT",
+    "ALRM",
+    "BUS",
+    "CHLD",
+    "CONT",
+    "FPE",
+    "HUP",
+    "ILL",
+    "INT",
+    "IO",
+    "IOT",
+    "KILL",
+    "PIPE",
+    "PROF",
+    "QUIT",
+    "SEGV",
+    "STOP",
+    "SYS",
+    "TERM",
+    "TRAP",
+    "TSTP",
+    "TTIN",
+    "TTOU",
+    "URG",
+    "USR1",
+    "USR2",
+    "VTALRM",
+    "WINCH",
+    "XCPU",
+    "XFSZ",
 )
 
 # Go's wording (its Linux signal table), so exit strings read like the original's.
 _SIGNAL_TEXT = {
-    "SIGHUP": "hangup", "SIGINT": "interrupt", "SIGQUIT": "quit",
-    "SIGILL": "illegal instruction", "SIGTRAP": "trace/breakpoint trap", "SIGABRT": "aborted",
-    "SIGBUS": "bus error", "SIGFPE": "floating point exception", "SIGKILL": "killed",
-    "SIGUSR1": "user defined signal 1", "SIGSEGV": "segmentation fault",
-    "SIGUSR2": "user defined signal 2", "SIGPIPE": "broken pipe", "SIGALRM": "alarm clock",
-    "SIGTERM": "terminated", "SIGSTKFLT": "stack fault", "SIGCHLD": "child exited",
-    "SIGCONT": "continued", "SIGSTOP": "stopped (signal)", "SIGTSTP": "stopped",
-    "SIGTTIN": "stopped (tty input)", "SIGTTOU": "stopped (tty output)",
-    "SIGURG": "urgent I/O condition", "SIGXCPU": "CPU time limit exceeded",
-    "SIGXFSZ": "file size limit exceeded", "SIGVTALRM": "virtual timer expired",
-    "SIGPROF": "profiling timer expired", "SIGWINCH": "window changed",
-    "SIGIO": "I/O possible", "SIGPWR": "power failure", "SIGSYS": "bad system call",
+    "SIGHUP": "hangup",
+    "SIGINT": "interrupt",
+    "SIGQUIT": "quit",
+    "SIGILL": "illegal instruction",
+    "SIGTRAP": "trace/breakpoint trap",
+    "SIGABRT": "aborted",
+    "SIGBUS": "bus error",
+    "SIGFPE": "floating point exception",
+    "SIGKILL": "killed",
+    "SIGUSR1": "user defined signal 1",
+    "SIGSEGV": "segmentation fault",
+    "SIGUSR2": "user defined signal 2",
+    "SIGPIPE": "broken pipe",
+    "SIGALRM": "alarm clock",
+    "SIGTERM": "terminated",
+    "SIGSTKFLT": "stack fault",
+    "SIGCHLD": "child exited",
+    "SIGCONT": "continued",
+    "SIGSTOP": "stopped (signal)",
+    "SIGTSTP": "stopped",
+    "SIGTTIN": "stopped (tty input)",
+    "SIGTTOU": "stopped (tty output)",
+    "SIGURG": "urgent I/O condition",
+    "SIGXCPU": "CPU time limit exceeded",
+    "SIGXFSZ": "file size limit exceeded",
+    "SIGVTALRM": "virtual timer expired",
+    "SIGPROF": "profiling timer expired",
+    "SIGWINCH": "window changed",
+    "SIGIO": "I/O possible",
+    "SIGPWR": "power failure",
+    "SIGSYS": "bad system call",
 }
 
 _FINAL = ("exited", "signaled")
@@ -80,7 +128,10 @@ def parse_signal(name: Any) -> int:
 
 # --------------------------------------------------------------------------- Cmd
 
-def json_fields(obj: Any, what: str, keys: dict[str, str], required: tuple[str, str]) -> dict[str, Any]:
+
+def json_fields(
+    obj: Any, what: str, keys: dict[str, str], required: tuple[str, str]
+) -> dict[str, Any]:
     """The seed's JSON shape → dataclass fields: keys case-insensitive
     (``keys`` maps lowercase key → field), each at most once; JSON null
     means "not given", as in Go's decoder. ``required`` is (field, key)."""
@@ -103,8 +154,11 @@ _CMD_KEYS = {k: k for k in ("path", "args", "env", "dir", "scrub")}
 
 
 def str_list(key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) \
-            or not all(isinstance(v, str) for v in value):
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, (list, tuple))
+        or not all(isinstance(v, str) for v in value)
+    ):
         raise ElementError(f"{key} must be a list of strings")
     return tuple(value)
 
@@ -142,7 +196,7 @@ class Cmd:
             raise ElementError("Scrub must be true or false")
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Cmd":
+    def from_json(cls, obj: dict) -> Cmd:
         """Build from the seed's JSON shape; keys are case-insensitive."""
         return cls(**json_fields(obj, "command", _CMD_KEYS, required=("path", "Path")))
 
@@ -157,6 +211,7 @@ class Cmd:
 
 
 # --------------------------------------------------------------------------- output streams
+
 
 class _Output(BufferedOutput):
     """One of stdout/stderr, fed from the process's pipe."""
@@ -194,6 +249,7 @@ class _Output(BufferedOutput):
 
 # --------------------------------------------------------------------------- the element
 
+
 def _exec_path(path: str) -> str:
     # Popen searches $PATH for a bare name; the original never did. A bare name is
     # relative to the working directory (Dir), as in Go's os/exec.
@@ -222,7 +278,7 @@ def _open_pidfd(pid: int) -> int | None:
 class ProcElement(StdioElement):
     kind = "proc"
 
-    def __init__(self, cmd: Cmd, on_done: Callable[["ProcElement"], None] = lambda p: None) -> None:
+    def __init__(self, cmd: Cmd, on_done: Callable[[ProcElement], None] = lambda p: None) -> None:
         if not isinstance(cmd, Cmd):
             raise ElementError("ProcElement needs a Cmd")
         super().__init__(on_done)
@@ -246,12 +302,21 @@ class ProcElement(StdioElement):
         env = None if cmd.env is None else dict(e.split("=", 1) for e in cmd.env)
         try:
             popen = subprocess.Popen(
-                [cmd.path, *cmd.args], executable=_exec_path(cmd.path), env=env,
-                cwd=cmd.dir or None, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
+                [cmd.path, *cmd.args],
+                executable=_exec_path(cmd.path),
+                env=env,
+                cwd=cmd.dir or None,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+                start_new_session=True,
+            )
         except OSError as e:
             # Worded like Go's os/exec errors, which the original reported.
-            what = f"chdir {cmd.dir}" if cmd.dir and e.filename == cmd.dir else f"fork/exec {cmd.path}"
+            what = (
+                f"chdir {cmd.dir}" if cmd.dir and e.filename == cmd.dir else f"fork/exec {cmd.path}"
+            )
             raise self._failed(f"{what}: {(e.strerror or str(e)).lower()}") from None
         except (ValueError, TypeError) as e:  # e.g. a NUL byte in an argument
             raise self._failed(str(e)) from None

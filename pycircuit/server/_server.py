@@ -1,6 +1,7 @@
 """The per-host server: a runtime with the ``circuit`` kernel service, the
 anchor tree and the spawner. Layer: above ``runtime``, ``spawn`` and ``acid``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,14 +62,25 @@ class Server:
         self._own_var = cfg.var_dir is None  # a directory we made, and remove at close
         self.var = cfg.var_dir or tempfile.mkdtemp(prefix=f"pycircuit-{self.id}-")
         os.makedirs(self.var, exist_ok=True)
-        self.rt = install(Runtime(RuntimeConfig(host=cfg.host, port=cfg.port, role="server",
-                                                host_label=self.id, tls=cfg.tls)))
+        self.rt = install(
+            Runtime(
+                RuntimeConfig(
+                    host=cfg.host, port=cfg.port, role="server", host_label=self.id, tls=cfg.tls
+                )
+            )
+        )
         self.url = self.rt.url
         self.started = time.time()
         self.anchors = AnchorTree()
         self.lock = threading.RLock()
-        self.spawner = Spawner(self.url, self.id, self.rt.addr.host, self.var, self._worker_exited,
-                               key_path=getattr(cfg.tls, "path", ""))  # workers use the server's key
+        self.spawner = Spawner(
+            self.url,
+            self.id,
+            self.rt.addr.host,
+            self.var,
+            self._worker_exited,
+            key_path=getattr(cfg.tls, "path", ""),
+        )  # workers use the server's key
         self._subs: list = []
         self.cluster = Cluster(self.rt, self.id, self._member_event, cfg.cluster, key=cfg.tls)
         self.kernel = Kernel(self)
@@ -130,7 +142,9 @@ class Server:
         rec = self.spawner.order(token, paths, spare=spare)
         if not rec.ready.wait(self.cfg.spawn_timeout):
             self.spawner.abandon(rec)
-            raise SpawnError(f"worker did not start on host {self.id} within {self.cfg.spawn_timeout:g} s")
+            raise SpawnError(
+                f"worker did not start on host {self.id} within {self.cfg.spawn_timeout:g} s"
+            )
         if rec.failure:
             raise SpawnError(f"worker failed to start on host {self.id}: {rec.failure}")
         return rec
@@ -210,7 +224,9 @@ class Server:
                 try:
                     self.anchors.set(p + [rec.id], element)
                 except ElementError as e:  # the worker runs all the same, unlisted there
-                    _log.warning("worker %s not listed at /%s: %s", rec.id, "/".join(p + [rec.id]), e)
+                    _log.warning(
+                        "worker %s not listed at /%s: %s", rec.id, "/".join(p + [rec.id]), e
+                    )
 
     def _worker_exited(self, rec: WorkerRecord, remains: dict) -> None:
         with self.lock:
@@ -234,13 +250,20 @@ class Server:
 
         ip = self.rt.addr.host
         self._announcement = announce(self.url, ip)
-        threading.Thread(target=self._discover_loop, args=(ip,), name="pycircuit-discover", daemon=True).start()
+        threading.Thread(
+            target=self._discover_loop, args=(ip,), name="pycircuit-discover", daemon=True
+        ).start()
 
     def _discover_loop(self, ip: str) -> None:
         from ._discovery import DiscoveryConfig, DiscoveryLoop
 
-        DiscoveryLoop(ip, self.cluster.join, lambda: {u for _, u in self.cluster.alive()}, self.stopped,
-                      DiscoveryConfig(every=self.cfg.discover_every)).run()
+        DiscoveryLoop(
+            ip,
+            self.cluster.join,
+            lambda: {u for _, u in self.cluster.alive()},
+            self.stopped,
+            DiscoveryConfig(every=self.cfg.discover_every),
+        ).run()
 
     def close(self) -> None:
         ann = getattr(self, "_announcement", None)
@@ -254,4 +277,3 @@ class Server:
         self.rt.close()
         if self._own_var:
             shutil.rmtree(self.var, ignore_errors=True)
-

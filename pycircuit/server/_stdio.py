@@ -14,12 +14,14 @@ discards output. That
 contract lives here once, so the two cannot drift apart; each element supplies
 only the transport-specific steps through the small ``_…`` hooks below.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..errors import ElementError
 
@@ -39,8 +41,8 @@ class BufferedOutput:
         self._eof = False
         self._closed = False
         self._unbounded = False  # the producer is gone: what is in flight is bounded, take it all
-        self._taken = False      # a read has returned data ...
-        self._eof_seen = False   # ... and a read has returned the end (b"")
+        self._taken = False  # a read has returned data ...
+        self._eof_seen = False  # ... and a read has returned the end (b"")
         # Last: the pump may run at once and needs the subclass's fields, set before us.
         threading.Thread(target=self._pump, name=thread_name, daemon=True).start()
 
@@ -50,7 +52,8 @@ class BufferedOutput:
     def _wait_for_room(self) -> None:
         with self._cond:
             self._cond.wait_for(
-                lambda: self._closed or self._unbounded or len(self._buf) < self.limit)
+                lambda: self._closed or self._unbounded or len(self._buf) < self.limit
+            )
 
     def _append(self, data: bytes) -> None:
         with self._cond:
@@ -72,7 +75,9 @@ class BufferedOutput:
         so it is never cut off by what follows), closed, or ended with
         nothing ever written."""
         with self._cond:
-            return self._closed or (self._eof and not self._buf and (self._eof_seen or not self._taken))
+            return self._closed or (
+                self._eof and not self._buf and (self._eof_seen or not self._taken)
+            )
 
     def read(self, max_bytes: int, timeout: float | None) -> bytes:
         if not isinstance(max_bytes, int) or max_bytes <= 0:
@@ -115,8 +120,8 @@ class StdioElement:
         self._cond = threading.Condition(self._lock)
         self._done = False
         self._scrubbed = False
-        self._stdin_closed = False       # by the user (or scrub)
-        self._stdin_busy = False         # a write is in flight: its writer finishes the close
+        self._stdin_closed = False  # by the user (or scrub)
+        self._stdin_busy = False  # a write is in flight: its writer finishes the close
         self._stdin_wlock = threading.Lock()  # one writer at a time keeps writes whole and ordered
         self._outputs: dict[str, BufferedOutput] = {}
 
@@ -176,7 +181,8 @@ class StdioElement:
             except Exception:
                 # The subclass's module logger, as before the two shared this code.
                 logging.getLogger(type(self).__module__).exception(
-                    "on_done callback of %s failed", what)
+                    "on_done callback of %s failed", what
+                )
 
     @property
     def _auto_scrub(self) -> bool:
@@ -246,8 +252,9 @@ class StdioElement:
         scrub ends a write at once with "aborted"."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ElementError("stdin takes bytes")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not timeout >= 0):
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+        ):
             raise ElementError("timeout must be a non-negative number")
         self._require_started()
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -3,11 +3,12 @@
 Standalone and thread-safe; the server publishes membership events into it
 and its kernel service hands ``recv`` to remote callers.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import ElementError
 
@@ -19,8 +20,9 @@ MAX_PENDING = 10_000
 
 
 class Subscription:
-    def __init__(self, kind: str, source: str, initial: Iterable[str] = (),
-                 max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, kind: str, source: str, initial: Iterable[str] = (), max_pending: int = MAX_PENDING
+    ) -> None:
         if kind not in ("@join", "@leave"):
             raise ElementError(f"unknown subscription kind {kind!r} (@join or @leave)")
         self.kind = kind

@@ -22,6 +22,7 @@ syncs with it, so a healed partition is seen again. Local health
 (``awareness``) rises when our own probes fail without the helpers' nacks
 or when we must refute, and stretches our timeouts.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,29 @@ import random
 from array import array
 from dataclasses import dataclass
 
-from ._members import (ALIVE, BACK, DEAD, DIED, JOIN, LEFT, LEFT_EV, SUSPECT, SUSPECTED, UNKNOWN, Ack, Directory,
-                       Event, Gossip, Nack, Out, Ping, PingReq, Suspicion, Sync, Update)
+from ._members import (
+    ALIVE,
+    BACK,
+    DEAD,
+    DIED,
+    JOIN,
+    LEFT,
+    LEFT_EV,
+    SUSPECT,
+    SUSPECTED,
+    UNKNOWN,
+    Ack,
+    Directory,
+    Event,
+    Gossip,
+    Nack,
+    Out,
+    Ping,
+    PingReq,
+    Suspicion,
+    Sync,
+    Update,
+)
 
 __all__ = ["SwimConfig", "Swim", "Out", "Ping", "Ack", "PingReq", "Nack", "Sync", "Gossip"]
 
@@ -46,7 +68,9 @@ class SwimConfig:
     max_piggyback: int = 16  # updates per message (~80 bytes each)
     gossip_interval: float = 0.2
     gossip_fanout: int = 3
-    push_pull: float = 30.0  # full-state sync with one member, every this * max(1, N / push_pull_n) s
+    push_pull: float = (
+        30.0  # full-state sync with one member, every this * max(1, N / push_pull_n) s
+    )
     push_pull_n: int = 100
     reconnect: float = 2.0  # ping a dead member every this * max(1, N / 32) s
     join_retry: float = 1.0
@@ -65,14 +89,26 @@ class SwimConfig:
 
 
 class _Probe:
-    __slots__ = ("target", "start", "direct_deadline", "end", "stage", "nacks", "expected", "relay", "reconnect")
+    __slots__ = (
+        "target",
+        "start",
+        "direct_deadline",
+        "end",
+        "stage",
+        "nacks",
+        "expected",
+        "relay",
+        "reconnect",
+    )
 
     def __init__(self, target: int, start: float, direct_deadline: float, end: float) -> None:
         self.target, self.start = target, start
         self.direct_deadline, self.end = direct_deadline, end
         self.stage = 0  # 0: direct ping out; 1: indirect pings out
         self.nacks = self.expected = 0
-        self.relay: tuple[str, int] | None = None  # (requester URL, its seq) when we probe for another
+        self.relay: tuple[str, int] | None = (
+            None  # (requester URL, its seq) when we probe for another
+        )
         self.reconnect = False  # a ping to a dead member: an ack leads to a sync
 
 
@@ -80,8 +116,16 @@ _LIVE = (ALIVE, SUSPECT)
 
 
 class Swim:
-    def __init__(self, self_id: str, self_url: str, cfg: SwimConfig = SwimConfig(), rng: random.Random | None = None,
-                 now: float = 0.0, directory: Directory | None = None, start_alive: bool = False) -> None:
+    def __init__(
+        self,
+        self_id: str,
+        self_url: str,
+        cfg: SwimConfig = SwimConfig(),
+        rng: random.Random | None = None,
+        now: float = 0.0,
+        directory: Directory | None = None,
+        start_alive: bool = False,
+    ) -> None:
         """``start_alive``: every member already in ``directory`` is known alive
         at incarnation 0 (a converged cluster: the simulator's starting point)."""
         self.cfg, self.rng = cfg, rng or random.Random()
@@ -105,7 +149,9 @@ class Swim:
         self._probes: dict[int, _Probe] = {}
         self._seq = 0
         self._queue: dict[int, int] = {}  # member -> times its pending update was sent
-        self._buckets: list[dict[int, Update]] = [{} for _ in range(cfg.retransmit_mult * 6)]  # by times sent
+        self._buckets: list[dict[int, Update]] = [
+            {} for _ in range(cfg.retransmit_mult * 6)
+        ]  # by times sent
         self._joins: dict[str, list] = {}  # url -> [tries, deadline]
         r = self.rng.random
         self._next_probe = now + cfg.period * r()  # spread the members' periods
@@ -176,8 +222,13 @@ class Swim:
         out = Out()
         i = self.dir.by_url.get(url)
         self._joins.pop(url, None)
-        if i is not None and i != self.me and i < len(self._st) and self._st[i] in _LIVE \
-                and self.dir.urls[i] == url:
+        if (
+            i is not None
+            and i != self.me
+            and i < len(self._st)
+            and self._st[i] in _LIVE
+            and self.dir.urls[i] == url
+        ):
             self._apply(Update(DEAD, self.dir.ids[i], url, self._inc[i]), now, out)
         return out
 
@@ -227,8 +278,11 @@ class Swim:
         if self.leaving:
             return out
         cfg, scale = self.cfg, self.awareness + 1
-        for seq in [s for s, p in self._probes.items() if now >= (p.direct_deadline if p.stage == 0 and
-                                                                   p.relay is None else p.end)]:
+        for seq in [
+            s
+            for s, p in self._probes.items()
+            if now >= (p.direct_deadline if p.stage == 0 and p.relay is None else p.end)
+        ]:
             self._probe_due(seq, now, out)
         for i in [i for i, s in self._susp.items() if now >= s.deadline]:
             s = self._susp.pop(i)
@@ -282,7 +336,9 @@ class Swim:
             order[self._pos], order[j] = order[j], order[self._pos]
             i = order[self._pos]
             self._pos += 1
-            if st[i] in _LIVE and not any(p.target == i and p.relay is None for p in self._probes.values()):
+            if st[i] in _LIVE and not any(
+                p.target == i and p.relay is None for p in self._probes.values()
+            ):
                 seq = self._new_probe(i, now)
                 out.sends.append((self.dir.urls[i], Ping(seq, self.dir.ids[i], self._take())))
                 return
@@ -301,7 +357,9 @@ class Swim:
             tid, turl = self.dir.ids[i], self.dir.urls[i]
             for h in helpers:
                 out.sends.append((self.dir.urls[h], PingReq(seq, tid, turl, self._take())))
-            out.sends.append((turl, Ping(seq, tid, ())))  # and once more directly (a lost datagram is likelier)
+            out.sends.append(
+                (turl, Ping(seq, tid, ()))
+            )  # and once more directly (a lost datagram is likelier)
             return
         del self._probes[seq]
         if p.reconnect:
@@ -310,7 +368,9 @@ class Swim:
         miss = p.expected - p.nacks if p.expected else 1
         self.awareness = min(self.cfg.max_awareness - 1, self.awareness + max(0, miss))
         if self._st[i] in _LIVE:  # a suspect already: our failure confirms it
-            self._apply(Update(SUSPECT, self.dir.ids[i], self.dir.urls[i], self._inc[i], self.id), now, out)
+            self._apply(
+                Update(SUSPECT, self.dir.ids[i], self.dir.urls[i], self._inc[i], self.id), now, out
+            )
 
     def _reconnect(self, now: float, out: Out) -> None:
         dead = [i for i, _ in self._since.items() if self._st[i] == DEAD]
@@ -366,7 +426,7 @@ class Swim:
                 entries.append(Update(s, ids[i], urls[i], inc[i], frm))
         n = self.cfg.sync_chunk
         for k in range(0, len(entries), n):
-            out.sends.append((url, Sync(reply, k == 0, tuple(entries[k:k + n]))))
+            out.sends.append((url, Sync(reply, k == 0, tuple(entries[k : k + n]))))
 
     def _ensure(self, i: int) -> None:
         short = i + 1 - len(self._st)
@@ -409,7 +469,11 @@ class Swim:
                     self._enqueue(i, u)
                 return
             self._set(i, SUSPECT, u.inc, now, out)
-            lo = self.cfg.suspicion_mult * max(1.0, math.log10(max(1, self._live + 1))) * self.cfg.period
+            lo = (
+                self.cfg.suspicion_mult
+                * max(1.0, math.log10(max(1, self._live + 1)))
+                * self.cfg.period
+            )
             k = int(self.cfg.suspicion_mult - 2)
             if self._live + 1 - 2 < k:
                 k = 0

@@ -20,6 +20,7 @@ u32 incarnation, str ID, str URL, str suspecter ("" unless SUSPECT).
 Decoders raise only :class:`ProtocolError`; a peer of another version is
 refused naming both versions.
 """
+
 from __future__ import annotations
 
 import os
@@ -99,7 +100,10 @@ def encode(src_id: str, src_url: str, msg: tuple, sealer: Sealer | None = None) 
     elif kind == 4:
         parts.append(_U32.pack(msg.seq))
     elif kind == 5:
-        parts += [_U8.pack((1 if msg.reply else 0) | (2 if msg.first else 0)), _updates(msg.entries)]
+        parts += [
+            _U8.pack((1 if msg.reply else 0) | (2 if msg.first else 0)),
+            _updates(msg.entries),
+        ]
     else:
         parts.append(_updates(msg.updates))
     body = b"".join(parts)
@@ -117,7 +121,7 @@ class _Reader:
         j = self.i + n
         if j > len(self.b):
             raise ProtocolError("truncated membership datagram")
-        out, self.i = self.b[self.i:j], j
+        out, self.i = self.b[self.i : j], j
         return out
 
     def u8(self) -> int:
@@ -151,8 +155,10 @@ def decode(data: bytes, sealer: Sealer | None = None) -> tuple[str, str, tuple]:
         raise ProtocolError("not a pycircuit membership datagram")
     magic, version, mode = _HEAD.unpack_from(data)
     if version != MEMBERS_VERSION:
-        raise ProtocolError(f"incompatible pycircuit membership protocol: this side speaks version "
-                            f"{MEMBERS_VERSION}, the peer speaks version {version}")
+        raise ProtocolError(
+            f"incompatible pycircuit membership protocol: this side speaks version "
+            f"{MEMBERS_VERSION}, the peer speaks version {version}"
+        )
     if mode == SEALED:
         if sealer is None:
             raise ProtocolError("sealed datagram, but this server has no key for datagrams")

@@ -12,6 +12,7 @@ A cached code object is used only while the file's size and modification
 time are those it was compiled from (the ``.pyc`` rule). Layer: spawn (no
 pycircuit imports; used by ``_zygote`` and ``_worker``).
 """
+
 from __future__ import annotations
 
 import os
@@ -57,13 +58,17 @@ def remember(path: str) -> bool:
         with open(path, "rb") as f:
             source = f.read()
         code = compile(source, path, "exec", dont_inherit=True)
-    except (OSError, SyntaxError, ValueError):  # not cached: the worker's own import compiles it and reports errors
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+    ):  # not cached: the worker's own import compiles it and reports errors
         return False
     _cache[path] = (st.st_mtime_ns, st.st_size, code)
     return True
 
 
-def new_sources(before: "set[str]") -> list[str]:
+def new_sources(before: set[str]) -> list[str]:
     """Source files of the modules imported since ``before`` (module names)."""
     out = []
     for name, mod in list(sys.modules.items()):

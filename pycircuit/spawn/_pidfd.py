@@ -7,6 +7,7 @@ plain ``os.kill(pid)`` could hit whatever process got the pid next. A pidfd
 fails with ESRCH. Where pidfds are missing the start time is checked before
 each signal instead (a small window remains there).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,7 @@ class ProcHandle:
         self._lock = threading.Lock()  # a closed fd number may be reused: never use it after close
 
     @classmethod
-    def open(cls, pid: int, parent: int | None = None) -> "ProcHandle | None":
+    def open(cls, pid: int, parent: int | None = None) -> ProcHandle | None:
         """A handle on ``pid`` if it is alive (and, given ``parent``, that
         process's child: a pid reused by a stranger is refused); else None."""
         fd = None

@@ -1,5 +1,6 @@
 """Server side of spawning: drives the zygote and keeps the remains of dead
 workers. Layer: used by ``pycircuit.server``; knows nothing of anchors."""
+
 from __future__ import annotations
 
 import collections
@@ -14,13 +15,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import SpawnError
 from ._pidfd import ProcHandle
 
 TAIL_BYTES = 4096
-ZYGOTE_MIN_LIFE = 5.0        # seconds; a zygote dying younger is restarted after a delay
+ZYGOTE_MIN_LIFE = 5.0  # seconds; a zygote dying younger is restarted after a delay
 ZYGOTE_RESTART_DELAY = 1.0
 ORPHAN_POLL = 1.0  # how often workers of a dead zygote are checked without pidfds
 
@@ -76,8 +77,8 @@ class WorkerRecord:
     spare: bool = False  # forked ahead of demand; not anybody's until assigned
     assigned: bool = False
     handle: ProcHandle | None = None  # what signals reach it (see _pidfd)
-    zygote: object = None             # the zygote Popen that forks it
-    abandoned: bool = False           # its spawn timed out: killed once forked, no remains
+    zygote: object = None  # the zygote Popen that forks it
+    abandoned: bool = False  # its spawn timed out: killed once forked, no remains
 
     @property
     def owned(self) -> bool:
@@ -95,7 +96,7 @@ class Remains:
     def __init__(self, max_count: int = 256, max_age: float = 3600.0):
         self._max_count = max_count
         self._max_age = max_age
-        self._items: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
+        self._items: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, key: str, record: dict) -> None:
@@ -126,9 +127,21 @@ class Remains:
 class Spawner:
     """Starts the zygote and turns its events into worker records."""
 
-    def __init__(self, server_url: str, server_id: str, host: str, var_dir: str,
-                 on_exit: Callable[[WorkerRecord, dict], None], key_path: str = ""):
-        self._args = [server_url, server_id, host, key_path or ""]  # key_path: the cluster key of workers
+    def __init__(
+        self,
+        server_url: str,
+        server_id: str,
+        host: str,
+        var_dir: str,
+        on_exit: Callable[[WorkerRecord, dict], None],
+        key_path: str = "",
+    ):
+        self._args = [
+            server_url,
+            server_id,
+            host,
+            key_path or "",
+        ]  # key_path: the cluster key of workers
         self._var = os.path.join(var_dir, "workers")
         os.makedirs(self._var, exist_ok=True)
         self._closed = False
@@ -152,9 +165,14 @@ class Spawner:
         self._proc_started = time.monotonic()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pycircuit.spawn._zygote", *self._args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
         )
-        threading.Thread(target=self._read, args=(self._proc,), name="pycircuit-zygote", daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(self._proc,), name="pycircuit-zygote", daemon=True
+        ).start()
 
     def _read(self, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
@@ -208,8 +226,12 @@ class Spawner:
         if closed:
             return
         how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-        _log.warning("the zygote (pid %d) died (%s) leaving %d worker(s); starting another",
-                     proc.pid, how, len(mine))
+        _log.warning(
+            "the zygote (pid %d) died (%s) leaving %d worker(s); starting another",
+            proc.pid,
+            how,
+            len(mine),
+        )
         orphans = []
         for rec in mine:
             if rec.pid is not None:
@@ -221,11 +243,14 @@ class Spawner:
             rec.failure = "the zygote died before forking it"
             rec.ready.set()
         if orphans:
-            threading.Thread(target=self._watch_orphans, args=(orphans,), name="pycircuit-orphans",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._watch_orphans, args=(orphans,), name="pycircuit-orphans", daemon=True
+            ).start()
         # A zygote that dies young is restarted a little later: one that
         # cannot start must not be restarted in a tight loop.
-        if time.monotonic() - self._proc_started < ZYGOTE_MIN_LIFE and self._closing.wait(ZYGOTE_RESTART_DELAY):
+        if time.monotonic() - self._proc_started < ZYGOTE_MIN_LIFE and self._closing.wait(
+            ZYGOTE_RESTART_DELAY
+        ):
             return
         with self._lock:
             if not self._closed and self._proc is proc:  # an order may have restarted it already
@@ -255,9 +280,16 @@ class Spawner:
             handle.close()
         code, sig, cause = describe_status(status)
         remains = {
-            "id": rec.id, "url": rec.url, "pid": rec.pid, "exit_code": code, "signal": sig,
-            "cause": cause, "stdout": _tail(os.path.join(rec.wdir, "stdout")),
-            "stderr": _tail(os.path.join(rec.wdir, "stderr")), "started": rec.started, "died": time.time(),
+            "id": rec.id,
+            "url": rec.url,
+            "pid": rec.pid,
+            "exit_code": code,
+            "signal": sig,
+            "cause": cause,
+            "stdout": _tail(os.path.join(rec.wdir, "stdout")),
+            "stderr": _tail(os.path.join(rec.wdir, "stderr")),
+            "started": rec.started,
+            "died": time.time(),
         }
         if rec.owned and not rec.abandoned:  # a spare nobody used, or a spawn given up, leaves none
             self.remains.add(rec.id or rec.token, remains)

@@ -7,6 +7,7 @@ sends to its ``HANDLE_MAIN`` object, and exits once that function has been
 answered and every ``run_in_back`` function has returned. It also exits if
 its server goes away: a worker never outlives the host's server.
 """
+
 from __future__ import annotations
 
 import faulthandler
@@ -15,7 +16,8 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..errors import CircuitError, SpawnError
 from ..runtime._addr import WorkerAddr
@@ -88,7 +90,9 @@ def run_in_back(fn: Callable, *args: Any, **kwargs: Any) -> None:
     alive until it returns."""
     rt = current(create=False)
     if rt is None or rt.cfg.role != "worker":
-        raise CircuitError("run_in_back works only inside a spawned worker function (this process is not a worker)")
+        raise CircuitError(
+            "run_in_back works only inside a spawned worker function (this process is not a worker)"
+        )
     if not callable(fn):
         raise TypeError("run_in_back needs a callable")
     lc = rt.lifecycle
@@ -119,7 +123,10 @@ def _redirect_stdio(wdir: str) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(line_buffering=True)
-        except (AttributeError, ValueError):  # replaced by the user's own stream: keep its buffering
+        except (
+            AttributeError,
+            ValueError,
+        ):  # replaced by the user's own stream: keep its buffering
             pass
 
 
@@ -132,8 +139,15 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: str, key: Any = "",
-               spare: bool = False) -> None:
+def child_main(
+    server_url_: str,
+    server_id: str,
+    host: str,
+    token: str,
+    wdir: str,
+    key: Any = "",
+    spare: bool = False,
+) -> None:
     """Entry point of a freshly forked worker; never returns. With ``key``
     (the server's cluster key: a loaded ClusterKey or its file path) the
     worker speaks TLS. A ``spare`` waits to be assigned before its function
@@ -153,12 +167,16 @@ def child_main(server_url_: str, server_id: str, host: str, token: str, wdir: st
             from ..runtime._tls import load_key
 
             tls = load_key(tls)
-        rt = install(Runtime(RuntimeConfig(host=host, role="worker", host_label=server_id, tls=tls)))
+        rt = install(
+            Runtime(RuntimeConfig(host=host, role="worker", host_label=server_id, tls=tls))
+        )
         main = WorkerMain(rt)
         rt._table.add_static(HANDLE_MAIN, main)
         server = WorkerAddr.parse(server_url_)
         kernel = rt.dial(server, "circuit")
-        link = rt.peer(server)  # the connection we dialled: a peer merely claiming the server's ID is not it
+        link = rt.peer(
+            server
+        )  # the connection we dialled: a peer merely claiming the server's ID is not it
         rt.on_peer_lost.append(lambda p: p is link and _exit(EXIT_SERVER_LOST))
         kernel.register(token, rt.url)
         main.kernel = kernel

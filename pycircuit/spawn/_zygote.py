@@ -14,6 +14,7 @@ stdout, ``{"ev": "forked", "token": T, "pid": P}`` and
 files (see ``_codecache``). The zygote exits when its stdin closes, that is
 when the server dies.
 """
+
 from __future__ import annotations
 
 import gc
@@ -111,8 +112,15 @@ def main(argv: list[str]) -> None:
                     signal.signal(signal.SIGINT, signal.SIG_DFL)
                     os.close(rfd)
                     os.close(wfd)
-                    _worker.child_main(server_url, server_id, host, order["token"], order["dir"], key,
-                                       spare=bool(order.get("spare")))
+                    _worker.child_main(
+                        server_url,
+                        server_id,
+                        host,
+                        order["token"],
+                        order["dir"],
+                        key,
+                        spare=bool(order.get("spare")),
+                    )
                     os._exit(70)  # not reached: child_main exits itself
                 _emit(out, ev="forked", token=order["token"], pid=pid)
 

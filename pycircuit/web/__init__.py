@@ -5,6 +5,7 @@ public client (plus the kernel calls the client and the CLI already make:
 acid. Needs the ``web`` extra (aiohttp, prometheus_client), which nothing
 else imports.
 """
+
 from ._serve import WebConfig, serve
 
 __all__ = ["WebConfig", "serve"]

@@ -6,6 +6,7 @@ page), more slowly while nothing but figures change; a section of the
 state goes out only when it changed. Circuit calls
 block, so they run in a small thread pool.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +14,8 @@ import concurrent.futures
 import json
 import logging
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -31,7 +33,7 @@ KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 BACKOFF = 3  # at rest, polls slow down to one every BACKOFF × --poll seconds
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
@@ -98,8 +100,10 @@ class Broker:
 
 def _ids(state: dict) -> dict:
     """Which hosts and workers there are."""
-    return {h.get("id"): sorted(w["id"] for w in state.get("workers", {}).get(h.get("id"), []))
-            for h in state.get("hosts", [])}
+    return {
+        h.get("id"): sorted(w["id"] for w in state.get("workers", {}).get(h.get("id"), []))
+        for h in state.get("hosts", [])
+    }
 
 
 def _event(sections: dict) -> bytes:
@@ -125,18 +129,33 @@ def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Applicat
         if not guard.host_ok(request.headers.get("Host")):
             return web.Response(status=403, text="pycircuit web: unexpected Host header\n")
         query_token = request.query.get("token")
-        given = query_token or guard.bearer(request.headers.get("Authorization")) or \
-            request.cookies.get(guard.cookie)
+        given = (
+            query_token
+            or guard.bearer(request.headers.get("Authorization"))
+            or request.cookies.get(guard.cookie)
+        )
         verdict = guard.check(given)
         if verdict != 200:
-            return web.Response(status=verdict, text="pycircuit web: open the URL it printed (it carries ?token=...)\n",
-                                headers={"WWW-Authenticate": "Bearer"} if verdict == 401 else None)
+            return web.Response(
+                status=verdict,
+                text="pycircuit web: open the URL it printed (it carries ?token=...)\n",
+                headers={"WWW-Authenticate": "Bearer"} if verdict == 401 else None,
+            )
         if query_token and request.method == "GET" and request.path != "/metrics":
             # Trade the token in the URL for a cookie, and take it out of the address bar.
             rest = {k: v for k, v in request.query.items() if k != "token"}
-            resp = web.Response(status=303, headers={"Location": request.path + ("?" + urlencode(rest) if rest else "")})
-            resp.set_cookie(guard.cookie, guard.token, httponly=True, samesite="Strict", path="/",
-                            secure=guard.scheme == "https")
+            resp = web.Response(
+                status=303,
+                headers={"Location": request.path + ("?" + urlencode(rest) if rest else "")},
+            )
+            resp.set_cookie(
+                guard.cookie,
+                guard.token,
+                httponly=True,
+                samesite="Strict",
+                path="/",
+                secure=guard.scheme == "https",
+            )
             return resp
         return await handler(request)
 
@@ -146,12 +165,16 @@ def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Applicat
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
+    assets = {}  # read once, here: a blocking read inside the event loop would stall every viewer
+    for asset_name in _ASSETS:
+        with open(os.path.join(STATIC, asset_name), "rb") as f:
+            assets[asset_name] = f.read()
+
     async def asset(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in _ASSETS:
+        if name not in assets:
             raise web.HTTPNotFound()
-        with open(os.path.join(STATIC, name), "rb") as f:
-            return web.Response(body=f.read(), content_type=_ASSETS[name], charset="utf-8")
+        return web.Response(body=assets[name], content_type=_ASSETS[name], charset="utf-8")
 
     async def events(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={**_HEADERS, "Content-Type": "text/event-stream"})
@@ -201,8 +224,11 @@ def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Applicat
 
     async def kill(request: web.Request) -> web.Response:
         """The one control: kills a worker (POST, CSRF token, same origin)."""
-        if not guard.csrf_ok(request.headers.get("X-CSRF-Token"), request.headers.get("Origin"),
-                             request.headers.get("Host")):
+        if not guard.csrf_ok(
+            request.headers.get("X-CSRF-Token"),
+            request.headers.get("Origin"),
+            request.headers.get("Host"),
+        ):
             return web.json_response({"error": "missing or wrong CSRF token"}, status=403)
         try:
             body = await request.json()
@@ -222,9 +248,16 @@ def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Applicat
     app = web.Application(middlewares=[security])
     app["broker"] = broker
     app.on_cleanup.append(shutdown)
-    app.add_routes([
-        web.get("/", index), web.get("/static/{name}", asset), web.get("/events", events),
-        web.get("/api/state", state), web.get("/api/stack", stack), web.get("/api/profile", profile),
-        web.post("/api/kill", kill), web.get("/metrics", metrics),
-    ])
+    app.add_routes(
+        [
+            web.get("/", index),
+            web.get("/static/{name}", asset),
+            web.get("/events", events),
+            web.get("/api/state", state),
+            web.get("/api/stack", stack),
+            web.get("/api/profile", profile),
+            web.post("/api/kill", kill),
+            web.get("/metrics", metrics),
+        ]
+    )
     return app

@@ -8,6 +8,7 @@ pages only when it changed. A poll is one kernel call per host,
 when their count or newest death changed, and the membership
 subscriptions are received from only when a poll saw events pending.
 """
+
 from __future__ import annotations
 
 import collections
@@ -52,7 +53,10 @@ class Circuit:
         a call left waiting in the server keeps its serving machinery awake
         (measured: +0.6 % of a core at rest); polls see what is pending."""
         base = self.c.walk([self.c.server_id, f"pycircuit-web-{secrets.token_hex(4)}"])
-        self._subs = [("join", base.walk("join").make_on_join()), ("leave", base.walk("leave").make_on_leave())]
+        self._subs = [
+            ("join", base.walk("join").make_on_join()),
+            ("leave", base.walk("leave").make_on_leave()),
+        ]
         self.drain_events()
         threading.Thread(target=self._drain_loop, name="pycircuit-web-events", daemon=True).start()
 
@@ -86,7 +90,9 @@ class Circuit:
                     for _ in range(pending.get(sub, 0)):
                         path = sub.recv(timeout=0)
                         with self._lock:
-                            self._events.append({"time": time.time(), "kind": kind, "host": path.strip("/")})
+                            self._events.append(
+                                {"time": time.time(), "kind": kind, "host": path.strip("/")}
+                            )
                 except CircuitError as e:
                     if str(e) != "timeout":  # a timeout: another drain took it first
                         self._lost(kind, sub, e)
@@ -128,26 +134,55 @@ class Circuit:
                 hosts.append({"id": hid, "url": url, "error": str(e)})
                 continue
             tree[hid] = [["/".join(p), kind] for p, kind in m["tree"]]
-            elements[hid] = {p: {"kind": kind, "state": m["elements"][p]} for p, kind in tree[hid]
-                             if p in m["elements"]}
+            elements[hid] = {
+                p: {"kind": kind, "state": m["elements"][p]}
+                for p, kind in tree[hid]
+                if p in m["elements"]
+            }
             ws = []
             for w in m["workers"]:
                 targets[w["id"]] = (hid, w["url"])
-                ws.append({"id": w["id"], "pid": w["pid"], "url": w["url"], "started": w["started"],
-                           "cpu": w["cpu_percent"], "rss": w["rss"],
-                           "anchors": ["/".join(a) for a in w["anchors"]]})
+                ws.append(
+                    {
+                        "id": w["id"],
+                        "pid": w["pid"],
+                        "url": w["url"],
+                        "started": w["started"],
+                        "cpu": w["cpu_percent"],
+                        "rss": w["rss"],
+                        "anchors": ["/".join(a) for a in w["anchors"]],
+                    }
+                )
             workers[hid] = ws
-            hosts.append({"id": hid, "url": url, "workers": len(ws), "members": m["members"],
-                          "cpu": m["host"]["cpu_percent"], "cpus": m["host"]["cpus"],
-                          "mem_total": m["host"]["mem_total"], "mem_available": m["host"]["mem_available"],
-                          "server_rss": m["server"]["rss"], "server_cpu": m["server"]["cpu_percent"],
-                          "spawns": m["spawns"], "started": m["started"]})
+            hosts.append(
+                {
+                    "id": hid,
+                    "url": url,
+                    "workers": len(ws),
+                    "members": m["members"],
+                    "cpu": m["host"]["cpu_percent"],
+                    "cpus": m["host"]["cpus"],
+                    "mem_total": m["host"]["mem_total"],
+                    "mem_available": m["host"]["mem_available"],
+                    "server_rss": m["server"]["rss"],
+                    "server_cpu": m["server"]["cpu_percent"],
+                    "spawns": m["spawns"],
+                    "started": m["started"],
+                }
+            )
         self._drain_seen(first["elements"])
         with self._lock:
             self._targets = targets
             events = list(self._events)
-        return {"hosts": hosts, "tree": tree, "workers": workers, "elements": elements, "remains": remains,
-                "events": events, "error": None}
+        return {
+            "hosts": hosts,
+            "tree": tree,
+            "workers": workers,
+            "elements": elements,
+            "remains": remains,
+            "events": events,
+            "error": None,
+        }
 
     def _host_remains(self, k: Any, host_id: str, m: dict) -> list:
         key = (m["remains"], m["last_death"])
@@ -156,11 +191,19 @@ class Circuit:
             return cached[1]
         shown = []
         for r in (k.remains() or [])[-MAX_REMAINS:]:
-            shown.append({"id": r.get("id"), "pid": r.get("pid"), "exit": r.get("exit_code"),
-                          "signal": r.get("signal"), "cause": r.get("cause"), "died": r.get("died"),
-                          "started": r.get("started"),
-                          "stdout": (r.get("stdout") or "")[-TAIL_CHARS:],
-                          "stderr": (r.get("stderr") or "")[-TAIL_CHARS:]})
+            shown.append(
+                {
+                    "id": r.get("id"),
+                    "pid": r.get("pid"),
+                    "exit": r.get("exit_code"),
+                    "signal": r.get("signal"),
+                    "cause": r.get("cause"),
+                    "died": r.get("died"),
+                    "started": r.get("started"),
+                    "stdout": (r.get("stdout") or "")[-TAIL_CHARS:],
+                    "stderr": (r.get("stderr") or "")[-TAIL_CHARS:],
+                }
+            )
         shown.reverse()  # newest first
         self._remains[host_id] = (key, shown)
         return shown
@@ -198,6 +241,7 @@ class Circuit:
                 box.append(("ok", pycircuit.dial(addr, "acid").stack()))
             except CircuitError as e:  # handed to the waiting thread
                 box.append(("error", e))
+
         t = threading.Thread(target=ask, daemon=True)
         t.start()
         t.join(STACK_TIMEOUT)

@@ -9,6 +9,7 @@
 - Controls (POST only) also need the CSRF token the page carries, and a
   same-origin ``Origin`` when the browser sends one.
 """
+
 from __future__ import annotations
 
 import hmac

@@ -1,4 +1,5 @@
 """Runs the web view until a signal: binds, prints the URL, serves."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +9,7 @@ import secrets
 import signal
 import socket
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -56,14 +57,21 @@ async def _serve(client: Client, cfg: WebConfig, announce: Callable[[str], None]
         from ._tls import server_context
 
         ssl_ctx = server_context(cfg.key_path, cfg.host)
-    guard = Guard(token=secrets.token_urlsafe(32), csrf=secrets.token_hex(16), bound_host=cfg.host, port=port,
-                  scheme="https" if ssl_ctx else "http")
+    guard = Guard(
+        token=secrets.token_urlsafe(32),
+        csrf=secrets.token_hex(16),
+        bound_host=cfg.host,
+        port=port,
+        scheme="https" if ssl_ctx else "http",
+    )
     circuit = Circuit(client)
     try:
         circuit.watch_membership()
     except CircuitError as e:  # the page still works; only the timeline is empty
         log.warning("no membership events: %s", e)
-    runner = web.AppRunner(make_app(circuit, guard, cfg.poll_every), access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(
+        make_app(circuit, guard, cfg.poll_every), access_log=None, handler_cancellation=True
+    )
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,6 +1,7 @@
 """HTTPS for a web view bound beyond loopback: a certificate for the bound
 address, made at start and signed by the cluster key's CA (so a browser or
 ``curl --cacert KEYFILE`` that trusts the cluster's certificate trusts it)."""
+
 from __future__ import annotations
 
 import datetime
@@ -24,7 +25,9 @@ def server_context(key_path: str, host: str) -> ssl.SSLContext:
     try:
         with open(key_path, "rb") as f:
             blocks = {m.group(1).decode(): m.group(0) for m in _PEM.finditer(f.read())}
-        ca_key = serialization.load_pem_private_key(blocks.get("PRIVATE KEY") or blocks["EC PRIVATE KEY"], None)
+        ca_key = serialization.load_pem_private_key(
+            blocks.get("PRIVATE KEY") or blocks["EC PRIVATE KEY"], None
+        )
         ca = x509.load_pem_x509_certificate(blocks["CERTIFICATE"])
     except (OSError, KeyError, ValueError) as e:
         raise CircuitError(f"bad cluster key file {key_path}: {e}") from None
@@ -48,11 +51,21 @@ def server_context(key_path: str, host: str) -> ssl.SSLContext:
         .sign(ca_key, hashes.SHA256())
     )
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    with tempfile.TemporaryDirectory(prefix="pycircuit-web-") as d:  # mode 700; ssl loads from files only
+    with tempfile.TemporaryDirectory(
+        prefix="pycircuit-web-"
+    ) as d:  # mode 700; ssl loads from files only
         path = os.path.join(d, "cert.pem")
         with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-            f.write(cert.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
+            f.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            f.write(
+                cert.public_bytes(serialization.Encoding.PEM)
+                + ca.public_bytes(serialization.Encoding.PEM)
+            )
         ctx.load_cert_chain(path)
     return ctx

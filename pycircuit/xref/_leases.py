@@ -12,12 +12,14 @@ Holders release what they received (counts, so a release racing a new send is
 harmless); a holder that dies loses all its leases at once. An entry with no
 pins, no leases and not permanent is freed. The caller serialises access.
 """
+
 from __future__ import annotations
 
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 NOT_HELD = object()  # what LeaseTable.find returns for a handle it does not hold

@@ -6,6 +6,7 @@ table entry); elsewhere it is a proxy that holds a lease, released when the
 proxy is collected. ``XPerm`` is the permanent kind: never collected, so it can
 be exported and revived later.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,7 +60,10 @@ class X:
     _scheme = "X"
 
     def __eq__(self, other):
-        return isinstance(other, X) and (self._owner.id, self._handle) == (other._owner.id, other._handle)
+        return isinstance(other, X) and (self._owner.id, self._handle) == (
+            other._owner.id,
+            other._handle,
+        )
 
     def __hash__(self):
         return hash((self._owner.id, self._handle))

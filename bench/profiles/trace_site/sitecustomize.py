@@ -8,6 +8,7 @@ $BENCH_TRACE_DIR is set, each process appends timestamped events
   ``call`` the method), which RPyC's ``_send`` never sees;
 * the audit events os.fork, socket.connect and socket.bind.
 """
+
 import os
 import sys
 import time
@@ -47,7 +48,11 @@ if _DIR:
                 what = f"{code} {f.f_locals['name']}"
             elif code == "call_remote" and "method" in f.f_locals:
                 m = f.f_locals["method"]
-                return f"call {m}" if what == "invoke call" else f"{what} (opening the connection for call {m})"
+                return (
+                    f"call {m}"
+                    if what == "invoke call"
+                    else f"{what} (opening the connection for call {m})"
+                )
             elif code == "_remote_method":
                 return "(netref of an endpoint method)"
             f = f.f_back
@@ -76,6 +81,7 @@ if _DIR:
     except ImportError:
         _L = None
     if _L is not None and hasattr(_L._Connection, "request"):
+
         def _what(op, body) -> str:
             name = _W.OP_NAMES.get(op, op)
             if op == _W.OP_CALL:
@@ -86,7 +92,11 @@ if _DIR:
                     return "call ?"
             return str(name)
 
-        _request, _post, _serve = _L._Connection.request, _L._Connection.post, _L._Connection._serve_request
+        _request, _post, _serve = (
+            _L._Connection.request,
+            _L._Connection.post,
+            _L._Connection._serve_request,
+        )
 
         def request(self, op, body):
             _log(f"req {_what(op, body)}")
