@@ -35,12 +35,16 @@ TAG_PICKLE = b"P"
 TAG_DILL = b"D"
 _PROTO = pickle.HIGHEST_PROTOCOL
 
+Descriptor = tuple[Any, ...]  # what the runtime's hook makes of a cross-interface
+EncodeX = Callable[[Any], Descriptor]
+DecodeX = Callable[[Descriptor], Any]
+
 
 class _NeedDill(Exception):
     pass
 
 
-def _xref(descriptor):  # pragma: no cover - replaced by Unpickler.find_class
+def _xref(descriptor: Descriptor) -> Any:  # pragma: no cover - replaced by Unpickler.find_class
     raise SerializationError("cross-interface decoded outside a runtime")
 
 
@@ -57,14 +61,14 @@ def _by_value_only(obj: Any) -> bool:
 class _FastPickler(pickle.Pickler):
     """Reused per thread: making a Pickler costs more than a small dump."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buf = io.BytesIO()
         super().__init__(self._buf, _PROTO)
-        self._x_types: tuple = ()
-        self._encode_x = _no_x
+        self._x_types: tuple[type, ...] = ()
+        self._encode_x: EncodeX = _no_x
         self.saw_x = False
 
-    def reducer_override(self, obj):
+    def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, self._x_types):
             self.saw_x = True
             return _xref, (self._encode_x(obj),)
@@ -72,7 +76,7 @@ class _FastPickler(pickle.Pickler):
             raise _NeedDill
         return NotImplemented
 
-    def encode(self, value, x_types, encode_x) -> bytes:
+    def encode(self, value: Any, x_types: tuple[type, ...], encode_x: EncodeX) -> bytes:
         self._x_types, self._encode_x, self.saw_x = x_types, encode_x, False
         buf = self._buf
         try:
@@ -118,13 +122,13 @@ def is_plain(value: Any, depth: int = 2) -> bool:
     return False
 
 
-class _DillPickler(dill.Pickler):
-    def __init__(self, f, x_types, encode_x):
+class _DillPickler(dill.Pickler):  # type: ignore[misc]  # dill ships no type information
+    def __init__(self, f: io.BytesIO, x_types: tuple[type, ...], encode_x: EncodeX) -> None:
         super().__init__(f, _PROTO, recurse=True)
         self._x_types = x_types
         self._encode_x = encode_x
 
-    def reducer_override(self, obj):
+    def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, self._x_types):
             return _xref, (self._encode_x(obj),)
         if (
@@ -139,7 +143,7 @@ class _DillPickler(dill.Pickler):
         return NotImplemented
 
 
-def dumps(value: Any, x_types: tuple = (), encode_x: Callable[[Any], tuple] | None = None) -> bytes:
+def dumps(value: Any, x_types: tuple[type, ...] = (), encode_x: EncodeX | None = None) -> bytes:
     """Encode ``value``; raises SerializationError before anything is sent."""
     if is_plain(value):
         return TAG_PLAIN + pickle.dumps(value, _PROTO)
@@ -172,16 +176,16 @@ def dumps(value: Any, x_types: tuple = (), encode_x: Callable[[Any], tuple] | No
     return buf.getvalue()
 
 
-def _no_x(x):
+def _no_x(x: Any) -> Descriptor:
     raise SerializationError("cross-interfaces cannot be encoded here")
 
 
-def _once(encode_x: Callable[[Any], tuple]) -> Callable[[Any], tuple]:
+def _once(encode_x: EncodeX) -> EncodeX:
     """``encode_x`` at most once per object per ``dumps``: a fast attempt that
     falls back to dill must not hand out a second lease for one reference."""
-    done: dict[int, tuple] = {}
+    done: dict[int, tuple[Any, Descriptor]] = {}
 
-    def once(x):
+    def once(x: Any) -> Descriptor:
         hit = done.get(id(x))
         if hit is None:
             hit = done[id(x)] = (x, encode_x(x))  # keeps x alive, so its id stays its own
@@ -190,28 +194,25 @@ def _once(encode_x: Callable[[Any], tuple]) -> Callable[[Any], tuple]:
     return once
 
 
-class _XUnpickling:
+class _FastUnpickler(pickle.Unpickler):
     """Revives cross-interface descriptors through the caller's hook."""
 
-    def __init__(self, f, decode_x):
+    def __init__(self, f: io.BytesIO, decode_x: DecodeX) -> None:
         super().__init__(f)
         self._decode_x = decode_x
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> Any:
         if module == __name__ and name == "_xref":
             return self._decode_x
         return super().find_class(module, name)
 
 
-class _FastUnpickler(_XUnpickling, pickle.Unpickler):
+# dill's Unpickler is a pickle.Unpickler: the hook above comes first in the MRO.
+class _DillUnpickler(_FastUnpickler, dill.Unpickler):  # type: ignore[misc]  # dill has no types
     pass
 
 
-class _DillUnpickler(_XUnpickling, dill.Unpickler):
-    pass
-
-
-def loads(data: bytes, decode_x: Callable[[tuple], Any] | None = None) -> Any:
+def loads(data: bytes, decode_x: DecodeX | None = None) -> Any:
     """Decode a value stream. A module that cannot be imported raises
     RemoteImportError naming it; anything else malformed SerializationError."""
     decode_x = decode_x or _no_x
@@ -226,6 +227,7 @@ def loads(data: bytes, decode_x: Callable[[tuple], Any] | None = None) -> Any:
         except Exception as e:
             raise SerializationError(f"cannot decode value: {type(e).__name__}: {e}") from None
     body = io.BytesIO(memoryview(data)[1:])
+    up: pickle.Unpickler
     if tag == TAG_PICKLE:
         up = _FastUnpickler(body, decode_x)
     elif tag == TAG_DILL:
@@ -238,10 +240,7 @@ def loads(data: bytes, decode_x: Callable[[tuple], Any] | None = None) -> Any:
         raise
     except ModuleNotFoundError as e:
         raise RemoteImportError(f"cannot import module {e.name!r}") from None
+    except CircuitError:  # raised by decode_x (e.g. a dead owner): keeps its class
+        raise
     except Exception as e:
-        # A circuit error raised by decode_x (e.g. a dead owner) keeps its class.
-        from ..errors import CircuitError
-
-        if isinstance(e, CircuitError):
-            raise
         raise SerializationError(f"cannot decode value: {type(e).__name__}: {e}") from None

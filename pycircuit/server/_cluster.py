@@ -19,6 +19,7 @@ links or release leases (that is link death's business). Layer: server.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import select
 import socket
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from ..errors import CircuitError, ProtocolError
 from ..runtime._addr import WorkerAddr, is_loopback, is_server_id
 from ..runtime._auth import user_secret
-from ._members import DIED, JOIN, LEAVE_KINDS, LEFT_EV, Event
+from ._members import DIED, JOIN, LEAVE_KINDS, LEFT_EV, Event, Message, Out
 from ._swim import Swim, SwimConfig
 from ._swim_wire import MAX_DATAGRAM, MEMBERS_VERSION, Sealer, decode, derive_key, encode
 
@@ -137,7 +138,7 @@ class Cluster:
             return self._core.alive()
 
     # -- machinery --------------------------------------------------------------------
-    def _feed_core(self, step: Callable[[float], Any]) -> None:
+    def _feed_core(self, step: Callable[[float], Out]) -> None:
         with self._lock:
             out = step(time.monotonic())
         self._send_all(out.sends)
@@ -181,9 +182,7 @@ class Cluster:
             except ProtocolError as e:
                 self._dropped(src, str(e))
                 continue
-            self._feed_core(
-                lambda now, i=src_id, u=src_url, m=msg: self._core.on_message(i, u, m, now)
-            )
+            self._feed_core(functools.partial(self._core.on_message, src_id, src_url, msg))
 
     def _refusals(self) -> None:
         """Drain the error queue: each port-unreachable names the address a
@@ -193,17 +192,15 @@ class Cluster:
                 _, anc, _, dst = self._sock.recvmsg(1, 512, _MSG_ERRQUEUE)
             except (BlockingIOError, InterruptedError):  # no more refusals queued
                 return
-            except (
-                OSError
-            ):  # the error queue is unreadable (closed socket): refusals are only a hint
+            except OSError:  # an unreadable error queue (closed socket): refusals are only a hint
                 return
             for _lvl, _typ, raw in anc:
                 if len(raw) >= _EXT_ERR.size and _EXT_ERR.unpack_from(raw)[0] == errno.ECONNREFUSED:
                     url = self._urls.get(dst[:2])
                     if url is not None:
-                        self._feed_core(lambda now, url=url: self._core.on_refused(url, now))
+                        self._feed_core(functools.partial(self._core.on_refused, url))
 
-    def _send_all(self, sends: list) -> None:
+    def _send_all(self, sends: list[tuple[str, Message]]) -> None:
         for url, msg in sends:
             addr = self._addrs.get(url)
             if addr is None:

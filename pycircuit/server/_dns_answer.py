@@ -90,7 +90,7 @@ def parse_records(text: str) -> list[RR]:
     if not isinstance(text, str):
         raise ElementError(f"bad resource record {text!r}: records are zone-file text")
     try:
-        rrs = RR.fromZone(text, origin=_ORIGIN, ttl=DEFAULT_TTL)
+        rrs: list[RR] = RR.fromZone(text, origin=_ORIGIN, ttl=DEFAULT_TTL)
         for rr in rrs:
             if rr.rtype == QTYPE.OPT:
                 raise ValueError("OPT is not a record type for zones")
@@ -125,7 +125,7 @@ def lookup(zone: Zone, qname: DNSLabel, qtype: int, qclass: int) -> tuple[int, l
     """(RCODE, answer records) for one question."""
 
     def fits(r: RR, want_type: int) -> bool:
-        return (qclass == QTYPE.ANY or r.rclass == qclass) and (
+        return bool(qclass == QTYPE.ANY or r.rclass == qclass) and bool(
             want_type == QTYPE.ANY or r.rtype == want_type
         )
 
@@ -199,7 +199,8 @@ def _fit(reply: DNSRecord, answers: list[RR], limit: int) -> bytes:
 
     def packed(n: int) -> bytes:
         reply.rr = answers[:n]
-        return reply.pack()
+        wire: bytes = reply.pack()
+        return wire
 
     out = packed(len(answers))
     if len(out) <= limit:
@@ -208,7 +209,7 @@ def _fit(reply: DNSRecord, answers: list[RR], limit: int) -> bytes:
     best = packed(0)
     if len(best) > limit:  # not even the question fits (a huge one): header (and OPT) only
         reply.questions = []
-        return reply.pack()
+        return packed(0)
     # the size only grows with the number of records: find the largest count that fits
     lo, hi = 0, len(answers)  # packed(lo) fits, packed(hi) does not
     while hi - lo > 1:

@@ -21,6 +21,7 @@ import selectors
 import socket
 import threading
 import time
+from typing import NamedTuple
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -101,12 +102,19 @@ class _Conn:
     __slots__ = ("sock", "deframer", "out", "last", "eof", "events")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
-        self.sock: socket.socket | None = sock
+        self.sock = sock
         self.deframer = Deframer()
         self.out = bytearray()
         self.last = now
         self.eof = False  # the client sent EOF, or something that is not a query: read no more
         self.events = _READ
+
+
+class _Socks(NamedTuple):
+    udp: socket.socket
+    tcp: socket.socket
+    wake_r: socket.socket
+    wake_w: socket.socket
 
 
 class DnsSockets:
@@ -118,10 +126,7 @@ class DnsSockets:
         self._host, self._port, self._addr_text = parse_addr(addr)
         self._cfg = config
         self._answer = answer
-        self._udp: socket.socket | None = None
-        self._tcp: socket.socket | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._socks: _Socks | None = None  # set while serving
         self._thread: threading.Thread | None = None
         self.address = join_hostport(self._host, self._port)
         # owned by the serving thread
@@ -135,30 +140,33 @@ class DnsSockets:
         try:
             for s in (udp, tcp):
                 s.setblocking(False)
-            self._wake_r, self._wake_w = socket.socketpair()
+            wake_r, wake_w = socket.socketpair()
         except OSError as e:
             udp.close()
             tcp.close()
             raise ElementError(f"cannot listen on {self._addr_text}: {_one_line(e)}") from None
-        self._udp, self._tcp = udp, tcp
+        self._socks = socks = _Socks(udp, tcp, wake_r, wake_w)
         host, port = udp.getsockname()[:2]
         self.address = join_hostport(host, port)
-        self._thread = threading.Thread(target=self._serve, name=f"dns {self.address}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, args=(socks,), name=f"dns {self.address}", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
         """Close every socket (connections included); returns once the port is free."""
-        if self._thread is None:
+        socks = self._socks
+        if self._thread is None or socks is None:
             return
         try:
-            self._wake_w.send(b"x")
+            socks.wake_w.send(b"x")
         except OSError as e:  # the thread also ends on a closed wake socket
             log.debug("nameserver %s: wake failed: %s", self.address, e)
         if self._thread is not threading.current_thread():
             self._thread.join()
-        for s in (self._udp, self._tcp, self._wake_r, self._wake_w):
+        for s in socks:
             s.close()
-        self._thread = None
+        self._thread = self._socks = None
 
     def _bind(self) -> tuple[socket.socket, socket.socket]:
         """UDP and TCP sockets bound to one port; with port 0 the OS picks
@@ -208,23 +216,23 @@ class DnsSockets:
             raise
         return sock
 
-    def _serve(self) -> None:
+    def _serve(self, socks: _Socks) -> None:
         sel = selectors.DefaultSelector()
         try:
-            sel.register(self._udp, _READ, _UDP)
-            sel.register(self._tcp, _READ, _LISTEN)
-            sel.register(self._wake_r, _READ, _WAKE)
+            sel.register(socks.udp, _READ, _UDP)
+            sel.register(socks.tcp, _READ, _LISTEN)
+            sel.register(socks.wake_r, _READ, _WAKE)
             while True:
-                timeout = self._expire(sel, time.monotonic())
+                timeout = self._expire(sel, socks.tcp, time.monotonic())
                 for key, mask in sel.select(timeout):
                     if key.data is _WAKE:
                         return
                     if key.data is _UDP:
-                        self._udp_ready()
+                        self._udp_ready(socks.udp)
                     elif key.data is _LISTEN:
-                        self._accept(sel)
+                        self._accept(sel, socks.tcp)
                     elif key.data in self._conns:  # not closed earlier in this round
-                        self._conn_ready(sel, key.data, mask)
+                        self._conn_ready(sel, socks.tcp, key.data, mask)
         except Exception:
             log.exception("nameserver %s stopped serving", self.address)
         finally:
@@ -233,10 +241,10 @@ class DnsSockets:
             self._conns.clear()
             sel.close()
 
-    def _udp_ready(self) -> None:
+    def _udp_ready(self, udp: socket.socket) -> None:
         for _ in range(_BATCH):
             try:
-                data, peer = self._udp.recvfrom(65535)
+                data, peer = udp.recvfrom(65535)
             except (
                 BlockingIOError,
                 InterruptedError,
@@ -248,17 +256,17 @@ class DnsSockets:
             reply = self._answer(data, False)
             if reply is not None:
                 try:
-                    self._udp.sendto(reply, peer)
+                    udp.sendto(reply, peer)
                 except OSError as e:  # the client's problem; UDP promises nothing
                     log.debug("nameserver %s: UDP send to %s: %s", self.address, peer, e)
 
-    def _accept(self, sel: selectors.BaseSelector) -> None:
+    def _accept(self, sel: selectors.BaseSelector, tcp: socket.socket) -> None:
         for _ in range(_BATCH):
             if len(self._conns) >= self._cfg.tcp_max_connections:
-                self._pause_accepting(sel)  # resumed by _close
+                self._pause_accepting(sel, tcp)  # resumed by _close
                 return
             try:
-                sock, _ = self._tcp.accept()
+                sock, _ = tcp.accept()
             except (
                 BlockingIOError,
                 InterruptedError,
@@ -269,7 +277,7 @@ class DnsSockets:
                     # the connection stays queued and the listener readable: pause, not spin
                     log.warning("nameserver %s: cannot accept TCP: %s", self.address, e)
                     self._accept_paused_until = time.monotonic() + _ACCEPT_PAUSE
-                    self._pause_accepting(sel)
+                    self._pause_accepting(sel, tcp)
                     return
                 log.debug("nameserver %s: accept: %s", self.address, e)
                 continue  # e.g. ECONNABORTED: that client gave up
@@ -282,22 +290,26 @@ class DnsSockets:
             self._conns.add(c)
             sel.register(sock, _READ, c)
 
-    def _pause_accepting(self, sel: selectors.BaseSelector) -> None:
+    def _pause_accepting(self, sel: selectors.BaseSelector, tcp: socket.socket) -> None:
         if self._accepting:
-            sel.unregister(self._tcp)
+            sel.unregister(tcp)
             self._accepting = False
 
-    def _resume_accepting(self, sel: selectors.BaseSelector, now: float) -> None:
+    def _resume_accepting(
+        self, sel: selectors.BaseSelector, tcp: socket.socket, now: float
+    ) -> None:
         if self._accepting or len(self._conns) >= self._cfg.tcp_max_connections:
             return
         if self._accept_paused_until is not None:
             if now < self._accept_paused_until:
                 return
             self._accept_paused_until = None
-        sel.register(self._tcp, _READ, _LISTEN)
+        sel.register(tcp, _READ, _LISTEN)
         self._accepting = True
 
-    def _conn_ready(self, sel: selectors.BaseSelector, c: _Conn, mask: int) -> None:
+    def _conn_ready(
+        self, sel: selectors.BaseSelector, tcp: socket.socket, c: _Conn, mask: int
+    ) -> None:
         now = time.monotonic()
         if mask & _READ and not c.eof:
             try:
@@ -306,7 +318,7 @@ class DnsSockets:
                 data = None
             except OSError as e:  # reset by the client
                 log.debug("nameserver %s: TCP receive: %s", self.address, e)
-                self._close(sel, c)
+                self._close(sel, tcp, c)
                 return
             if data == b"":
                 c.eof = True
@@ -329,7 +341,7 @@ class DnsSockets:
                 n = 0
             except OSError as e:
                 log.debug("nameserver %s: TCP send: %s", self.address, e)
-                self._close(sel, c)
+                self._close(sel, tcp, c)
                 return
             if n:
                 c.last = now
@@ -337,7 +349,7 @@ class DnsSockets:
             if c.out:
                 break  # the client's window is full: wait until it is writable
         if c.eof and not c.out:
-            self._close(sel, c)  # whatever is left in the deframer is no whole message
+            self._close(sel, tcp, c)  # whatever is left in the deframer is no whole message
             return
         events = _WRITE if c.out else 0
         if not c.eof and len(c.out) < self._cfg.tcp_max_unsent:
@@ -346,22 +358,21 @@ class DnsSockets:
             sel.modify(c.sock, events, c)
             c.events = events
 
-    def _expire(self, sel: selectors.BaseSelector, now: float) -> float | None:
+    def _expire(self, sel: selectors.BaseSelector, tcp: socket.socket, now: float) -> float | None:
         """Close connections idle too long; seconds until the next deadline."""
-        self._resume_accepting(sel, now)
+        self._resume_accepting(sel, tcp, now)
         deadlines = [self._accept_paused_until] if self._accept_paused_until is not None else []
         idle = self._cfg.tcp_idle_timeout
         for c in list(self._conns):
             if now - c.last >= idle:
                 log.debug("nameserver %s: closing an idle TCP connection", self.address)
-                self._close(sel, c)
+                self._close(sel, tcp, c)
             else:
                 deadlines.append(c.last + idle)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
-    def _close(self, sel: selectors.BaseSelector, c: _Conn) -> None:
+    def _close(self, sel: selectors.BaseSelector, tcp: socket.socket, c: _Conn) -> None:
         self._conns.discard(c)
         sel.unregister(c.sock)
         c.sock.close()
-        c.sock = None
-        self._resume_accepting(sel, time.monotonic())
+        self._resume_accepting(sel, tcp, time.monotonic())

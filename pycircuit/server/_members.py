@@ -35,6 +35,7 @@ __all__ = [
     "Nack",
     "Sync",
     "Gossip",
+    "Message",
     "Out",
     "Suspicion",
 ]
@@ -96,22 +97,21 @@ class Directory:
 # -- the messages of the SWIM core ----------------------------------------------------
 class Ping(NamedTuple):
     seq: int
-    target: (
-        str  # the member ID meant: a new process at an old address does not answer for the old one
-    )
-    updates: tuple
+    # the member ID meant: a new process at an old address does not answer for the old one
+    target: str
+    updates: tuple[Update, ...]
 
 
 class Ack(NamedTuple):
     seq: int
-    updates: tuple
+    updates: tuple[Update, ...]
 
 
 class PingReq(NamedTuple):
     seq: int
     target: str
     target_url: str
-    updates: tuple
+    updates: tuple[Update, ...]
 
 
 class Nack(NamedTuple):
@@ -121,18 +121,21 @@ class Nack(NamedTuple):
 class Sync(NamedTuple):
     reply: bool  # an answer to a sync (not answered again)
     first: bool  # the first chunk of a state: answered with ours
-    entries: tuple
+    entries: tuple[Update, ...]
 
 
 class Gossip(NamedTuple):
-    updates: tuple
+    updates: tuple[Update, ...]
+
+
+Message = Ping | Ack | PingReq | Nack | Sync | Gossip
 
 
 class Out:
     __slots__ = ("sends", "events")
 
     def __init__(self) -> None:
-        self.sends: list[tuple[str, tuple]] = []
+        self.sends: list[tuple[str, Message]] = []
         self.events: list[Event] = []
 
 

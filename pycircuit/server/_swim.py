@@ -28,64 +28,28 @@ from __future__ import annotations
 import math
 import random
 from array import array
-from dataclasses import dataclass
+from typing import Any
 
 from ._members import (
     ALIVE,
-    BACK,
     DEAD,
-    DIED,
-    JOIN,
     LEFT,
-    LEFT_EV,
     SUSPECT,
-    SUSPECTED,
     UNKNOWN,
     Ack,
     Directory,
-    Event,
     Gossip,
+    Message,
     Nack,
     Out,
     Ping,
     PingReq,
-    Suspicion,
     Sync,
     Update,
 )
+from ._swim_view import LIVE, SwimConfig, View
 
 __all__ = ["SwimConfig", "Swim", "Out", "Ping", "Ack", "PingReq", "Nack", "Sync", "Gossip"]
-
-
-@dataclass(frozen=True)
-class SwimConfig:
-    period: float = 0.5  # one probe per period
-    probe_timeout: float = 0.2  # direct ack wait, then indirect probes until the period ends
-    indirect: int = 3
-    suspicion_mult: float = 4.0  # min suspicion = mult * max(1, log10 N) * period
-    suspicion_max_mult: float = 3.0  # max suspicion (no confirmations) = this * min
-    retransmit_mult: int = 4
-    max_piggyback: int = 16  # updates per message (~80 bytes each)
-    gossip_interval: float = 0.2
-    gossip_fanout: int = 3
-    push_pull: float = (
-        30.0  # full-state sync with one member, every this * max(1, N / push_pull_n) s
-    )
-    push_pull_n: int = 100
-    reconnect: float = 2.0  # ping a dead member every this * max(1, N / 32) s
-    join_retry: float = 1.0
-    join_tries: int = 4
-    max_awareness: int = 8
-    sync_chunk: int = 20  # entries per sync message (keeps a datagram under ~1,400 bytes)
-    max_queue: int = 512  # pending updates kept; the most-sent go first
-    forget_after: float = 3600.0
-
-    def presence_bound(self, n: int) -> float:
-        """Seconds within which a member that falls silent is dropped by every
-        member of a cluster of ``n`` (a refused member goes sooner): a few
-        periods to be probed, the longest suspicion, and dissemination."""
-        suspicion = self.suspicion_mult * max(1.0, math.log10(max(1, n))) * self.suspicion_max_mult
-        return self.period * (4 + suspicion + 2 * math.ceil(math.log2(n + 1)))
 
 
 class _Probe:
@@ -106,16 +70,12 @@ class _Probe:
         self.direct_deadline, self.end = direct_deadline, end
         self.stage = 0  # 0: direct ping out; 1: indirect pings out
         self.nacks = self.expected = 0
-        self.relay: tuple[str, int] | None = (
-            None  # (requester URL, its seq) when we probe for another
-        )
+        # (requester URL, its seq) when we probe for another
+        self.relay: tuple[str, int] | None = None
         self.reconnect = False  # a ping to a dead member: an ack leads to a sync
 
 
-_LIVE = (ALIVE, SUSPECT)
-
-
-class Swim:
+class Swim(View):
     def __init__(
         self,
         self_id: str,
@@ -128,57 +88,15 @@ class Swim:
     ) -> None:
         """``start_alive``: every member already in ``directory`` is known alive
         at incarnation 0 (a converged cluster: the simulator's starting point)."""
-        self.cfg, self.rng = cfg, rng or random.Random()
-        self.dir = directory if directory is not None else Directory()
-        self.id, self.url = self_id, self_url
-        self.me = self.dir.intern(self_id, self_url)
-        n = len(self.dir)
-        self._st = bytearray([ALIVE]) * n if start_alive else bytearray(n)
-        self._st[self.me] = UNKNOWN  # our own state is ``inc``/``leaving``, not in the table
-        self._inc = array("I", bytes(4 * n))
-        self._live = n - 1 if start_alive else 0
-        self._order = array("I", range(n)) if start_alive else array("I")
-        if start_alive:
-            self._order.remove(self.me)
-        self._pos = 0
-        self.inc = 0
-        self.leaving = False
-        self.awareness = 0
-        self._since: dict[int, float] = {}  # dead/left members: when
-        self._susp: dict[int, Suspicion] = {}
+        super().__init__(self_id, self_url, cfg, rng, directory, start_alive)
         self._probes: dict[int, _Probe] = {}
         self._seq = 0
-        self._queue: dict[int, int] = {}  # member -> times its pending update was sent
-        self._buckets: list[dict[int, Update]] = [
-            {} for _ in range(cfg.retransmit_mult * 6)
-        ]  # by times sent
-        self._joins: dict[str, list] = {}  # url -> [tries, deadline]
+        self._joins: dict[str, list[Any]] = {}  # url -> [tries, deadline]
         r = self.rng.random
         self._next_probe = now + cfg.period * r()  # spread the members' periods
         self._next_gossip = now + cfg.gossip_interval
         self._next_sync = now + self._push_pull_interval() * (0.5 + r())
         self._next_reconnect = now + self._reconnect_interval() * (0.5 + r())
-
-    # -- queries -----------------------------------------------------------------
-    def state(self, member_id: str) -> int:
-        i = self.dir.index.get(member_id)
-        if i is None or i >= len(self._st):
-            return UNKNOWN
-        return self._st[i]
-
-    def alive(self) -> list[tuple[str, str]]:
-        """(id, url) of live members (suspects included), this one too, sorted."""
-        ids, urls, st = self.dir.ids, self.dir.urls, self._st
-        out = [(ids[i], urls[i]) for i in range(len(st)) if st[i] in _LIVE]
-        if not self.leaving:
-            out.append((self.id, self.url))
-        return sorted(out)
-
-    def live_count(self) -> int:
-        return self._live + 1
-
-    def retransmit_limit(self) -> int:
-        return self.cfg.retransmit_mult * max(1, math.ceil(math.log10(self._live + 2)))
 
     def next_deadline(self) -> float:
         if self.leaving:
@@ -226,22 +144,21 @@ class Swim:
             i is not None
             and i != self.me
             and i < len(self._st)
-            and self._st[i] in _LIVE
+            and self._st[i] in LIVE
             and self.dir.urls[i] == url
         ):
             self._apply(Update(DEAD, self.dir.ids[i], url, self._inc[i]), now, out)
         return out
 
-    def on_message(self, src_id: str, src_url: str, msg: tuple, now: float) -> Out:
+    def on_message(self, src_id: str, src_url: str, msg: Message, now: float) -> Out:
         out = Out()
         if self.leaving:
             return out
-        kind = type(msg)
-        if kind is Ping:
+        if isinstance(msg, Ping):
             self._merge(msg.updates, now, out)
             if msg.target == self.id:
                 out.sends.append((src_url, Ack(msg.seq, self._take())))
-        elif kind is Ack:
+        elif isinstance(msg, Ack):
             self._merge(msg.updates, now, out)
             p = self._probes.pop(msg.seq, None)
             if p is not None:
@@ -251,25 +168,25 @@ class Swim:
                     self._sync_to(self.dir.urls[p.target], False, out)
                 else:
                     self.awareness = max(0, self.awareness - 1)
-        elif kind is PingReq:
+        elif isinstance(msg, PingReq):
             self._merge(msg.updates, now, out)
             if msg.target == self.id:
                 out.sends.append((src_url, Ack(msg.seq, self._take())))
                 return out
             t = self.dir.intern(msg.target, msg.target_url)
             self._ensure(t)
-            p = self._new_probe(t, now, relay=(src_url, msg.seq))
-            out.sends.append((msg.target_url, Ping(p, msg.target, self._take())))
-        elif kind is Nack:
+            seq = self._new_probe(t, now, relay=(src_url, msg.seq))
+            out.sends.append((msg.target_url, Ping(seq, msg.target, self._take())))
+        elif isinstance(msg, Nack):
             p = self._probes.get(msg.seq)
             if p is not None and p.relay is None:
                 p.nacks += 1
-        elif kind is Sync:
+        elif isinstance(msg, Sync):
             self._merge(msg.entries, now, out)
             self._joins.pop(src_url, None)
             if msg.first and not msg.reply:
                 self._sync_to(src_url, True, out)
-        elif kind is Gossip:
+        elif isinstance(msg, Gossip):
             self._merge(msg.updates, now, out)
         return out
 
@@ -328,7 +245,7 @@ class Swim:
         st, order = self._st, self._order
         for _ in range(len(order) + 1):
             if self._pos >= len(order):
-                self._order = order = array("I", [i for i in range(len(st)) if st[i] in _LIVE])
+                self._order = order = array("I", [i for i in range(len(st)) if st[i] in LIVE])
                 self._pos = 0
                 if not order:
                     return
@@ -336,7 +253,7 @@ class Swim:
             order[self._pos], order[j] = order[j], order[self._pos]
             i = order[self._pos]
             self._pos += 1
-            if st[i] in _LIVE and not any(
+            if st[i] in LIVE and not any(
                 p.target == i and p.relay is None for p in self._probes.values()
             ):
                 seq = self._new_probe(i, now)
@@ -357,9 +274,8 @@ class Swim:
             tid, turl = self.dir.ids[i], self.dir.urls[i]
             for h in helpers:
                 out.sends.append((self.dir.urls[h], PingReq(seq, tid, turl, self._take())))
-            out.sends.append(
-                (turl, Ping(seq, tid, ()))
-            )  # and once more directly (a lost datagram is likelier)
+            # and once more directly (a lost datagram is likelier)
+            out.sends.append((turl, Ping(seq, tid, ())))
             return
         del self._probes[seq]
         if p.reconnect:
@@ -367,7 +283,7 @@ class Swim:
         # Lifeguard: helpers that did not even nack suggest the fault is ours
         miss = p.expected - p.nacks if p.expected else 1
         self.awareness = min(self.cfg.max_awareness - 1, self.awareness + max(0, miss))
-        if self._st[i] in _LIVE:  # a suspect already: our failure confirms it
+        if self._st[i] in LIVE:  # a suspect already: our failure confirms it
             self._apply(
                 Update(SUSPECT, self.dir.ids[i], self.dir.urls[i], self._inc[i], self.id), now, out
             )
@@ -378,9 +294,7 @@ class Swim:
             if now - t > self.cfg.forget_after:
                 del self._since[i]
                 self._st[i] = UNKNOWN
-                n = self._queue.pop(i, None)
-                if n is not None:
-                    del self._buckets[n][i]
+                self._queue.forget(i)
         if dead:
             i = self.rng.choice(dead)
             if self._st[i] == DEAD:
@@ -388,19 +302,19 @@ class Swim:
                 self._probes[seq].reconnect = True
                 out.sends.append((self.dir.urls[i], Ping(seq, self.dir.ids[i], ())))
 
-    def _random_live(self, k: int, exclude: tuple) -> list[int]:
+    def _random_live(self, k: int, exclude: tuple[int, ...]) -> list[int]:
         st, order = self._st, self._order
         if k <= 0 or self._live == 0:
             return []
         if self._live <= 4 * k:
-            pool = [i for i in range(len(st)) if st[i] in _LIVE and i not in exclude]
+            pool = [i for i in range(len(st)) if st[i] in LIVE and i not in exclude]
             return self.rng.sample(pool, min(k, len(pool)))
         got: list[int] = []
         for _ in range(8 * k):
             if not order:
                 break
             i = order[self.rng.randrange(len(order))]
-            if st[i] in _LIVE and i not in exclude and i not in got:
+            if st[i] in LIVE and i not in exclude and i not in got:
                 got.append(i)
                 if len(got) == k:
                     break
@@ -411,136 +325,3 @@ class Swim:
 
     def _reconnect_interval(self) -> float:
         return self.cfg.reconnect * max(1.0, (self._live + 1) / 32)
-
-    # -- state -----------------------------------------------------------------------
-    def _sync_to(self, url: str, reply: bool, out: Out) -> None:
-        ids, urls, st, inc = self.dir.ids, self.dir.urls, self._st, self._inc
-        entries = [Update(ALIVE, self.id, self.url, self.inc)]
-        for i in range(len(st)):
-            s = st[i]
-            if s != UNKNOWN:
-                frm = ""
-                if s == SUSPECT:
-                    sp = self._susp.get(i)
-                    frm = min(sp.confirmers) if sp is not None else self.id
-                entries.append(Update(s, ids[i], urls[i], inc[i], frm))
-        n = self.cfg.sync_chunk
-        for k in range(0, len(entries), n):
-            out.sends.append((url, Sync(reply, k == 0, tuple(entries[k : k + n]))))
-
-    def _ensure(self, i: int) -> None:
-        short = i + 1 - len(self._st)
-        if short > 0:
-            self._st.extend(bytes(short))
-            self._inc.extend([0] * short)
-
-    def _merge(self, updates: tuple, now: float, out: Out) -> None:
-        for u in updates:
-            self._apply(u, now, out)
-
-    def _apply(self, u: Update, now: float, out: Out) -> None:
-        """Merge one fact; gossip it on if it changed our view."""
-        if u.id == self.id:
-            if u.state != ALIVE and u.inc >= self.inc and not self.leaving:
-                self.inc = u.inc + 1  # refute
-                self.awareness = min(self.cfg.max_awareness - 1, self.awareness + 1)
-                self._enqueue(self.me, Update(ALIVE, self.id, self.url, self.inc))
-            return
-        i = self.dir.index.get(u.id)
-        if i is None:
-            if u.state != ALIVE:
-                return  # news of the death of a stranger
-            i = self.dir.intern(u.id, u.url)
-        self._ensure(i)
-        cur, inc = self._st[i], self._inc[i]
-        if u.state == ALIVE:
-            if cur != UNKNOWN and u.inc <= inc:
-                return
-            if u.url and u.url != self.dir.urls[i]:
-                self.dir.intern(u.id, u.url)
-            self._set(i, ALIVE, u.inc, now, out)
-            self._enqueue(i, u)
-        elif u.state == SUSPECT:
-            if cur == UNKNOWN or u.inc < inc or cur in (DEAD, LEFT):
-                return
-            if cur == SUSPECT and u.inc == inc:
-                s = self._susp.get(i)
-                if s is not None and s.confirm(u.frm):
-                    self._enqueue(i, u)
-                return
-            self._set(i, SUSPECT, u.inc, now, out)
-            lo = (
-                self.cfg.suspicion_mult
-                * max(1.0, math.log10(max(1, self._live + 1)))
-                * self.cfg.period
-            )
-            k = int(self.cfg.suspicion_mult - 2)
-            if self._live + 1 - 2 < k:
-                k = 0
-            self._susp[i] = Suspicion(now, u.inc, lo, lo * self.cfg.suspicion_max_mult, k, u.frm)
-            self._enqueue(i, u)
-        else:
-            if cur in (UNKNOWN, DEAD, LEFT) or u.inc < inc:
-                return
-            self._set(i, u.state, u.inc, now, out)
-            self._enqueue(i, u)
-
-    def _set(self, i: int, state: int, inc: int, now: float, out: Out) -> None:
-        was = self._st[i]
-        self._st[i], self._inc[i] = state, inc
-        if state != SUSPECT:
-            self._susp.pop(i, None)
-        mid, url = self.dir.ids[i], self.dir.urls[i]
-        if state in _LIVE and was not in _LIVE:
-            self._live += 1
-            self._since.pop(i, None)
-            self._order.insert(self.rng.randrange(self._pos, len(self._order) + 1), i)
-            out.events.append(Event(JOIN, mid, url))
-        elif state not in _LIVE and was in _LIVE:
-            self._live -= 1
-            self._since[i] = now
-            out.events.append(Event(DIED if state == DEAD else LEFT_EV, mid, url))
-        elif state == SUSPECT:
-            out.events.append(Event(SUSPECTED, mid, url))
-        elif state == ALIVE and was == SUSPECT:
-            out.events.append(Event(BACK, mid, url))
-
-    # -- the broadcast queue ---------------------------------------------------------
-    def _enqueue(self, i: int, u: Update) -> None:
-        old = self._queue.pop(i, None)
-        if old is not None:
-            del self._buckets[old][i]
-        self._queue[i] = 0
-        self._buckets[0][i] = u  # dicts keep insertion order: newest last
-        if len(self._queue) > self.cfg.max_queue:
-            for b in reversed(self._buckets):
-                if b:
-                    del self._queue[next(iter(b))]
-                    del b[next(iter(b))]
-                    break
-
-    def _take(self) -> tuple:
-        """Up to ``max_piggyback`` pending updates, least sent and newest first."""
-        if not self._queue:
-            return ()
-        limit, want = self.retransmit_limit(), self.cfg.max_piggyback
-        while len(self._buckets) <= limit:
-            self._buckets.append({})
-        picked: list[tuple[int, int]] = []
-        for n, b in enumerate(self._buckets):
-            for i in reversed(b):
-                picked.append((n, i))
-                if len(picked) == want:
-                    break
-            if len(picked) == want:
-                break
-        ups = []
-        for n, i in picked:
-            u = self._buckets[n].pop(i)
-            ups.append(u)
-            if n + 1 >= limit:
-                del self._queue[i]
-            else:
-                self._queue[i] = n + 1
-                self._buckets[n + 1][i] = u
-        return tuple(ups)

@@ -27,8 +27,7 @@ import os
 import struct
 
 from ..errors import ProtocolError
-from ._members import ALIVE, LEFT, Update
-from ._swim import Ack, Gossip, Nack, Ping, PingReq, Sync
+from ._members import ALIVE, LEFT, Ack, Gossip, Message, Nack, Ping, PingReq, Sync, Update
 
 __all__ = ["MEMBERS_VERSION", "encode", "decode", "Sealer", "derive_key", "MAX_DATAGRAM"]
 
@@ -81,25 +80,24 @@ def _s(x: str) -> bytes:
     return _U8.pack(len(b)) + b
 
 
-def _updates(ups: tuple) -> bytes:
+def _updates(ups: tuple[Update, ...]) -> bytes:
     parts = [_U16.pack(len(ups))]
     for u in ups:
         parts += [_U8.pack(u.state), _U32.pack(u.inc), _s(u.id), _s(u.url), _s(u.frm)]
     return b"".join(parts)
 
 
-def encode(src_id: str, src_url: str, msg: tuple, sealer: Sealer | None = None) -> bytes:
-    kind = _KINDS[type(msg)]
-    parts = [_U8.pack(kind), _s(src_id), _s(src_url)]
-    if kind == 1:
+def encode(src_id: str, src_url: str, msg: Message, sealer: Sealer | None = None) -> bytes:
+    parts = [_U8.pack(_KINDS[type(msg)]), _s(src_id), _s(src_url)]
+    if isinstance(msg, Ping):
         parts += [_U32.pack(msg.seq), _s(msg.target), _updates(msg.updates)]
-    elif kind == 2:
+    elif isinstance(msg, Ack):
         parts += [_U32.pack(msg.seq), _updates(msg.updates)]
-    elif kind == 3:
+    elif isinstance(msg, PingReq):
         parts += [_U32.pack(msg.seq), _s(msg.target), _s(msg.target_url), _updates(msg.updates)]
-    elif kind == 4:
+    elif isinstance(msg, Nack):
         parts.append(_U32.pack(msg.seq))
-    elif kind == 5:
+    elif isinstance(msg, Sync):
         parts += [
             _U8.pack((1 if msg.reply else 0) | (2 if msg.first else 0)),
             _updates(msg.entries),
@@ -128,10 +126,12 @@ class _Reader:
         return self.take(1)[0]
 
     def u16(self) -> int:
-        return _U16.unpack(self.take(2))[0]
+        n: int = _U16.unpack(self.take(2))[0]
+        return n
 
     def u32(self) -> int:
-        return _U32.unpack(self.take(4))[0]
+        n: int = _U32.unpack(self.take(4))[0]
+        return n
 
     def s(self) -> str:
         try:
@@ -139,7 +139,7 @@ class _Reader:
         except UnicodeDecodeError:
             raise ProtocolError("bad UTF-8 in a membership datagram") from None
 
-    def updates(self) -> tuple:
+    def updates(self) -> tuple[Update, ...]:
         out = []
         for _ in range(self.u16()):
             state, inc = self.u8(), self.u32()
@@ -149,7 +149,7 @@ class _Reader:
         return tuple(out)
 
 
-def decode(data: bytes, sealer: Sealer | None = None) -> tuple[str, str, tuple]:
+def decode(data: bytes, sealer: Sealer | None = None) -> tuple[str, str, Message]:
     """(sender ID, sender URL, message) of a datagram."""
     if len(data) < _HEAD.size or data[:2] != MAGIC:
         raise ProtocolError("not a pycircuit membership datagram")
@@ -172,7 +172,7 @@ def decode(data: bytes, sealer: Sealer | None = None) -> tuple[str, str, tuple]:
     r = _Reader(body)
     kind, src_id, src_url = r.u8(), r.s(), r.s()
     if kind == 1:
-        msg: tuple = Ping(r.u32(), r.s(), r.updates())
+        msg: Message = Ping(r.u32(), r.s(), r.updates())
     elif kind == 2:
         msg = Ack(r.u32(), r.updates())
     elif kind == 3:

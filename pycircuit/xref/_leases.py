@@ -30,15 +30,15 @@ class _Entry:
     obj: Any
     perm: bool
     pins: int = 0
-    leases: Counter = field(default_factory=Counter)
+    leases: Counter[str] = field(default_factory=Counter)
 
 
 class LeaseTable:
-    def __init__(self, new_handle: Callable[[], int] | None = None):
+    def __init__(self, new_handle: Callable[[], int] | None = None) -> None:
         self._new_handle = new_handle or (lambda: secrets.randbits(64) or 1)
         self._entries: dict[int, _Entry] = {}
         self._by_obj: dict[tuple[int, bool], int] = {}
-        self._by_holder: dict[str, Counter] = {}
+        self._by_holder: dict[str, Counter[int]] = {}
 
     # -- registration -----------------------------------------------------
     def register(self, obj: Any, perm: bool) -> int:
