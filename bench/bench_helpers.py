@@ -207,3 +207,19 @@ def ready(line: object) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+# -- fleets -------------------------------------------------------------------------
+def fleet_one(i):
+    """A fleet member's first result: its index (the worker stays until killed)."""
+    _forever()
+    return i
+
+
+def mp_fleet_child(conn, i):
+    """multiprocessing fleet peer: say we are up, then idle until the parent closes."""
+    conn.send(i)
+    try:
+        conn.recv()
+    except EOFError:
+        pass

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A cold first spawn, in a fresh interpreter (run by metrics/spawn.py).
 
-    python bench/cold.py pycircuit|mp|mitogen|execnet
+    python bench/cold.py pycircuit|pycircuit-running|mp|mitogen|execnet
 
 Sets up what the peer needs before its first spawn (pycircuit:
 ``connect()``, which starts an embedded server; mitogen: a broker and
@@ -14,18 +14,19 @@ before it exits.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import common  # noqa: F401 - sets sys.path and the environment
 from common import Tracker, clock
 
 
-def pycircuit_cold() -> dict:
+def pycircuit_cold(url: str | None = None) -> dict:
     import bench_helpers as H
     import pycircuit
 
     t0 = clock()
-    c = pycircuit.connect()
+    c = pycircuit.connect(url)
     try:
         host = c.hosts()[0]
         t1 = clock()
@@ -72,6 +73,8 @@ def execnet_cold() -> dict:
 if __name__ == "__main__":
     fn = {
         "pycircuit": pycircuit_cold,
+        # a server that runs already (its URL from the parent): no embedded server to start
+        "pycircuit-running": lambda: pycircuit_cold(os.environ["BENCH_CIRCUIT_URL"]),
         "mp": mp_cold,
         "mitogen": mitogen_cold,
         "execnet": execnet_cold,
