@@ -321,7 +321,7 @@ class Anchor:
     def make_proc(self, cmd: Any) -> _elements.Proc:
         """Start an OS process on this anchor's host (never blocks on it);
         ``cmd`` is a ``pycircuit.Cmd`` or its JSON dict."""
-        from .server._proc import Cmd
+        from ._spec import Cmd
 
         if isinstance(cmd, Cmd):
             cmd = cmd.to_json()

@@ -255,7 +255,8 @@ class Kernel:
         if not path:
             raise ElementError("anchor already has an element (the server itself)")
         from ._chan import ChanElement  # element modules load on first use
-        from ._proc import Cmd, ProcElement
+        from .._spec import Cmd
+        from ._proc import ProcElement
 
         if kind == "proc":
             cmd = spec if isinstance(spec, Cmd) else Cmd.from_json(dict(spec or {}))

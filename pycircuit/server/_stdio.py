@@ -70,6 +70,12 @@ class BufferedOutput:
         """Called (without our lock) when a read has found the buffer empty after EOF."""
 
     @property
+    def arrived(self) -> bool:
+        """The end of the stream has arrived (what came may still be unread)."""
+        with self._cond:
+            return self._eof
+
+    @property
     def drained(self) -> bool:
         """Read to EOF (a reader that took data has also been given the end,
         so it is never cut off by what follows), closed, or ended with
