@@ -54,7 +54,7 @@ def test_zygote_death_reaps_records_and_restarts_it(servers):
         os.kill(a1.pid, signal.SIGKILL)
         wait_until(lambda: a1.id not in listed(c, host, "orph"), 30, what="dead orphan unlisted")
         rem = wait_until(
-            lambda: c._kernel_of(host).remains(a1.id), 10, what="remains of the orphan"
+            lambda: c.kernel(host).remains(a1.id), 10, what="remains of the orphan"
         )
         assert "zygote had died" in rem["cause"]
         # ... the other is killed through the circuit (its pidfd)

@@ -22,7 +22,6 @@ from ..errors import CircuitError, ElementError
 from ..runtime._addr import is_worker_id
 from ..spawn import _codecache
 
-MAX_BLOCK = 5.0  # longest a single blocking call may wait on the server
 
 _OPS: dict[str, frozenset[str]] = {
     "proc": frozenset(
@@ -58,7 +57,7 @@ class Kernel:
             "pid": os.getpid(),
             "started": s.started,
             "docker": s.cfg.docker,
-            "spares": len(s._spares),
+            "spares": s.spare_count(),
         }
 
     def hosts(self) -> list[tuple[str, str]]:
@@ -327,7 +326,8 @@ class Kernel:
         kwargs = dict(kwargs or {})
         if name in _BLOCKING:
             t = kwargs.get("timeout")
-            kwargs["timeout"] = MAX_BLOCK if t is None else min(float(t), MAX_BLOCK)
+            limit = self._s.cfg.max_block
+            kwargs["timeout"] = limit if t is None else min(float(t), limit)
         return getattr(el, name)(*args, **kwargs)
 
     def _element(self, path: list, default: Any, required: bool = False) -> Any:

@@ -40,6 +40,12 @@ class ServerConfig:
     spares: int = 2  # workers kept forked ahead of demand
     spawn_timeout: float = 30.0  # fork to registration
     discover_every: float = 2.0
+    # A spare taken leaves its replacement's fork this long, so that the fork
+    # does not take the CPU the spawner's call to the spare needs right now.
+    spare_refill_delay: float = 0.01
+    # The longest one kernel call may block the server's thread: a client
+    # that waits longer calls again, so one gone mid-wait pins no thread long.
+    max_block: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -166,8 +172,6 @@ class Server:
             except CircuitError:
                 continue  # it died meanwhile; its exit is reported as usual
 
-    REFILL_DELAY = 0.01
-
     def _replenish(self) -> None:
         """Fork spares up to the configured number: at once when none is
         left, else a little later, since a new spare's boot (fork, imports
@@ -181,7 +185,7 @@ class Server:
             self._fill()
 
     def _replenish_later(self) -> None:
-        if not self.stopped.wait(self.REFILL_DELAY):
+        if not self.stopped.wait(self.cfg.spare_refill_delay):
             self._fill()
 
     def _fill(self) -> None:
@@ -237,6 +241,11 @@ class Server:
         with self.lock:
             for p in rec.anchors:
                 self.anchors.remove(p + [rec.id])
+
+    def spare_count(self) -> int:
+        """Workers forked ahead of demand, not handed out yet."""
+        with self.lock:
+            return len(self._spares)
 
     def kill(self, worker_id: str) -> bool:
         rec = self.spawner.find(worker_id)

@@ -120,14 +120,14 @@ class Circuit:
         hosts, tree, workers, elements, remains = [], {}, {}, {}, {}
         targets: dict[str, tuple[str, str]] = {}
         try:
-            first = self.c._kernel_of(self.c.server_id).metrics(True)
+            first = self.c.kernel(self.c.server_id).metrics(True)
         except CircuitError as e:
             return {"hosts": [], "error": f"cannot reach the dial-in server: {e}"}
         self._last_poll = time.monotonic()
         for hid, url in sorted(first["hosts"]):
             targets[hid] = (hid, url)
             try:
-                k = self.c._kernel_of(Host(hid, url))
+                k = self.c.kernel(Host(hid, url))
                 m = first if hid == first["id"] else k.metrics(True)
                 remains[hid] = self._host_remains(k, hid, m)
             except CircuitError as e:
@@ -213,7 +213,7 @@ class Circuit:
         out = []
         for h in self.c.hosts():
             try:
-                out.append(self.c._kernel_of(h).metrics())
+                out.append(self.c.kernel(h).metrics())
             except CircuitError as e:
                 log.warning("no metrics from host %s: %s", h.id, e)
         return out
@@ -252,7 +252,7 @@ class Circuit:
         if is_server_id(target_id):
             raise CircuitError(f"server {target_id} did not answer within {STACK_TIMEOUT:.0f} s")
         # Stuck holding the GIL: its server dumps it with faulthandler.
-        return self.c._kernel_of(host_id).fault_stack(target_id)
+        return self.c.kernel(host_id).fault_stack(target_id)
 
     def profile(self, target_id: str, seconds: float) -> str:
         import pycircuit
@@ -266,5 +266,5 @@ class Circuit:
         if not is_worker_id(worker_id):
             raise ValueError(f"not a worker ID: {worker_id!r}")
         host_id, _ = self._target(worker_id)
-        if not self.c._kernel_of(host_id).kill(worker_id):
+        if not self.c.kernel(host_id).kill(worker_id):
             raise LookupError(f"worker {worker_id} is gone")
