@@ -10,16 +10,18 @@ from __future__ import annotations
 import atexit
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from ._anchor import Anchor, anchor_dirs
 from ._dialin import ClientConfig, cluster_key, local_ip_toward, url_from_env
-from ._embedded import EmbeddedServer
 from .errors import CircuitError
 from .runtime._addr import WorkerAddr, is_server_id
 from .runtime._runtime import HANDLE_MAIN, current
 from .server._anchors import parse_path
+
+if TYPE_CHECKING:
+    from ._embedded import EmbeddedServer
 
 __all__ = ["connect", "Client", "Host", "Anchor", "ClientConfig", "default_client"]
 
@@ -181,6 +183,8 @@ def connect(
     if url is None:
         url = url_from_env(discover, cfg)
     if url is None:
+        from ._embedded import EmbeddedServer  # a subprocess only here
+
         embedded = EmbeddedServer(tls.path if tls is not None else None, cfg.embedded_start_timeout)
         url = embedded.url
     client = Client(url, embedded, tls)
