@@ -21,22 +21,22 @@ from typing import Any
 from .._client import Client, Host
 from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr, is_server_id, is_worker_id
+from ._config import WebConfig
 
 log = logging.getLogger(__name__)
 
-STACK_TIMEOUT = 3.0  # then the server's faulthandler dump
 MAX_PROFILE_SECONDS = 60.0
 MAX_EVENTS = 500
 MAX_REMAINS = 50  # newest, per host
 TAIL_CHARS = 2000  # of each output stream of a dead worker
-EVENTS_EVERY = 2.0  # seconds between looks at the membership subscriptions when no page polls
 
 
 class Circuit:
     """Reads the circuit for the page; also answers stack, profile and kill."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, cfg: WebConfig = WebConfig()) -> None:
         self.c = client
+        self._cfg = cfg
         self._lock = threading.Lock()
         self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
         self._remains: dict[str, tuple[Any, list]] = {}  # host ID -> (key, remains shown)
@@ -51,7 +51,7 @@ class Circuit:
         """Subscribe to @join and @leave on the dial-in server, under an
         anchor of our own (scrubbed by ``close``). Never a blocking receive:
         a call left waiting in the server keeps its serving machinery awake
-        (measured: +0.6 % of a core at rest); polls see what is pending."""
+        (it costs CPU at rest: bench/README.md); polls see what is pending."""
         base = self.c.walk([self.c.server_id, f"pycircuit-web-{secrets.token_hex(4)}"])
         self._subs = [
             ("join", base.walk("join").make_on_join()),
@@ -61,8 +61,9 @@ class Circuit:
         threading.Thread(target=self._drain_loop, name="pycircuit-web-events", daemon=True).start()
 
     def _drain_loop(self) -> None:
-        while not self._stopped.wait(EVENTS_EVERY):
-            if time.monotonic() - self._last_poll >= EVENTS_EVERY:  # else the polls drain
+        every = self._cfg.events_every
+        while not self._stopped.wait(every):
+            if time.monotonic() - self._last_poll >= every:  # else the polls drain
                 self.drain_events()
 
     def drain_events(self) -> None:
@@ -244,13 +245,15 @@ class Circuit:
 
         t = threading.Thread(target=ask, daemon=True)
         t.start()
-        t.join(STACK_TIMEOUT)
+        t.join(self._cfg.stack_timeout)
         if box and box[0][0] == "ok":
             return box[0][1]
         if box:
             raise box[0][1]
         if is_server_id(target_id):
-            raise CircuitError(f"server {target_id} did not answer within {STACK_TIMEOUT:.0f} s")
+            raise CircuitError(
+                f"server {target_id} did not answer within {self._cfg.stack_timeout:g} s"
+            )
         # Stuck holding the GIL: its server dumps it with faulthandler.
         return self.c.kernel(host_id).fault_stack(target_id)
 
