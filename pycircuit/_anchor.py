@@ -3,7 +3,7 @@ arguments of ``spawn``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _elements
 from ._spec import Cmd
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ._client import Client
 
 __all__ = ["Anchor", "anchor_dirs"]
+
+_E = TypeVar("_E", bound=_elements.Element)
 
 
 def anchor_dirs(anchor: Any) -> list[list[str]]:
@@ -102,7 +104,7 @@ class Anchor:
             )
         self._kernel().scrub(self._parts[1:])
 
-    def _make(self, kind: str, spec: Any = None) -> _elements.Element:
+    def _make(self, kind: str, cls: type[_E], spec: Any = None) -> _E:
         if len(self._parts) < 2:
             raise ElementError(
                 "cannot create elements outside of servers"
@@ -111,33 +113,35 @@ class Anchor:
             )
         kernel = self._kernel()
         kernel.make(self._parts[1:], kind, spec)
-        return _elements.handle(kernel, self._parts[0], self._parts[1:], kind)
+        el = _elements.handle(kernel, self._parts[0], self._parts[1:], kind)
+        assert isinstance(el, cls)  # handle() maps each kind to its class
+        return el
 
     def make_proc(self, cmd: Any) -> _elements.Proc:
         """Start an OS process on this anchor's host (never blocks on it);
         ``cmd`` is a ``pycircuit.Cmd`` or its JSON dict."""
         if isinstance(cmd, Cmd):
             cmd = cmd.to_json()
-        return self._make("proc", dict(cmd))
+        return self._make("proc", _elements.Proc, dict(cmd))
 
     def make_chan(self, cap: int) -> _elements.Chan:
-        return self._make("chan", cap)
+        return self._make("chan", _elements.Chan, cap)
 
     def make_nameserver(self, addr: str | None = None) -> _elements.Nameserver:
         """A DNS server on this anchor's host at ``addr`` (HOST:PORT; a free
         loopback port when None)."""
-        return self._make("dns", addr)
+        return self._make("dns", _elements.Nameserver, addr)
 
     def make_docker(self, spec: dict) -> _elements.Container:
         """Run a container (the seed's JSON keys: Image, Memory, CpuShares,
         Volume, Dir, Entry, Env, Path, Args, Scrub) on a ``--docker`` server."""
-        return self._make("docker", dict(spec))
+        return self._make("docker", _elements.Container, dict(spec))
 
     def make_on_join(self) -> _elements.Subscription:
-        return self._make("@join")
+        return self._make("@join", _elements.Subscription)
 
     def make_on_leave(self) -> _elements.Subscription:
-        return self._make("@leave")
+        return self._make("@leave", _elements.Subscription)
 
     def __repr__(self) -> str:
         return f"<Anchor {self.path}>"

@@ -49,7 +49,9 @@ class Client:
             # Our own runtime must be reachable from the circuit's workers,
             # which call back into it: listen where the server sees us from
             # (host and key count only if this makes the process's runtime).
-            self._rt = current(host=local_ip_toward(addr.host), tls=_tls)
+            rt = current(host=local_ip_toward(addr.host), tls=_tls)
+            assert rt is not None  # current() makes one when there is none
+            self._rt = rt
         except CircuitError:
             if _embedded:
                 _embedded.stop()
@@ -84,12 +86,13 @@ class Client:
             sid, url = None, host.url
         elif isinstance(host, str) and is_server_id(host.strip("/")):
             sid = host.strip("/")
-            url = self._urls.get(sid)
-            if url is None:
+            known = self._urls.get(sid)
+            if known is None:
                 self.hosts()
-                url = self._urls.get(sid)
-            if url is None:
+                known = self._urls.get(sid)
+            if known is None:
                 raise CircuitError(f"no live host {sid} in this circuit")
+            url = known
         elif isinstance(host, str):
             sid, url = None, WorkerAddr.parse(host).url
         else:
@@ -113,11 +116,11 @@ class Client:
         self,
         host: Host | str | WorkerAddr,
         anchor: Any,
-        fn: Callable,
+        fn: Callable[..., Any],
         /,
         *args: Any,
         **kwargs: Any,
-    ):
+    ) -> tuple[Any, WorkerAddr]:
         """Run ``fn(*args, **kwargs)`` in a new worker process on ``host``;
         returns ``(value, worker address)``."""
         if not callable(fn):

@@ -58,7 +58,7 @@ class Element:
 
 
 class _Writer(io.RawIOBase):
-    def __init__(self, proc: Proc) -> None:
+    def __init__(self, proc: Stdio) -> None:
         self._p = proc
 
     def writable(self) -> bool:
@@ -83,7 +83,7 @@ class _Writer(io.RawIOBase):
 
 
 class _Reader(io.RawIOBase):
-    def __init__(self, proc: Proc, stream: str) -> None:
+    def __init__(self, proc: Stdio, stream: str) -> None:
         self._p = proc
         self._stream = stream
 
@@ -123,6 +123,10 @@ class Stdio(Element):
 
     def _wait(self, timeout: float | None) -> Any:
         return _sliced(lambda t: self._op("wait", timeout=t), timeout)
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the process or container has exited; its state."""
+        return self._wait(timeout)
 
 
 class Proc(Stdio):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._client import Anchor, Client
-from .._elements import Chan, Nameserver, Subscription, Stdio
+from .._elements import Chan, Element, Nameserver, ProcStat, Stdio, Subscription
 from ..errors import CircuitError, ElementError
 from ..runtime._addr import WorkerAddr, is_server_id
 from ..server._anchors import parse_path
@@ -65,7 +65,7 @@ def _anchor(c: Client, text: str, element: bool = True) -> Anchor:
     return c.walk(parts)
 
 
-def _element(c: Client, text: str, cls: type) -> Any:
+def _element(c: Client, text: str, cls: type[Element]) -> Any:
     el = _anchor(c, text).get()
     if el is None:
         raise ElementError(f"no element at {text}")
@@ -159,8 +159,8 @@ def cmd_signal(c: Client, args) -> int:
     return 0
 
 
-def _print_stat(st) -> None:
-    if isinstance(st, tuple):  # a process's ProcStat
+def _print_stat(st: Any) -> None:
+    if isinstance(st, ProcStat):
         st = {"Cmd": st.cmd, "Exit": st.exit, "Phase": st.phase}
     _out(json.dumps(st, indent=2, sort_keys=True, default=str))
 

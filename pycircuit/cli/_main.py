@@ -106,7 +106,7 @@ def _client_opts(p: argparse.ArgumentParser) -> None:
 
 
 # name, handler in _commands, help, positional arguments (dest, nargs, metavar)
-_COMMANDS = [
+_COMMANDS: list[tuple[str, str, str, list[tuple[str, str | None, str]]]] = [
     ("ls", "cmd_ls", "list anchors (a final /... recurses)", [("paths", "*", "PATH")]),
     ("peek", "cmd_peek", "print an element's state as JSON", [("path", None, "PATH")]),
     ("scrub", "cmd_scrub", "remove the element at PATH", [("path", None, "PATH")]),
@@ -256,14 +256,14 @@ class _OneLine(logging.Formatter):
         text = f"pycircuit: {lines[0] if lines else record.levelname.lower()}"
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None:
-            if os.environ.get("PYCIRCUIT_DEBUG"):
+            if os.environ.get("PYCIRCUIT_DEBUG") and record.exc_info:
                 return text + "\n" + self.formatException(record.exc_info)
             cause = str(exc).strip().splitlines()
             text += f" ({type(exc).__name__}{': ' + cause[0] if cause else ''})"
         return text
 
 
-class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]  # (generic only in typeshed)
+class _CliHandler(logging.StreamHandler):
     """The one handler the command line puts on the ``pycircuit`` logger."""
 
 

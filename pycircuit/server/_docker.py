@@ -196,8 +196,13 @@ class DockerElement(StdioElement):
         except _API_ERRORS as e:
             _log.warning("could not remove container %s: %s", cid[:12], _explain(e))
 
+    def _attach_outputs(self, outputs: Any) -> list[AttachOutput]:
+        """The outputs as this element made them (the base knows them as buffers)."""
+        return [out for out in outputs if isinstance(out, AttachOutput)]
+
     def _reap(self) -> None:
         cid = self._id
+        assert cid is not None  # started before this thread
         try:
             self._api.wait(cid)  # no timeout: blocks until the container is not running
         except _derrors.NotFound:  # already removed: that is what we wanted
@@ -213,7 +218,7 @@ class DockerElement(StdioElement):
             self._stdin_dead = True
             if not self._stdin_busy:
                 self._release_stdin_locked()
-            outputs = list(self._outputs.values())
+            outputs = self._attach_outputs(self._outputs.values())
         # The container has exited: what is still in flight is bounded, so take it all.
         for out in outputs:
             out.unbound()
@@ -228,14 +233,15 @@ class DockerElement(StdioElement):
         return self._spec.scrub
 
     def _what(self) -> str:
-        return f"container {self._id[:12]}"
+        return f"container {(self._id or 'unstarted')[:12]}"
 
     def _outputs_done_locked(self) -> bool:
         # Arrived is enough: unlike a process's, a container's output may still be unread.
         return all(out.arrived for out in self._outputs.values())
 
     def _before_on_done(self) -> None:
-        self._remove_quietly(self._id)
+        if self._id is not None:
+            self._remove_quietly(self._id)
 
     def scrub(self) -> None:
         """Detach and remove the container (killing it if it runs) with its
@@ -257,7 +263,7 @@ class DockerElement(StdioElement):
             except _API_ERRORS as e:
                 raise ElementError(f"docker remove: {_explain(e)}") from None
             finally:
-                for out in outputs:
+                for out in self._attach_outputs(outputs):
                     out.abort()
 
     # ----------------------------------------------------------------- queries

@@ -182,7 +182,7 @@ class Kernel:
 
     def _view(self) -> dict:
         tree = self.tree([])
-        elements = {}
+        elements: dict[str, Any] = {}
         for path, kind in tree:
             if kind not in (None, "worker") and len(elements) < self.MAX_VIEW_ELEMENTS:
                 try:
@@ -259,7 +259,7 @@ class Kernel:
 
         if kind == "proc":
             cmd = spec if isinstance(spec, Cmd) else Cmd.from_json(dict(spec or {}))
-            el: Any = ProcElement(cmd, on_done=lambda p, path=path: self._s.detach(path, p))
+            el: Any = ProcElement(cmd, on_done=lambda p: self._s.detach(path, p))
             self._s.attach(path, el)
             el.start()  # on failure the element stays, in phase "unknown", as the original's did
             return
@@ -295,7 +295,7 @@ class Kernel:
         el = DockerElement(
             ds,
             lambda: docker_client_factory(None),
-            on_done=lambda e, path=path: self._s.detach(path, e),
+            on_done=lambda e: self._s.detach(path, e),
         )
         self._s.attach(path, el)
         try:

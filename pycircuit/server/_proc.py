@@ -25,7 +25,7 @@ import signal as _signal
 import subprocess
 import threading
 import time
-from typing import BinaryIO
+from typing import IO
 from collections.abc import Callable
 
 from .._spec import Cmd
@@ -35,7 +35,6 @@ from ._stdio import BufferedOutput, StdioElement
 
 __all__ = ["ProcElement"]
 
-_FINAL = ("exited", "signaled")
 _OUTPUT_LIMIT = 1 << 16  # bytes buffered per output stream before the process feels back-pressure
 _CHUNK = 1 << 16
 
@@ -48,7 +47,7 @@ class _Output(BufferedOutput):
 
     limit = _OUTPUT_LIMIT
 
-    def __init__(self, name: str, f: BinaryIO, on_change: Callable[[], None]) -> None:
+    def __init__(self, name: str, f: IO[bytes], on_change: Callable[[], None]) -> None:
         self._f = f
         self._on_change = on_change  # called (without our lock) when `drained` may have turned true
         super().__init__(f"proc-{name}")
@@ -108,7 +107,8 @@ class ProcElement(StdioElement):
         self._pidfd: int | None = None
         self._phase = "unknown"
         self._exit: str | None = None
-        self._stdin: BinaryIO | None = None
+        self._stdin: IO[bytes] | None = None
+        self._exited = False  # the process has ended (set by the reaper)
         self._wake: int | None = None  # eventfd: a scrub wakes a writer blocked on a full pipe
 
     # ----------------------------------------------------------------- lifecycle
@@ -140,14 +140,16 @@ class ProcElement(StdioElement):
             raise self._failed(f"{what}: {(e.strerror or str(e)).lower()}") from None
         except (ValueError, TypeError) as e:  # e.g. a NUL byte in an argument
             raise self._failed(str(e)) from None
+        stdin, stdout, stderr = popen.stdin, popen.stdout, popen.stderr
+        assert stdin is not None and stdout is not None and stderr is not None  # PIPE above
         with self._lock:
             self._popen = popen
             self._pidfd = _open_pidfd(popen.pid)
             self._phase = "running"
-            self._stdin = popen.stdin
-            os.set_blocking(popen.stdin.fileno(), False)
+            self._stdin = stdin
+            os.set_blocking(stdin.fileno(), False)
             self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            for name, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):
+            for name, f in (("stdout", stdout), ("stderr", stderr)):
                 self._outputs[name] = _Output(name, f, self._check_done)
         threading.Thread(target=self._reap, name=f"proc-reaper-{popen.pid}", daemon=True).start()
 
@@ -160,6 +162,8 @@ class ProcElement(StdioElement):
 
     def _reap(self) -> None:
         popen = self._popen
+        assert popen is not None  # started before this thread
+        exit_: str | None
         while True:
             try:
                 _, status = os.waitpid(popen.pid, os.WUNTRACED | os.WCONTINUED)
@@ -176,6 +180,7 @@ class ProcElement(StdioElement):
             break
         with self._lock:
             self._phase, self._exit = phase, exit_
+            self._exited = True
             # Popen must never poll (and so never reap) a pid we already reaped.
             popen.returncode = code
             if self._pidfd is not None:
@@ -185,10 +190,6 @@ class ProcElement(StdioElement):
                 self._shut_stdin_locked()
             self._cond.notify_all()
         self._check_done()
-
-    @property
-    def _exited(self) -> bool:
-        return self._phase in _FINAL
 
     @property
     def _auto_scrub(self) -> bool:
@@ -245,7 +246,7 @@ class ProcElement(StdioElement):
             try:
                 if self._pidfd is not None:
                     _signal.pidfd_send_signal(self._pidfd, signum)
-                else:
+                elif self._popen is not None:  # started: checked above
                     os.kill(self._popen.pid, signum)
             except ProcessLookupError:
                 raise ElementError("process already finished") from None
@@ -258,14 +259,20 @@ class ProcElement(StdioElement):
         if self._stdin_closed and self._stdin is not None:
             self._stdin.close()
             self._stdin = None
-            os.close(self._wake)  # never while a writer polls it: the base calls us only when idle
-            self._wake = None
+            if (
+                self._wake is not None
+            ):  # never while a writer polls it: the base calls us only when idle
+                os.close(self._wake)
+                self._wake = None
 
     def _stdin_target_locked(self) -> int:
+        assert self._stdin is not None  # the base asks only while stdin is open
         return self._stdin.fileno()
 
     def _stdin_send(self, fd: int, data: memoryview, deadline: float | None) -> int:
         sent = 0
+        wake = self._wake
+        assert wake is not None  # steady while a write is in flight: released only when idle
         poller: select.poll | None = None
         while sent < len(data):
             try:
@@ -283,9 +290,9 @@ class ProcElement(StdioElement):
             if poller is None:
                 poller = select.poll()
                 poller.register(fd, select.POLLOUT)
-                poller.register(self._wake, select.POLLIN)  # steady: released only when idle
+                poller.register(wake, select.POLLIN)
             ready = poller.poll(None if left is None else math.ceil(left * 1000))
-            if any(f == self._wake for f, _ in ready):
+            if any(f == wake for f, _ in ready):
                 raise ElementError("aborted")  # scrubbed: nobody can use this stdin any more
         return sent
 

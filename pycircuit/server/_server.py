@@ -61,6 +61,12 @@ class WorkerElement:
         return {"kind": self.kind, "url": self.url, "pid": self.pid, "id": self.id}
 
 
+def _listing(rec: WorkerRecord) -> WorkerElement:
+    """A registered worker as listed (its URL, pid and ID are known by then)."""
+    assert rec.url is not None and rec.pid is not None and rec.id is not None
+    return WorkerElement(rec.url, rec.pid, rec.id)
+
+
 class Server:
     def __init__(self, cfg: ServerConfig = ServerConfig()):
         self.cfg = cfg
@@ -141,7 +147,7 @@ class Server:
         else:
             self._list(rec)
         self._replenish()
-        return rec.url
+        return _listing(rec).url
 
     def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)
@@ -167,7 +173,7 @@ class Server:
             try:
                 # Posted, not awaited: the spawner's own call reaches the
                 # worker over another connection and also counts as assignment.
-                self.rt.post_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "assign")
+                self.rt.post_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "assign")
                 return rec
             except CircuitError:
                 continue  # it died meanwhile; its exit is reported as usual
@@ -204,7 +210,7 @@ class Server:
             # and have it serve one call: a new fork's first call pays for
             # copying the memory pages it touches (~1 ms), the spawner's
             # would otherwise.
-            self.rt.call_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "warm", (), {})
+            self.rt.call_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "warm", (), {})
         except Exception:  # the server is stopping, or the spare died: no spare this time
             _log.debug("no spare this time", exc_info=True)
             rec = None
@@ -222,7 +228,7 @@ class Server:
 
     def _list(self, rec: WorkerRecord) -> None:
         """Show a worker in the anchor tree, under each of its directories."""
-        element = WorkerElement(rec.url, rec.pid, rec.id)
+        element = _listing(rec)
         with self.lock:
             for p in rec.anchors:
                 try:

@@ -55,7 +55,7 @@ class BufferedOutput:
                 lambda: self._closed or self._unbounded or len(self._buf) < self.limit
             )
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         with self._cond:
             if not self._closed:
                 self._buf += data

@@ -161,13 +161,14 @@ def make_app(circuit: Circuit, guard: Guard, cfg: WebConfig = WebConfig()) -> we
             return resp
         return await handler(request)
 
-    with open(os.path.join(STATIC, "index.html"), encoding="utf-8") as f:
-        page = f.read().replace("{{csrf}}", guard.csrf)  # hex: nothing to escape
+    with open(os.path.join(STATIC, "index.html"), encoding="utf-8") as index_file:
+        page = index_file.read().replace("{{csrf}}", guard.csrf)  # hex: nothing to escape
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
-    assets = {}  # read once, here: a blocking read inside the event loop would stall every viewer
+    # Read once, here: a blocking read inside the event loop would stall every viewer.
+    assets: dict[str, bytes] = {}
     for asset_name in _ASSETS:
         with open(os.path.join(STATIC, asset_name), "rb") as f:
             assets[asset_name] = f.read()
