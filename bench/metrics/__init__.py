@@ -9,6 +9,7 @@ stack      stack dump of a live worker by path
 gc         distributed GC churn
 cluster    N servers joining, and a killed one reported to @leave
 web        pycircuit web at rest with 100 workers and a page open
+cli        command-line start-up: ``pycircuit ls``, ``import pycircuit``
 ========== ======================================================
 
 Spawn runs first so that the fork-based peers fork this process before it
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 
-ORDER = ["spawn", "call", "byvalue", "footprint", "stack", "gc", "cluster", "web"]
+ORDER = ["spawn", "call", "byvalue", "footprint", "stack", "gc", "cluster", "web", "cli"]
 
 
 class Context:
