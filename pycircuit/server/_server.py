@@ -208,7 +208,7 @@ class Server:
             rec = self._order([], spare=True)
             # Connect now, so that assigning the spare later is one message,
             # and have it serve one call: a new fork's first call pays for
-            # copying the memory pages it touches (~1 ms), the spawner's
+            # copying the memory pages it touches, the spawner's
             # would otherwise.
             self.rt.call_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "warm", (), {})
         except Exception:  # the server is stopping, or the spare died: no spare this time
