@@ -3,7 +3,7 @@
 
     python bench/run.py [--quick] [--json FILE] [--only GROUP,...]
 
-Groups (in this order): spawn, call, byvalue, footprint, stack, gc, cluster, web
+Groups (in this order): spawn, call, byvalue, footprint, stack, gc, cluster, web, cli
 (see bench/metrics/ and bench/README.md). Progress goes to stderr; machine
 information, one table (pycircuit and each peer measured in this run, and
 the ratio pycircuit / peer), the issue's targets (met / NOT MET) and any

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from .errors import CircuitError
 from .runtime._addr import WorkerAddr
-from .runtime._runtime import current
+from .runtime._runtime import Runtime, current
 from .spawn._worker import run_in_back
 from .xref._x import X, XPerm
 
@@ -27,8 +27,14 @@ __all__ = [
 ]
 
 
+def _runtime() -> Runtime:
+    rt = current()
+    assert rt is not None  # current() makes one when there is none
+    return rt
+
+
 def spawn(
-    host: Any, anchor: Any, fn: Callable, /, *args: Any, **kwargs: Any
+    host: Any, anchor: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
 ) -> tuple[Any, WorkerAddr]:
     """Run ``fn(*args, **kwargs)`` in a new worker on ``host`` (see Client.spawn)."""
     from ._client import default_client
@@ -50,7 +56,7 @@ def ref(obj: Any) -> X:
         raise CircuitError("ref of a permanent reference: it is permanent already")
     if isinstance(obj, X):
         return obj
-    return current().local_ref(obj, perm=False)
+    return _runtime().local_ref(obj, perm=False)
 
 
 def perm_ref(obj: Any) -> XPerm:
@@ -59,29 +65,31 @@ def perm_ref(obj: Any) -> XPerm:
         return obj
     if isinstance(obj, X):
         raise CircuitError("perm_ref of a non-permanent reference: make it from the object itself")
-    return current().local_ref(obj, perm=True)
+    x = _runtime().local_ref(obj, perm=True)
+    assert isinstance(x, XPerm)  # perm=True makes one
+    return x
 
 
 def export(*payload: Any) -> bytes:
     """Bytes carrying ``payload`` (permanent references allowed, no others)
     and this stack, for ``import_`` in any process."""
     stack = "".join(traceback.format_stack()[:-1])
-    return current().export(payload, stack)
+    return _runtime().export(payload, stack)
 
 
-def import_(blob: bytes) -> tuple[tuple, str]:
+def import_(blob: bytes) -> tuple[tuple[Any, ...], str]:
     """``(payload, exporter's stack)`` from an ``export`` blob."""
-    return current().import_(blob)
+    return _runtime().import_(blob)
 
 
 def listen(name: str, receiver: Any) -> XPerm:
     """Serve ``receiver`` under ``name`` in this process."""
-    return current().listen(name, receiver)
+    return _runtime().listen(name, receiver)
 
 
 def dial(addr: WorkerAddr | str, name: str) -> X:
     """The service ``name`` of the runtime at ``addr``."""
-    return current().dial(WorkerAddr.parse(addr), name)
+    return _runtime().dial(WorkerAddr.parse(addr), name)
 
 
 def try_dial(addr: WorkerAddr | str, name: str) -> tuple[X | None, Exception | None]:

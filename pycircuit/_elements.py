@@ -1,9 +1,9 @@
 """Client-side handles of elements (process, channel, subscriptions).
 
 Every method is one kernel call on the element's server. Blocking calls are
-made in slices of at most the server's MAX_BLOCK, so a client that goes away
-mid-wait never pins a server thread for long; the client loops until its
-own deadline.
+made in slices of at most the server's ``ServerConfig.max_block``, so a
+client that goes away mid-wait never pins a server thread for long; the
+client loops until its own deadline.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Element:
 
 
 class _Writer(io.RawIOBase):
-    def __init__(self, proc: Proc) -> None:
+    def __init__(self, proc: Stdio) -> None:
         self._p = proc
 
     def writable(self) -> bool:
@@ -83,7 +83,7 @@ class _Writer(io.RawIOBase):
 
 
 class _Reader(io.RawIOBase):
-    def __init__(self, proc: Proc, stream: str) -> None:
+    def __init__(self, proc: Stdio, stream: str) -> None:
         self._p = proc
         self._stream = stream
 
@@ -103,7 +103,7 @@ class _Reader(io.RawIOBase):
                 super().close()
 
 
-class _Stdio(Element):
+class Stdio(Element):
     """What processes and containers share: standard files and signals."""
 
     @property
@@ -124,8 +124,12 @@ class _Stdio(Element):
     def _wait(self, timeout: float | None) -> Any:
         return _sliced(lambda t: self._op("wait", timeout=t), timeout)
 
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the process or container has exited; its state."""
+        return self._wait(timeout)
 
-class Proc(_Stdio):
+
+class Proc(Stdio):
     """A process element: the OS process it runs keeps running if the
     element is scrubbed; ``signal("KILL")`` ends it. ``wait`` returns once the
     process has exited or was killed, stdin open or not, output read or not."""
@@ -141,7 +145,7 @@ class Proc(_Stdio):
         return ProcStat(d["Cmd"], d["Exit"], d["Phase"])
 
 
-class Container(_Stdio):
+class Container(Stdio):
     """A docker element; ``peek``/``wait`` give the container's inspect data
     (``wait`` once the container has exited)."""
 

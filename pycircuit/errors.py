@@ -45,7 +45,7 @@ class RemoteError(CircuitError):
         self.remote_type = remote_type
         self.message = message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str]]:
         return (RemoteError, (self.remote_type, self.message))
 
 

@@ -21,6 +21,25 @@ def test_every_public_name_exists():
     assert not missing
 
 
+def test_dir_lists_every_public_name():
+    assert set(pycircuit.__all__) <= set(dir(pycircuit))
+
+
+def test_import_is_lazy_and_the_spawn_function_is_not_shadowed_by_its_package():
+    import subprocess
+
+    code = (
+        "import sys, pycircuit\n"
+        "assert 'pycircuit.runtime._runtime' not in sys.modules, 'runtime loaded eagerly'\n"
+        "import pycircuit.spawn._worker\n"  # the subpackage, loaded before the name is used
+        "assert callable(pycircuit.spawn) and pycircuit.spawn.__module__ == 'pycircuit._api'\n"
+        "from pycircuit import *\n"
+        "assert Cmd is pycircuit.Cmd and spawn is pycircuit.spawn\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
 def test_all_has_no_duplicates():
     names = sorted(pycircuit.__all__)
     dups = sorted({a for a, b in zip(names, names[1:]) if a == b})
@@ -57,7 +76,9 @@ def test_exceptions_reexported_at_top_level_are_the_same_objects():
 
 
 def test_public_exceptions_anywhere_in_the_package_are_circuit_errors():
-    # every pycircuit module loaded by ``import pycircuit`` (no new imports here)
+    # every pycircuit module the public names load (they are imported on first use)
+    for name in pycircuit.__all__:
+        getattr(pycircuit, name)
     mods = [
         m
         for n, m in sorted(sys.modules.items())

@@ -17,7 +17,8 @@ import pytest
 from conftest import wait_until
 from pycircuit.errors import CircuitError, ElementError
 from pycircuit.server._chan import ChanElement
-from pycircuit.server._proc import Cmd, ProcElement
+from pycircuit._spec import Cmd
+from pycircuit.server._proc import ProcElement
 from pycircuit.server._subs import Subscription
 
 NOT_YET = 0.3  # how long we watch for something that must not happen

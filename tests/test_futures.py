@@ -213,5 +213,5 @@ def test_a_stopped_server_keeps_its_workers(servers):
 
 
 def _workers(c) -> list:
-    kernel = c._kernel_of(c.hosts()[0])
+    kernel = c.kernel(c.hosts()[0])
     return [pycircuit.WorkerAddr.parse(w["url"]) for w in kernel.workers()]

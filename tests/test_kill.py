@@ -10,7 +10,7 @@ from conftest import cli, wait_until
 
 
 def _alive(client, host, addr) -> bool:
-    return any(w["id"] == addr.id for w in client._kernel_of(host).workers())
+    return any(w["id"] == addr.id for w in client.kernel(host).workers())
 
 
 def test_kill_of_an_exited_worker_returns_false(client, host):
@@ -27,7 +27,7 @@ def test_kill_of_a_live_worker_returns_true_then_false(client, host):
     assert client.kill(addr) is True
     wait_until(lambda: not _alive(client, host, addr), 20, what="worker gone after kill")
     assert client.kill(addr) is False
-    rem = wait_until(lambda: client._kernel_of(host).remains(addr.id), 20, what="remains")
+    rem = wait_until(lambda: client.kernel(host).remains(addr.id), 20, what="remains")
     assert rem["signal"] == 9
 
 

@@ -192,7 +192,7 @@ def test_fault_stack_of_worker_stuck_in_c(client, host, tmp_path):
         assert out == "spinning"
         open(go, "w").close()
         wait_until(lambda: os.path.exists(inside), 10)
-        text = client._kernel_of(host).fault_stack(addr.id)
+        text = client.kernel(host).fault_stack(addr.id)
         assert "spin_in_regex" in text and "Thread" in text
     finally:
         client.kill(addr)

@@ -189,7 +189,7 @@ def _zygote_children(server_url: str) -> set[int]:
 def test_spawn_hands_out_a_spare_forked_ahead_and_hides_spares(servers):
     url = servers.start("--spares", "1")
     with pycircuit.connect(url) as c:
-        kernel = c._kernel_of(c.hosts()[0])
+        kernel = c.kernel(c.hosts()[0])
         wait_until(lambda: kernel.info()["spares"] == 1, 10, what="a spare is ready")
         spare = _zygote_children(url)
         assert kernel.workers() == [] and kernel.remains() == []  # spares are nobody's yet

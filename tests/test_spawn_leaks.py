@@ -53,9 +53,7 @@ def test_zygote_death_reaps_records_and_restarts_it(servers):
         # one dies on its own (nobody of the server's reaps it now) ...
         os.kill(a1.pid, signal.SIGKILL)
         wait_until(lambda: a1.id not in listed(c, host, "orph"), 30, what="dead orphan unlisted")
-        rem = wait_until(
-            lambda: c._kernel_of(host).remains(a1.id), 10, what="remains of the orphan"
-        )
+        rem = wait_until(lambda: c.kernel(host).remains(a1.id), 10, what="remains of the orphan")
         assert "zygote had died" in rem["cause"]
         # ... the other is killed through the circuit (its pidfd)
         assert c.kill(a2) is True

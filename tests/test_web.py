@@ -115,7 +115,7 @@ def test_url_is_the_only_stdout_line_and_carries_a_token(two):
 
 def test_stops_cleanly_and_scrubs_its_subscriptions(two):
     c, _ = two
-    k = c._kernel_of(c.server_id)
+    k = c.kernel(c.server_id)
 
     def mine() -> set:
         return {p[0] for p, kind in k.tree([]) if kind == "@join"}
@@ -203,7 +203,7 @@ def test_metrics_parse_and_are_labelled_by_host(two):
 def test_kernel_metrics_count_spawns_and_calls(two):
     c, _ = two
     host = next(h for h in c.hosts() if h.id == c.server_id)  # the web view's dial-in server
-    k = c._kernel_of(host)
+    k = c.kernel(host)
     before = k.metrics()
     addr = _spawn(c, host, "count")
     try:
@@ -247,11 +247,11 @@ def test_kill_is_post_only_with_csrf(two):
     assert view.request("POST", "/api/kill", {**auth, "X-CSRF-Token": "0" * 32}, body).status == 403
     evil = {**auth, "X-CSRF-Token": csrf, "Origin": "http://evil.example"}
     assert view.request("POST", "/api/kill", evil, body).status == 403
-    assert addr.id in {w["id"] for w in c._kernel_of(host).workers()}
+    assert addr.id in {w["id"] for w in c.kernel(host).workers()}
     r = view.request("POST", "/api/kill", {**auth, "X-CSRF-Token": csrf}, body)
     assert r.status == 200, r.body
     wait_until(
-        lambda: addr.id not in {w["id"] for w in c._kernel_of(host).workers()},
+        lambda: addr.id not in {w["id"] for w in c.kernel(host).workers()},
         20,
         what="worker killed",
     )
@@ -496,4 +496,4 @@ def test_kill_button_is_a_marked_control(two, page):
     page.once("dialog", lambda d: d.accept())
     button.click()
     page.wait_for_selector(sel, state="detached", timeout=WAIT_MS)
-    assert addr.id not in {w["id"] for w in c._kernel_of(host).workers()}
+    assert addr.id not in {w["id"] for w in c.kernel(host).workers()}

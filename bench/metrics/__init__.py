@@ -10,6 +10,7 @@ gc         distributed GC churn
 cluster    N servers joining, and a killed one reported to @leave
 web        pycircuit web at rest with 100 workers and a page open
 fleet      bursts of spawns, threads of idle connections, first spawn
+cli        command-line start-up: ``pycircuit ls``, ``import pycircuit``
 ========== ======================================================
 
 Spawn runs first so that the fork-based peers fork this process before it
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 
-ORDER = ["spawn", "call", "byvalue", "footprint", "stack", "gc", "cluster", "web", "fleet"]
+ORDER = ["spawn", "call", "byvalue", "footprint", "stack", "gc", "cluster", "web", "fleet", "cli"]
 
 
 class Context:

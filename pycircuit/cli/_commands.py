@@ -7,19 +7,28 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from .._client import Anchor, Client
-from .._elements import Chan, Nameserver, Subscription, _Stdio
+from .._elements import Chan, Element, Nameserver, ProcStat, Stdio, Subscription
 from ..errors import CircuitError, ElementError
 from ..runtime._addr import WorkerAddr, is_server_id
 from ..server._anchors import parse_path
 
-STACK_TIMEOUT = 3.0  # then fall back to the server's faulthandler dump
+from ._util import UsageError
 
 
-class UsageError(CircuitError):
-    pass
+@dataclass(frozen=True)
+class ToolConfig:
+    """``stack_timeout``: how long ``stk`` waits for a worker's own answer
+    before it asks the worker's server for a faulthandler dump (a worker
+    stuck in C code holding the GIL never answers)."""
+
+    stack_timeout: float = 3.0
+
+
+TOOLS = ToolConfig()
 
 
 def _out(text: str) -> None:
@@ -56,7 +65,7 @@ def _anchor(c: Client, text: str, element: bool = True) -> Anchor:
     return c.walk(parts)
 
 
-def _element(c: Client, text: str, cls: type) -> Any:
+def _element(c: Client, text: str, cls: type[Element]) -> Any:
     el = _anchor(c, text).get()
     if el is None:
         raise ElementError(f"no element at {text}")
@@ -75,11 +84,11 @@ def cmd_ls(c: Client, args) -> int:
             for h in hosts:
                 rows.append(([h.id], "server"))
                 if rec:
-                    rows += [([h.id] + p, k) for p, k in c._kernel_of(h).tree([])]
+                    rows += [([h.id] + p, k) for p, k in c.kernel(h).tree([])]
         else:
             if not any(h.id == parts[0] for h in hosts):
                 raise ElementError(f"no server {parts[0]} in this circuit")
-            k = c._kernel_of(parts[0])
+            k = c.kernel(parts[0])
             if rec:
                 rows += [([parts[0]] + p, kind) for p, kind in k.tree(parts[1:])]
             else:
@@ -93,7 +102,7 @@ def cmd_ls(c: Client, args) -> int:
 
 def cmd_peek(c: Client, args) -> int:
     a = _anchor(c, args.path, element=False)
-    if not a._parts:
+    if not a.parts:
         raise UsageError("peek needs a server or element path, not /")
     _out(json.dumps(a.peek(), indent=2, sort_keys=True, default=str))
     return 0
@@ -146,27 +155,27 @@ def cmd_unset(c: Client, args) -> int:
 
 
 def cmd_signal(c: Client, args) -> int:
-    _element(c, args.path, _Stdio).signal(args.signal)
+    _element(c, args.path, Stdio).signal(args.signal)
     return 0
 
 
-def _print_stat(st) -> None:
-    if isinstance(st, tuple):  # a process's ProcStat
+def _print_stat(st: Any) -> None:
+    if isinstance(st, ProcStat):
         st = {"Cmd": st.cmd, "Exit": st.exit, "Phase": st.phase}
     _out(json.dumps(st, indent=2, sort_keys=True, default=str))
 
 
 def cmd_wait(c: Client, args) -> int:
-    _print_stat(_element(c, args.path, _Stdio).wait())
+    _print_stat(_element(c, args.path, Stdio).wait())
     return 0
 
 
 def cmd_waitall(c: Client, args) -> int:
     paths = [ln.strip() for ln in sys.stdin if ln.strip()]
-    procs = [_element(c, p, _Stdio) for p in paths]
+    procs = [_element(c, p, Stdio) for p in paths]
     errors: list[str] = []
 
-    def wait(p: _Stdio) -> None:
+    def wait(p: Stdio) -> None:
         try:
             p.wait()
         except CircuitError as e:
@@ -183,7 +192,7 @@ def cmd_waitall(c: Client, args) -> int:
 
 
 def cmd_stdin(c: Client, args) -> int:
-    w = _element(c, args.path, _Stdio).stdin
+    w = _element(c, args.path, Stdio).stdin
     src = sys.stdin.buffer
     while True:
         chunk = src.read1(1 << 16) if hasattr(src, "read1") else src.read(1 << 16)
@@ -205,11 +214,11 @@ def _copy_out(reader) -> int:
 
 
 def cmd_stdout(c: Client, args) -> int:
-    return _copy_out(_element(c, args.path, _Stdio).stdout)
+    return _copy_out(_element(c, args.path, Stdio).stdout)
 
 
 def cmd_stderr(c: Client, args) -> int:
-    return _copy_out(_element(c, args.path, _Stdio).stderr)
+    return _copy_out(_element(c, args.path, Stdio).stderr)
 
 
 # -- channels and subscriptions ----------------------------------------------------
@@ -257,11 +266,11 @@ def cmd_mkleave(c: Client, args) -> int:
 # -- servers -------------------------------------------------------------------------
 def _server_kernel(c: Client, text: str) -> Any:
     if text.startswith("circuit://"):
-        return c._kernel_of(text)
+        return c.kernel(text)
     parts, _ = _path(text)
     if len(parts) != 1 or not is_server_id(parts[0]):
         raise UsageError(f"{text!r} is not a server (want /X… or a circuit URL)")
-    return c._kernel_of(parts[0])
+    return c.kernel(parts[0])
 
 
 def cmd_join(c: Client, args) -> int:
@@ -284,7 +293,7 @@ def _target(c: Client, text: str) -> tuple[WorkerAddr, Any]:
     parts, _ = _path(text)
     if not parts:
         raise UsageError("name a server (/X…) or a worker (its path or URL)")
-    kernel = c._kernel_of(parts[0])
+    kernel = c.kernel(parts[0])
     if len(parts) == 1:
         return WorkerAddr.parse(kernel.info()["url"]), kernel
     el = c.walk(parts).get()
@@ -317,7 +326,7 @@ def cmd_stk(c: Client, args) -> int:
     import pycircuit
 
     addr, kernel = _target(c, args.target)
-    done, text = _with_deadline(lambda: pycircuit.dial(addr, "acid").stack(), STACK_TIMEOUT)
+    done, text = _with_deadline(lambda: pycircuit.dial(addr, "acid").stack(), TOOLS.stack_timeout)
     if not done:  # stuck holding the GIL: ask its server for a faulthandler dump
         kernel = kernel or _kernel_hosting(c, addr)
         text = kernel.fault_stack(addr.id)
@@ -327,7 +336,7 @@ def cmd_stk(c: Client, args) -> int:
 
 def _kernel_hosting(c: Client, addr: WorkerAddr) -> Any:
     for h in c.hosts():
-        k = c._kernel_of(h)
+        k = c.kernel(h)
         if any(w["id"] == addr.id for w in k.workers()):
             return k
     raise CircuitError(f"worker {addr} did not answer and no server hosts it")
@@ -367,7 +376,7 @@ def cmd_kill(c: Client, args) -> int:
         if rec or len(parts) <= 1:
             hosts = [parts[0]] if parts else [h.id for h in c.hosts()]
             for hid in hosts:
-                for p, kind in c._kernel_of(hid).tree(parts[1:]):
+                for p, kind in c.kernel(hid).tree(parts[1:]):
                     if kind == "worker":
                         el = c.walk([hid] + p).get()
                         if isinstance(el, WorkerAddr):

@@ -55,9 +55,10 @@ class AnchorTree:
     def _find(self, path: list[str]) -> _Node | None:
         node = self._root
         for name in path:
-            node = node.children.get(name)
-            if node is None:
+            child = node.children.get(name)
+            if child is None:
                 return None
+            node = child
         return node
 
     def get(self, path: list[str]) -> Any:

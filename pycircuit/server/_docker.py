@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -44,18 +43,31 @@ import requests
 from docker import errors as _derrors
 
 from ..errors import ElementError
-from ._proc import env_list, json_fields, parse_signal, str_list
-from ._stdio import BufferedOutput, StdioElement
+from ._docker_attach import AttachConn, AttachOutput
+from ._docker_spec import LABEL, NAME_PREFIX, DockerSpec
+from ._signals import parse_signal
+from ._stdio import StdioElement
 
-__all__ = ["DockerSpec", "DockerElement", "docker_client_factory", "LABEL", "NAME_PREFIX"]
+__all__ = [
+    "DockerSpec",
+    "DockerConfig",
+    "DockerElement",
+    "docker_client_factory",
+    "LABEL",
+    "NAME_PREFIX",
+]
 
 _log = logging.getLogger(__name__)
 
-LABEL = "pycircuit.element"  # every container we create carries this label ...
-NAME_PREFIX = "pycircuit-"  # ... and a name starting with this
-_OUTPUT_LIMIT = 1 << 20  # bytes buffered per output stream before the container feels back-pressure
-_CHUNK = 1 << 16
-_EOF_GRACE = 10.0  # after the exit, how long output connections get to reach EOF
+
+@dataclass(frozen=True)
+class DockerConfig:
+    """Bounds of a docker element. ``eof_grace``: after the container's exit,
+    how long its output connections get to reach EOF (dockerd itself gives
+    a consumer 2 s and then drops the rest) before we cut them."""
+
+    eof_grace: float = 10.0
+
 
 # Errors the SDK lets through when the daemon is unreachable or misbehaves.
 _API_ERRORS = (_derrors.DockerException, requests.RequestException, OSError)
@@ -78,219 +90,6 @@ def _explain(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-# --------------------------------------------------------------------------- spec
-
-# lower-case JSON key → (field, canonical key)
-_KEYS = {  # lowercase JSON key → field
-    "image": "image",
-    "memory": "memory",
-    "cpushares": "cpu_shares",
-    "lxc": "lxc",
-    "volume": "volume",
-    "dir": "dir",
-    "entry": "entry",
-    "env": "env",
-    "path": "path",
-    "args": "args",
-    "scrub": "scrub",
-}
-
-
-def _opt_str(key: str, value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise ElementError(f"{key} must be a string")
-    return value or None  # "" means "not given", as Go's zero value did
-
-
-@dataclass(frozen=True)
-class DockerSpec:
-    """What container to run. ``path``/``args`` form the command (the image's
-    default command when both are empty); ``entry`` replaces the image's
-    entrypoint; ``env=None`` keeps the image's environment, otherwise these
-    ``"KEY=VALUE"`` entries are added to it. ``volume`` entries are container
-    paths (anonymous volumes) or ``"host:container[:ro]"`` bind mounts."""
-
-    image: str
-    memory: int = 0  # bytes; 0 = no limit
-    cpu_shares: int = 0  # 0 = the daemon's default
-    lxc: tuple[str, ...] = ()
-    volume: tuple[str, ...] = ()
-    dir: str | None = None
-    entry: str | None = None
-    env: tuple[str, ...] | None = None
-    path: str | None = None
-    args: tuple[str, ...] = ()
-    scrub: bool = False
-
-    def __post_init__(self) -> None:
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        if not isinstance(self.image, str) or not self.image:
-            raise ElementError("Image must be a non-empty string")
-        for key, value in (("Memory", self.memory), ("CpuShares", self.cpu_shares)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ElementError(f"{key} must be a non-negative integer")
-        set_("lxc", str_list("Lxc", self.lxc))
-        if self.lxc:
-            raise ElementError("Lxc options are not supported: LXC no longer exists in Docker")
-        set_("volume", str_list("Volume", self.volume))
-        for v in self.volume:
-            if not v:
-                raise ElementError("Volume entries must be non-empty")
-        if self.env is not None:
-            set_("env", env_list(self.env))
-        set_("dir", _opt_str("Dir", self.dir))
-        set_("entry", _opt_str("Entry", self.entry))
-        set_("path", _opt_str("Path", self.path))
-        set_("args", str_list("Args", self.args))
-        if not isinstance(self.scrub, bool):
-            raise ElementError("Scrub must be true or false")
-
-    @classmethod
-    def from_json(cls, obj: dict) -> DockerSpec:
-        """Build from the seed's JSON shape; keys are case-insensitive, null means "not given"."""
-        return cls(**json_fields(obj, "docker spec", _KEYS, required=("image", "Image")))
-
-    def to_json(self) -> dict:
-        return {
-            "Image": self.image,
-            "Memory": self.memory,
-            "CpuShares": self.cpu_shares,
-            "Lxc": list(self.lxc),
-            "Volume": list(self.volume),
-            "Dir": self.dir,
-            "Entry": self.entry,
-            "Env": None if self.env is None else list(self.env),
-            "Path": self.path,
-            "Args": list(self.args),
-            "Scrub": self.scrub,
-        }
-
-    @property
-    def command(self) -> list[str] | None:
-        cmd = ([self.path] if self.path else []) + list(self.args)
-        return cmd or None
-
-    def _create_kwargs(self, api: Any, name: str) -> dict:
-        binds = [v for v in self.volume if ":" in v]
-        volumes = [v for v in self.volume if ":" not in v]
-        host_config = api.create_host_config(
-            network_mode="none",
-            mem_limit=self.memory or None,
-            cpu_shares=self.cpu_shares or None,
-            binds=binds or None,
-        )
-        return dict(
-            image=self.image,
-            command=self.command,
-            # detach=False with stdin_open=True makes the SDK set StdinOnce and AttachStd*.
-            stdin_open=True,
-            tty=False,
-            detach=False,
-            environment=None if self.env is None else list(self.env),
-            working_dir=self.dir,
-            # A list, so the SDK does not shell-split it: Entry is one executable, as --entrypoint.
-            entrypoint=[self.entry] if self.entry else None,
-            volumes=volumes or None,
-            host_config=host_config,
-            labels={LABEL: "docker"},
-            name=name,
-        )
-
-
-# --------------------------------------------------------------------------- attach connections
-
-
-class _Conn:
-    """One hijacked attach connection (socket-like)."""
-
-    def __init__(self, api: Any, cid: str, **streams: int) -> None:
-        self._io = api.attach_socket(cid, params={"stream": 1, **streams})
-        # A socket.SocketIO over plain sockets (unix, tcp); an SSL socket for https.
-        self.sock = getattr(self._io, "_sock", self._io)
-        try:
-            self.sock.settimeout(None)  # the client's request timeout must not cut a quiet stream
-        except (AttributeError, OSError):  # not a socket we can tune (or closed): reads still work
-            pass
-
-    def shutdown(self, how: int) -> None:
-        try:
-            self.sock.shutdown(how)
-        except OSError:  # already shut or closed: nothing left to shut
-            pass
-
-    def close(self) -> None:
-        self.shutdown(socket.SHUT_RDWR)
-        for f in (self._io, self.sock):
-            try:
-                f.close()
-            except Exception:
-                pass  # closing is best effort: a broken stream has nothing to flush
-
-
-class _Output(BufferedOutput):
-    """stdout or stderr: the pump demultiplexes the attach connection (8-byte
-    frame headers: stream, 0, 0, 0, big-endian length) into the buffer."""
-
-    limit = _OUTPUT_LIMIT
-
-    def __init__(self, name: str, conn: _Conn, on_eof: Callable[[], None]) -> None:
-        self._conn = conn
-        self._on_eof = on_eof
-        super().__init__(f"docker-{name}")
-
-    def _pump(self) -> None:
-        raw = bytearray()
-        left = 0  # payload bytes still due in the current frame
-        try:
-            while True:
-                self._wait_for_room()
-                try:
-                    chunk = self._conn.sock.recv(_CHUNK)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                raw += chunk
-                payload = bytearray()
-                while raw:
-                    if left == 0:
-                        if len(raw) < 8:
-                            break
-                        left = struct.unpack(">I", raw[4:8])[0]
-                        del raw[:8]
-                        continue
-                    n = min(left, len(raw))
-                    payload += raw[:n]
-                    del raw[:n]
-                    left -= n
-                if payload:
-                    self._append(payload)
-        finally:
-            self._conn.close()
-            self._mark_eof()
-            self._on_eof()
-
-    def unbound(self) -> None:
-        """The container has exited: drain to EOF at once."""
-        with self._cond:
-            self._unbounded = True
-            self._cond.notify_all()
-
-    def wait_eof(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._eof, timeout)
-
-    def abort(self) -> None:
-        """Cut the connection (the pump then ends)."""
-        self._conn.shutdown(socket.SHUT_RDWR)
-
-    def read(self, max_bytes: int, timeout: float | None) -> bytes:
-        # Stricter than the process element, which has always taken True for 1.
-        if isinstance(max_bytes, bool):
-            raise ElementError("max_bytes must be a positive integer")
-        return super().read(max_bytes, timeout)
-
-
 # --------------------------------------------------------------------------- the element
 
 
@@ -302,11 +101,13 @@ class DockerElement(StdioElement):
         spec: DockerSpec,
         client_factory: Callable[[], docker.DockerClient],
         on_done: Callable[[DockerElement], None] = lambda el: None,
+        cfg: DockerConfig = DockerConfig(),
     ) -> None:
         if not isinstance(spec, DockerSpec):
             raise ElementError("DockerElement needs a DockerSpec")
         super().__init__(on_done)
         self._spec = spec
+        self._cfg = cfg
         self._factory = client_factory
         self._start_lock = threading.Lock()  # scrub waits for a start in flight
         self._api: Any = None
@@ -316,7 +117,7 @@ class DockerElement(StdioElement):
         self._exited = False
         self._last: dict | None = None  # the latest inspect data (final once done)
         self._error: str | None = None  # why start failed
-        self._stdin: _Conn | None = None
+        self._stdin: AttachConn | None = None
         self._stdin_dead = False  # the container exited: writes fail
         self._stdin_shut = False  # EOF sent
 
@@ -340,22 +141,22 @@ class DockerElement(StdioElement):
             api = self._api = getattr(client, "api", client)  # a DockerClient, or an APIClient
             name = NAME_PREFIX + secrets.token_hex(8)
             try:
-                cid = api.create_container(**self._spec._create_kwargs(api, name))["Id"]
+                cid = api.create_container(**self._spec.create_kwargs(api, name))["Id"]
             except _derrors.ImageNotFound:
                 raise self._failed(f"no such image: {self._spec.image}") from None
             except _API_ERRORS as e:
                 raise self._failed(f"docker create: {_explain(e)}") from None
-            conns: list[_Conn] = []
+            conns: list[AttachConn] = []
             try:
-                stdin = _Conn(api, cid, stdin=1)
+                stdin = AttachConn(api, cid, stdin=1)
                 conns.append(stdin)
                 for stream in ("stdout", "stderr"):
-                    conns.append(_Conn(api, cid, **{stream: 1}))
+                    conns.append(AttachConn(api, cid, **{stream: 1}))
                 with self._lock:
                     self._id, self._name = cid, name
                     self._stdin = stdin
                     for stream, conn in zip(("stdout", "stderr"), conns[1:], strict=True):
-                        self._outputs[stream] = _Output(stream, conn, self._check_done)
+                        self._outputs[stream] = AttachOutput(stream, conn, self._check_done)
                 api.start(cid)
             except BaseException as e:
                 for conn in conns:
@@ -395,8 +196,13 @@ class DockerElement(StdioElement):
         except _API_ERRORS as e:
             _log.warning("could not remove container %s: %s", cid[:12], _explain(e))
 
+    def _attach_outputs(self, outputs: Any) -> list[AttachOutput]:
+        """The outputs as this element made them (the base knows them as buffers)."""
+        return [out for out in outputs if isinstance(out, AttachOutput)]
+
     def _reap(self) -> None:
         cid = self._id
+        assert cid is not None  # started before this thread
         try:
             self._api.wait(cid)  # no timeout: blocks until the container is not running
         except _derrors.NotFound:  # already removed: that is what we wanted
@@ -412,12 +218,12 @@ class DockerElement(StdioElement):
             self._stdin_dead = True
             if not self._stdin_busy:
                 self._release_stdin_locked()
-            outputs = list(self._outputs.values())
+            outputs = self._attach_outputs(self._outputs.values())
         # The container has exited: what is still in flight is bounded, so take it all.
         for out in outputs:
             out.unbound()
         for out in outputs:
-            if not out.wait_eof(_EOF_GRACE):
+            if not out.wait_eof(self._cfg.eof_grace):
                 _log.warning("container %s: output did not end after exit", cid[:12])
                 out.abort()
         self._check_done()
@@ -427,14 +233,15 @@ class DockerElement(StdioElement):
         return self._spec.scrub
 
     def _what(self) -> str:
-        return f"container {self._id[:12]}"
+        return f"container {(self._id or 'unstarted')[:12]}"
 
     def _outputs_done_locked(self) -> bool:
         # Arrived is enough: unlike a process's, a container's output may still be unread.
-        return all(out._eof for out in self._outputs.values())
+        return all(out.arrived for out in self._outputs.values())
 
     def _before_on_done(self) -> None:
-        self._remove_quietly(self._id)
+        if self._id is not None:
+            self._remove_quietly(self._id)
 
     def scrub(self) -> None:
         """Detach and remove the container (killing it if it runs) with its
@@ -456,7 +263,7 @@ class DockerElement(StdioElement):
             except _API_ERRORS as e:
                 raise ElementError(f"docker remove: {_explain(e)}") from None
             finally:
-                for out in outputs:
+                for out in self._attach_outputs(outputs):
                     out.abort()
 
     # ----------------------------------------------------------------- queries

@@ -22,7 +22,6 @@ from ..errors import CircuitError, ElementError
 from ..runtime._addr import is_worker_id
 from ..spawn import _codecache
 
-MAX_BLOCK = 5.0  # longest a single blocking call may wait on the server
 
 _OPS: dict[str, frozenset[str]] = {
     "proc": frozenset(
@@ -58,7 +57,7 @@ class Kernel:
             "pid": os.getpid(),
             "started": s.started,
             "docker": s.cfg.docker,
-            "spares": len(s._spares),
+            "spares": s.spare_count(),
         }
 
     def hosts(self) -> list[tuple[str, str]]:
@@ -183,7 +182,7 @@ class Kernel:
 
     def _view(self) -> dict:
         tree = self.tree([])
-        elements = {}
+        elements: dict[str, Any] = {}
         for path, kind in tree:
             if kind not in (None, "worker") and len(elements) < self.MAX_VIEW_ELEMENTS:
                 try:
@@ -255,11 +254,12 @@ class Kernel:
         if not path:
             raise ElementError("anchor already has an element (the server itself)")
         from ._chan import ChanElement  # element modules load on first use
-        from ._proc import Cmd, ProcElement
+        from .._spec import Cmd
+        from ._proc import ProcElement
 
         if kind == "proc":
             cmd = spec if isinstance(spec, Cmd) else Cmd.from_json(dict(spec or {}))
-            el: Any = ProcElement(cmd, on_done=lambda p, path=path: self._s.detach(path, p))
+            el: Any = ProcElement(cmd, on_done=lambda p: self._s.detach(path, p))
             self._s.attach(path, el)
             el.start()  # on failure the element stays, in phase "unknown", as the original's did
             return
@@ -295,7 +295,7 @@ class Kernel:
         el = DockerElement(
             ds,
             lambda: docker_client_factory(None),
-            on_done=lambda e, path=path: self._s.detach(path, e),
+            on_done=lambda e: self._s.detach(path, e),
         )
         self._s.attach(path, el)
         try:
@@ -326,7 +326,8 @@ class Kernel:
         kwargs = dict(kwargs or {})
         if name in _BLOCKING:
             t = kwargs.get("timeout")
-            kwargs["timeout"] = MAX_BLOCK if t is None else min(float(t), MAX_BLOCK)
+            limit = self._s.cfg.max_block
+            kwargs["timeout"] = limit if t is None else min(float(t), limit)
         return getattr(el, name)(*args, **kwargs)
 
     def _element(self, path: list, default: Any, required: bool = False) -> Any:

@@ -25,189 +25,18 @@ import signal as _signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO
 from collections.abc import Callable
 
+from .._spec import Cmd
 from ..errors import ElementError
+from ._signals import exit_of, parse_signal
 from ._stdio import BufferedOutput, StdioElement
 
-__all__ = ["Cmd", "ProcElement", "SIGNAL_NAMES"]
+__all__ = ["ProcElement"]
 
-SIGNAL_NAMES = (
-    "ABRT",
-    "ALRM",
-    "BUS",
-    "CHLD",
-    "CONT",
-    "FPE",
-    "HUP",
-    "ILL",
-    "INT",
-    "IO",
-    "IOT",
-    "KILL",
-    "PIPE",
-    "PROF",
-    "QUIT",
-    "SEGV",
-    "STOP",
-    "SYS",
-    "TERM",
-    "TRAP",
-    "TSTP",
-    "TTIN",
-    "TTOU",
-    "URG",
-    "USR1",
-    "USR2",
-    "VTALRM",
-    "WINCH",
-    "XCPU",
-    "XFSZ",
-)
-
-# Go's wording (its Linux signal table), so exit strings read like the original's.
-_SIGNAL_TEXT = {
-    "SIGHUP": "hangup",
-    "SIGINT": "interrupt",
-    "SIGQUIT": "quit",
-    "SIGILL": "illegal instruction",
-    "SIGTRAP": "trace/breakpoint trap",
-    "SIGABRT": "aborted",
-    "SIGBUS": "bus error",
-    "SIGFPE": "floating point exception",
-    "SIGKILL": "killed",
-    "SIGUSR1": "user defined signal 1",
-    "SIGSEGV": "segmentation fault",
-    "SIGUSR2": "user defined signal 2",
-    "SIGPIPE": "broken pipe",
-    "SIGALRM": "alarm clock",
-    "SIGTERM": "terminated",
-    "SIGSTKFLT": "stack fault",
-    "SIGCHLD": "child exited",
-    "SIGCONT": "continued",
-    "SIGSTOP": "stopped (signal)",
-    "SIGTSTP": "stopped",
-    "SIGTTIN": "stopped (tty input)",
-    "SIGTTOU": "stopped (tty output)",
-    "SIGURG": "urgent I/O condition",
-    "SIGXCPU": "CPU time limit exceeded",
-    "SIGXFSZ": "file size limit exceeded",
-    "SIGVTALRM": "virtual timer expired",
-    "SIGPROF": "profiling timer expired",
-    "SIGWINCH": "window changed",
-    "SIGIO": "I/O possible",
-    "SIGPWR": "power failure",
-    "SIGSYS": "bad system call",
-}
-
-_FINAL = ("exited", "signaled")
 _OUTPUT_LIMIT = 1 << 16  # bytes buffered per output stream before the process feels back-pressure
 _CHUNK = 1 << 16
-
-
-def _signal_text(signum: int) -> str:
-    try:
-        name = _signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-    return _SIGNAL_TEXT.get(name, name)
-
-
-def parse_signal(name: Any) -> int:
-    """``"kill"``, ``"KILL"`` or ``"SIGKILL"`` → the signal number."""
-    if isinstance(name, str):
-        n = name.strip().upper()
-        if n.startswith("SIG"):
-            n = n[3:]
-        if n in SIGNAL_NAMES:
-            return int(getattr(_signal, "SIG" + n))
-    raise ElementError("signal name not recognized")
-
-
-# --------------------------------------------------------------------------- Cmd
-
-
-def json_fields(
-    obj: Any, what: str, keys: dict[str, str], required: tuple[str, str]
-) -> dict[str, Any]:
-    """The seed's JSON shape → dataclass fields: keys case-insensitive
-    (``keys`` maps lowercase key → field), each at most once; JSON null
-    means "not given", as in Go's decoder. ``required`` is (field, key)."""
-    if not isinstance(obj, dict):
-        raise ElementError(f"a {what} is a JSON object")
-    fields: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = keys.get(key.lower()) if isinstance(key, str) else None
-        if name is None:
-            raise ElementError(f"unknown {what} key {key!r}")
-        if name in fields:
-            raise ElementError(f"duplicate {what} key {key!r}")
-        fields[name] = value
-    if fields.get(required[0]) is None:
-        raise ElementError(f"{what} has no {required[1]}")
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-_CMD_KEYS = {k: k for k in ("path", "args", "env", "dir", "scrub")}
-
-
-def str_list(key: str, value: Any) -> tuple[str, ...]:
-    if (
-        isinstance(value, (str, bytes))
-        or not isinstance(value, (list, tuple))
-        or not all(isinstance(v, str) for v in value)
-    ):
-        raise ElementError(f"{key} must be a list of strings")
-    return tuple(value)
-
-
-def env_list(value: Any) -> tuple[str, ...]:
-    """``Env`` of a command or docker spec, checked the same way for both."""
-    env = str_list("Env", value)
-    for entry in env:
-        if "=" not in entry:
-            raise ElementError(f"Env entries are KEY=VALUE strings, not {entry!r}")
-    return env
-
-
-@dataclass(frozen=True)
-class Cmd:
-    """What to execute. ``env=None`` inherits the server's environment; otherwise
-    the child sees exactly these ``"KEY=VALUE"`` entries."""
-
-    path: str
-    args: tuple[str, ...] = ()
-    env: tuple[str, ...] | None = None
-    dir: str | None = None
-    scrub: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.path, str) or not self.path:
-            raise ElementError("Path must be a non-empty string")
-        # Lists are accepted for convenience but stored as tuples, keeping Cmd hashable.
-        object.__setattr__(self, "args", str_list("Args", self.args))
-        if self.env is not None:
-            object.__setattr__(self, "env", env_list(self.env))
-        if self.dir is not None and not isinstance(self.dir, str):
-            raise ElementError("Dir must be a string")
-        if not isinstance(self.scrub, bool):
-            raise ElementError("Scrub must be true or false")
-
-    @classmethod
-    def from_json(cls, obj: dict) -> Cmd:
-        """Build from the seed's JSON shape; keys are case-insensitive."""
-        return cls(**json_fields(obj, "command", _CMD_KEYS, required=("path", "Path")))
-
-    def to_json(self) -> dict:
-        return {
-            "Env": None if self.env is None else list(self.env),
-            "Dir": self.dir,
-            "Path": self.path,
-            "Args": list(self.args),
-            "Scrub": self.scrub,
-        }
 
 
 # --------------------------------------------------------------------------- output streams
@@ -218,7 +47,7 @@ class _Output(BufferedOutput):
 
     limit = _OUTPUT_LIMIT
 
-    def __init__(self, name: str, f: BinaryIO, on_change: Callable[[], None]) -> None:
+    def __init__(self, name: str, f: IO[bytes], on_change: Callable[[], None]) -> None:
         self._f = f
         self._on_change = on_change  # called (without our lock) when `drained` may have turned true
         super().__init__(f"proc-{name}")
@@ -256,16 +85,6 @@ def _exec_path(path: str) -> str:
     return path if "/" in path else "./" + path
 
 
-def _exit_of(status: int) -> tuple[str, str | None]:
-    if os.WIFEXITED(status):
-        code = os.WEXITSTATUS(status)
-        return "exited", None if code == 0 else f"exit status {code}"
-    text = "signal: " + _signal_text(os.WTERMSIG(status))
-    if os.WCOREDUMP(status):
-        text += " (core dumped)"
-    return "signaled", text
-
-
 def _open_pidfd(pid: int) -> int | None:
     # A pidfd names exactly our child, so a signal racing the reaper can never hit
     # a recycled pid. Without pidfd support we fall back to os.kill.
@@ -288,7 +107,8 @@ class ProcElement(StdioElement):
         self._pidfd: int | None = None
         self._phase = "unknown"
         self._exit: str | None = None
-        self._stdin: BinaryIO | None = None
+        self._stdin: IO[bytes] | None = None
+        self._exited = False  # the process has ended (set by the reaper)
         self._wake: int | None = None  # eventfd: a scrub wakes a writer blocked on a full pipe
 
     # ----------------------------------------------------------------- lifecycle
@@ -320,14 +140,16 @@ class ProcElement(StdioElement):
             raise self._failed(f"{what}: {(e.strerror or str(e)).lower()}") from None
         except (ValueError, TypeError) as e:  # e.g. a NUL byte in an argument
             raise self._failed(str(e)) from None
+        stdin, stdout, stderr = popen.stdin, popen.stdout, popen.stderr
+        assert stdin is not None and stdout is not None and stderr is not None  # PIPE above
         with self._lock:
             self._popen = popen
             self._pidfd = _open_pidfd(popen.pid)
             self._phase = "running"
-            self._stdin = popen.stdin
-            os.set_blocking(popen.stdin.fileno(), False)
+            self._stdin = stdin
+            os.set_blocking(stdin.fileno(), False)
             self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            for name, f in (("stdout", popen.stdout), ("stderr", popen.stderr)):
+            for name, f in (("stdout", stdout), ("stderr", stderr)):
                 self._outputs[name] = _Output(name, f, self._check_done)
         threading.Thread(target=self._reap, name=f"proc-reaper-{popen.pid}", daemon=True).start()
 
@@ -340,6 +162,8 @@ class ProcElement(StdioElement):
 
     def _reap(self) -> None:
         popen = self._popen
+        assert popen is not None  # started before this thread
+        exit_: str | None
         while True:
             try:
                 _, status = os.waitpid(popen.pid, os.WUNTRACED | os.WCONTINUED)
@@ -351,11 +175,12 @@ class ProcElement(StdioElement):
                 with self._lock:
                     self._phase = "stopped" if os.WIFSTOPPED(status) else "continued"
                 continue
-            phase, exit_ = _exit_of(status)
+            phase, exit_ = exit_of(status)
             code = os.waitstatus_to_exitcode(status)
             break
         with self._lock:
             self._phase, self._exit = phase, exit_
+            self._exited = True
             # Popen must never poll (and so never reap) a pid we already reaped.
             popen.returncode = code
             if self._pidfd is not None:
@@ -365,10 +190,6 @@ class ProcElement(StdioElement):
                 self._shut_stdin_locked()
             self._cond.notify_all()
         self._check_done()
-
-    @property
-    def _exited(self) -> bool:
-        return self._phase in _FINAL
 
     @property
     def _auto_scrub(self) -> bool:
@@ -425,7 +246,7 @@ class ProcElement(StdioElement):
             try:
                 if self._pidfd is not None:
                     _signal.pidfd_send_signal(self._pidfd, signum)
-                else:
+                elif self._popen is not None:  # started: checked above
                     os.kill(self._popen.pid, signum)
             except ProcessLookupError:
                 raise ElementError("process already finished") from None
@@ -438,14 +259,20 @@ class ProcElement(StdioElement):
         if self._stdin_closed and self._stdin is not None:
             self._stdin.close()
             self._stdin = None
-            os.close(self._wake)  # never while a writer polls it: the base calls us only when idle
-            self._wake = None
+            if (
+                self._wake is not None
+            ):  # never while a writer polls it: the base calls us only when idle
+                os.close(self._wake)
+                self._wake = None
 
     def _stdin_target_locked(self) -> int:
+        assert self._stdin is not None  # the base asks only while stdin is open
         return self._stdin.fileno()
 
     def _stdin_send(self, fd: int, data: memoryview, deadline: float | None) -> int:
         sent = 0
+        wake = self._wake
+        assert wake is not None  # steady while a write is in flight: released only when idle
         poller: select.poll | None = None
         while sent < len(data):
             try:
@@ -463,9 +290,9 @@ class ProcElement(StdioElement):
             if poller is None:
                 poller = select.poll()
                 poller.register(fd, select.POLLOUT)
-                poller.register(self._wake, select.POLLIN)  # steady: released only when idle
+                poller.register(wake, select.POLLIN)
             ready = poller.poll(None if left is None else math.ceil(left * 1000))
-            if any(f == self._wake for f, _ in ready):
+            if any(f == wake for f, _ in ready):
                 raise ElementError("aborted")  # scrubbed: nobody can use this stdin any more
         return sent
 

@@ -40,6 +40,12 @@ class ServerConfig:
     spares: int = 2  # workers kept forked ahead of demand
     spawn_timeout: float = 30.0  # fork to registration
     discover_every: float = 2.0
+    # A spare taken leaves its replacement's fork this long, so that the fork
+    # does not take the CPU the spawner's call to the spare needs right now.
+    spare_refill_delay: float = 0.01
+    # The longest one kernel call may block the server's thread: a client
+    # that waits longer calls again, so one gone mid-wait pins no thread long.
+    max_block: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,12 @@ class WorkerElement:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "url": self.url, "pid": self.pid, "id": self.id}
+
+
+def _listing(rec: WorkerRecord) -> WorkerElement:
+    """A registered worker as listed (its URL, pid and ID are known by then)."""
+    assert rec.url is not None and rec.pid is not None and rec.id is not None
+    return WorkerElement(rec.url, rec.pid, rec.id)
 
 
 class Server:
@@ -135,7 +147,7 @@ class Server:
         else:
             self._list(rec)
         self._replenish()
-        return rec.url
+        return _listing(rec).url
 
     def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)
@@ -161,12 +173,10 @@ class Server:
             try:
                 # Posted, not awaited: the spawner's own call reaches the
                 # worker over another connection and also counts as assignment.
-                self.rt.post_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "assign")
+                self.rt.post_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "assign")
                 return rec
             except CircuitError:
                 continue  # it died meanwhile; its exit is reported as usual
-
-    REFILL_DELAY = 0.01
 
     def _replenish(self) -> None:
         """Fork spares up to the configured number: at once when none is
@@ -181,7 +191,7 @@ class Server:
             self._fill()
 
     def _replenish_later(self) -> None:
-        if not self.stopped.wait(self.REFILL_DELAY):
+        if not self.stopped.wait(self.cfg.spare_refill_delay):
             self._fill()
 
     def _fill(self) -> None:
@@ -198,9 +208,9 @@ class Server:
             rec = self._order([], spare=True)
             # Connect now, so that assigning the spare later is one message,
             # and have it serve one call: a new fork's first call pays for
-            # copying the memory pages it touches (~1 ms), the spawner's
+            # copying the memory pages it touches, the spawner's
             # would otherwise.
-            self.rt.call_remote(WorkerAddr.parse(rec.url), HANDLE_MAIN, "warm", (), {})
+            self.rt.call_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "warm", (), {})
         except Exception:  # the server is stopping, or the spare died: no spare this time
             _log.debug("no spare this time", exc_info=True)
             rec = None
@@ -218,7 +228,7 @@ class Server:
 
     def _list(self, rec: WorkerRecord) -> None:
         """Show a worker in the anchor tree, under each of its directories."""
-        element = WorkerElement(rec.url, rec.pid, rec.id)
+        element = _listing(rec)
         with self.lock:
             for p in rec.anchors:
                 try:
@@ -237,6 +247,11 @@ class Server:
         with self.lock:
             for p in rec.anchors:
                 self.anchors.remove(p + [rec.id])
+
+    def spare_count(self) -> int:
+        """Workers forked ahead of demand, not handed out yet."""
+        with self.lock:
+            return len(self._spares)
 
     def kill(self, worker_id: str) -> bool:
         rec = self.spawner.find(worker_id)

@@ -55,7 +55,7 @@ class BufferedOutput:
                 lambda: self._closed or self._unbounded or len(self._buf) < self.limit
             )
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         with self._cond:
             if not self._closed:
                 self._buf += data
@@ -68,6 +68,12 @@ class BufferedOutput:
 
     def _drained(self) -> None:
         """Called (without our lock) when a read has found the buffer empty after EOF."""
+
+    @property
+    def arrived(self) -> bool:
+        """The end of the stream has arrived (what came may still be unread)."""
+        with self._cond:
+            return self._eof
 
     @property
     def drained(self) -> bool:

@@ -23,14 +23,13 @@ from aiohttp import web
 from ..errors import CircuitError
 from . import _metrics
 from ._collect import Circuit
+from ._config import WebConfig
 from ._security import Guard
 
 log = logging.getLogger(__name__)
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _ASSETS = {"app.js": "text/javascript", "flame.js": "text/javascript", "style.css": "text/css"}
-KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
-BACKOFF = 3  # at rest, polls slow down to one every BACKOFF × --poll seconds
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -44,10 +43,13 @@ _HEADERS = {
 class Broker:
     """One poll loop for all open pages; each page gets the changed sections."""
 
-    def __init__(self, circuit: Circuit, pool: concurrent.futures.Executor, every: float) -> None:
+    def __init__(
+        self, circuit: Circuit, pool: concurrent.futures.Executor, every: float, backoff: int
+    ) -> None:
         self._circuit = circuit
         self._pool = pool
         self._every = every
+        self._backoff = backoff
         self._queues: set[asyncio.Queue] = set()
         self._task: asyncio.Task | None = None
         self.state: dict = {}
@@ -86,7 +88,7 @@ class Broker:
 
     async def _loop(self) -> None:
         """Every ``every`` seconds while things move; at rest (only CPU and
-        memory figures change) the pause doubles, up to BACKOFF times."""
+        memory figures change) the pause doubles, up to ``backoff`` times."""
         pause = self._every
         while self._queues:
             try:
@@ -94,7 +96,7 @@ class Broker:
             except Exception:  # a bug must not end live updates for good
                 log.exception("polling the circuit failed")
                 moved = False
-            pause = self._every if moved else min(2 * pause, BACKOFF * self._every)
+            pause = self._every if moved else min(2 * pause, self._backoff * self._every)
             await asyncio.sleep(pause)
 
 
@@ -110,9 +112,9 @@ def _event(sections: dict) -> bytes:
     return b"event: state\ndata: " + json.dumps(sections, separators=(",", ":")).encode() + b"\n\n"
 
 
-def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Application:
+def make_app(circuit: Circuit, guard: Guard, cfg: WebConfig = WebConfig()) -> web.Application:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="pycircuit-web")
-    broker = Broker(circuit, pool, every)
+    broker = Broker(circuit, pool, cfg.poll_every, cfg.backoff)
     profiles = asyncio.Semaphore(4)
 
     async def blocking(fn: Callable, *args: Any) -> Any:
@@ -159,13 +161,14 @@ def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Applicat
             return resp
         return await handler(request)
 
-    with open(os.path.join(STATIC, "index.html"), encoding="utf-8") as f:
-        page = f.read().replace("{{csrf}}", guard.csrf)  # hex: nothing to escape
+    with open(os.path.join(STATIC, "index.html"), encoding="utf-8") as index_file:
+        page = index_file.read().replace("{{csrf}}", guard.csrf)  # hex: nothing to escape
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html", charset="utf-8")
 
-    assets = {}  # read once, here: a blocking read inside the event loop would stall every viewer
+    # Read once, here: a blocking read inside the event loop would stall every viewer.
+    assets: dict[str, bytes] = {}
     for asset_name in _ASSETS:
         with open(os.path.join(STATIC, asset_name), "rb") as f:
             assets[asset_name] = f.read()
@@ -185,7 +188,7 @@ def make_app(circuit: Circuit, guard: Guard, every: float = 1.0) -> web.Applicat
                 await resp.write(_event(broker.state))
             while True:
                 try:
-                    msg = await asyncio.wait_for(q.get(), KEEPALIVE)
+                    msg = await asyncio.wait_for(q.get(), cfg.keepalive)
                 except asyncio.TimeoutError:
                     msg = b": keepalive\n\n"
                 if msg is None:

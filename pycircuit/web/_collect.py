@@ -21,22 +21,22 @@ from typing import Any
 from .._client import Client, Host
 from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr, is_server_id, is_worker_id
+from ._config import WebConfig
 
 log = logging.getLogger(__name__)
 
-STACK_TIMEOUT = 3.0  # then the server's faulthandler dump
 MAX_PROFILE_SECONDS = 60.0
 MAX_EVENTS = 500
 MAX_REMAINS = 50  # newest, per host
 TAIL_CHARS = 2000  # of each output stream of a dead worker
-EVENTS_EVERY = 2.0  # seconds between looks at the membership subscriptions when no page polls
 
 
 class Circuit:
     """Reads the circuit for the page; also answers stack, profile and kill."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, cfg: WebConfig = WebConfig()) -> None:
         self.c = client
+        self._cfg = cfg
         self._lock = threading.Lock()
         self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
         self._remains: dict[str, tuple[Any, list]] = {}  # host ID -> (key, remains shown)
@@ -51,7 +51,7 @@ class Circuit:
         """Subscribe to @join and @leave on the dial-in server, under an
         anchor of our own (scrubbed by ``close``). Never a blocking receive:
         a call left waiting in the server keeps its serving machinery awake
-        (measured: +0.6 % of a core at rest); polls see what is pending."""
+        (it costs CPU at rest: bench/README.md); polls see what is pending."""
         base = self.c.walk([self.c.server_id, f"pycircuit-web-{secrets.token_hex(4)}"])
         self._subs = [
             ("join", base.walk("join").make_on_join()),
@@ -61,8 +61,9 @@ class Circuit:
         threading.Thread(target=self._drain_loop, name="pycircuit-web-events", daemon=True).start()
 
     def _drain_loop(self) -> None:
-        while not self._stopped.wait(EVENTS_EVERY):
-            if time.monotonic() - self._last_poll >= EVENTS_EVERY:  # else the polls drain
+        every = self._cfg.events_every
+        while not self._stopped.wait(every):
+            if time.monotonic() - self._last_poll >= every:  # else the polls drain
                 self.drain_events()
 
     def drain_events(self) -> None:
@@ -120,14 +121,14 @@ class Circuit:
         hosts, tree, workers, elements, remains = [], {}, {}, {}, {}
         targets: dict[str, tuple[str, str]] = {}
         try:
-            first = self.c._kernel_of(self.c.server_id).metrics(True)
+            first = self.c.kernel(self.c.server_id).metrics(True)
         except CircuitError as e:
             return {"hosts": [], "error": f"cannot reach the dial-in server: {e}"}
         self._last_poll = time.monotonic()
         for hid, url in sorted(first["hosts"]):
             targets[hid] = (hid, url)
             try:
-                k = self.c._kernel_of(Host(hid, url))
+                k = self.c.kernel(Host(hid, url))
                 m = first if hid == first["id"] else k.metrics(True)
                 remains[hid] = self._host_remains(k, hid, m)
             except CircuitError as e:
@@ -213,7 +214,7 @@ class Circuit:
         out = []
         for h in self.c.hosts():
             try:
-                out.append(self.c._kernel_of(h).metrics())
+                out.append(self.c.kernel(h).metrics())
             except CircuitError as e:
                 log.warning("no metrics from host %s: %s", h.id, e)
         return out
@@ -244,15 +245,17 @@ class Circuit:
 
         t = threading.Thread(target=ask, daemon=True)
         t.start()
-        t.join(STACK_TIMEOUT)
+        t.join(self._cfg.stack_timeout)
         if box and box[0][0] == "ok":
             return box[0][1]
         if box:
             raise box[0][1]
         if is_server_id(target_id):
-            raise CircuitError(f"server {target_id} did not answer within {STACK_TIMEOUT:.0f} s")
+            raise CircuitError(
+                f"server {target_id} did not answer within {self._cfg.stack_timeout:g} s"
+            )
         # Stuck holding the GIL: its server dumps it with faulthandler.
-        return self.c._kernel_of(host_id).fault_stack(target_id)
+        return self.c.kernel(host_id).fault_stack(target_id)
 
     def profile(self, target_id: str, seconds: float) -> str:
         import pycircuit
@@ -266,5 +269,5 @@ class Circuit:
         if not is_worker_id(worker_id):
             raise ValueError(f"not a worker ID: {worker_id!r}")
         host_id, _ = self._target(worker_id)
-        if not self.c._kernel_of(host_id).kill(worker_id):
+        if not self.c.kernel(host_id).kill(worker_id):
             raise LookupError(f"worker {worker_id} is gone")

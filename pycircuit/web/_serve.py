@@ -8,7 +8,6 @@ import logging
 import secrets
 import signal
 import socket
-from dataclasses import dataclass
 from collections.abc import Callable
 
 from aiohttp import web
@@ -16,18 +15,11 @@ from aiohttp import web
 from .._client import Client
 from ..errors import CircuitError
 from ._app import make_app
+from ._config import WebConfig
 from ._collect import Circuit
 from ._security import Guard
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    host: str = "127.0.0.1"
-    port: int = 0
-    poll_every: float = 1.0  # seconds between polls of the circuit while a page is open
-    key_path: str | None = None  # a cluster key: serve HTTPS with a certificate it signs
 
 
 def serve(client: Client, cfg: WebConfig, announce: Callable[[str], None]) -> None:
@@ -64,13 +56,13 @@ async def _serve(client: Client, cfg: WebConfig, announce: Callable[[str], None]
         port=port,
         scheme="https" if ssl_ctx else "http",
     )
-    circuit = Circuit(client)
+    circuit = Circuit(client, cfg)
     try:
         circuit.watch_membership()
     except CircuitError as e:  # the page still works; only the timeline is empty
         log.warning("no membership events: %s", e)
     runner = web.AppRunner(
-        make_app(circuit, guard, cfg.poll_every), access_log=None, handler_cancellation=True
+        make_app(circuit, guard, cfg), access_log=None, handler_cancellation=True
     )
     await runner.setup()
     stop = asyncio.Event()

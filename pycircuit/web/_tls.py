@@ -31,6 +31,8 @@ def server_context(key_path: str, host: str) -> ssl.SSLContext:
         ca = x509.load_pem_x509_certificate(blocks["CERTIFICATE"])
     except (OSError, KeyError, ValueError) as e:
         raise CircuitError(f"bad cluster key file {key_path}: {e}") from None
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # what `pycircuit keygen` makes
+        raise CircuitError(f"bad cluster key file {key_path}: not an elliptic-curve key")
     try:
         names: list = [x509.IPAddress(ipaddress.ip_address(host))]
     except ValueError:
