@@ -5,6 +5,7 @@ sequence numbers that wrap, and the bounded memory of lost runtimes."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import gc
 import itertools
 import os
@@ -111,7 +112,7 @@ def test_sequence_numbers_wrap_without_reusing_one_in_flight(pair):
 
 def test_lost_runtimes_are_remembered_within_a_bound(pair, monkeypatch):
     a, b = pair
-    monkeypatch.setattr(_runtime, "MAX_DEAD", 3)
+    monkeypatch.setattr(a, "cfg", dataclasses.replace(a.cfg, max_dead=3))
     ids = []
     for _ in range(5):
         r = Runtime(RuntimeConfig())

@@ -170,3 +170,92 @@ def test_pure_module_is_documented_as_pure(modname):
     doc = ast.get_docstring(parse(modname)) or ""
     if modname != "pycircuit.errors":
         assert "pure" in doc.lower(), modname
+
+
+# -- the layer order ---------------------------------------------------------
+# The package docstring's layers, bottom up; a module imports only from its
+# own layer or below (also inside functions and under TYPE_CHECKING: a lazy
+# import is still a dependency). ``_elements`` (the client's element
+# handles) and ``web`` (a front end on the client API, started by the CLI)
+# sit with the client API; the top package ``pycircuit`` re-exports that
+# API, so it sits there too.
+LAYERS: list[set[str]] = [
+    {"pycircuit.errors"},
+    {"pycircuit.runtime", "pycircuit.xref"},
+    {"pycircuit.acid", "pycircuit.spawn"},
+    {
+        "pycircuit",
+        "pycircuit.server",
+        "pycircuit._client",
+        "pycircuit._api",
+        "pycircuit._elements",
+        "pycircuit.web",
+    },
+    {"pycircuit.cli"},
+]
+
+# Known violations in modules this test's authors do not own, each to be
+# fixed where it is: (importing module, imported module).
+LAYER_EXCEPTIONS: set[tuple[str, str]] = set()
+
+
+def layer_of(modname: str) -> int:
+    """The layer of a pycircuit module: that of its longest listed prefix."""
+    best, rank = "", -1
+    for i, names in enumerate(LAYERS):
+        for n in names:
+            if (modname == n or modname.startswith(n + ".")) and len(n) > len(best):
+                best, rank = n, i
+    assert rank >= 0, f"{modname} is in no layer: add it to LAYERS"
+    return rank
+
+
+def all_modules() -> dict[str, pathlib.Path]:
+    out = {}
+    for path in sorted(PKG_DIR.rglob("*.py")):
+        rel = path.relative_to(PKG_DIR).with_suffix("")
+        parts = ["pycircuit", *rel.parts]
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def module_imports(modname: str, path: pathlib.Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    # imported_modules resolves relative imports against the parent
+    # package; a package's __init__ is its own parent.
+    anchor = modname + "._" if path.name == "__init__.py" else modname
+    return [(n, line) for n, line in imported_modules(anchor, tree) if root(n) == "pycircuit"]
+
+
+def test_every_module_imports_only_its_own_layer_or_below():
+    bad = []
+    mods = all_modules()
+    assert len(mods) > 50 and "pycircuit.runtime._runtime" in mods  # the walk found the package
+    for modname, path in mods.items():
+        mine = layer_of(modname)
+        for name, line in module_imports(modname, path):
+            # ``from . import x`` names pycircuit.pkg.x, which may be a
+            # function, not a module: its layer is its package's either way.
+            if layer_of(name) > mine and (modname, name) not in LAYER_EXCEPTIONS:
+                bad.append(f"{path.relative_to(PKG_DIR)}:{line} ({modname}) imports {name}")
+    assert not bad, "imports from a higher layer:\n" + "\n".join(bad)
+
+
+def test_layer_exceptions_are_still_needed():
+    # an exception whose import is gone must leave the list, so it only shrinks
+    found = {
+        (modname, name)
+        for modname, path in all_modules().items()
+        for name, _ in module_imports(modname, path)
+    }
+    assert LAYER_EXCEPTIONS <= found, LAYER_EXCEPTIONS - found
+
+
+def test_layer_scanner_sees_lazy_and_relative_imports():
+    src = "from ..acid import install\ndef f():\n    from ..cli import _main\n"
+    found = {n for n, _ in imported_modules("pycircuit.runtime._x", ast.parse(src))}
+    assert {"pycircuit.acid", "pycircuit.cli._main"} <= found
+    assert all(layer_of(n) > layer_of("pycircuit.runtime._x") for n in found)
+    assert layer_of("pycircuit") == layer_of("pycircuit._api") < layer_of("pycircuit.cli._main")

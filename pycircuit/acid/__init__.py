@@ -134,5 +134,5 @@ def _heap(debug: int, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(rt) -> None:
+def install(rt: Any) -> None:
     rt.listen("acid", Acid())

@@ -44,8 +44,8 @@ def profile(seconds: float, interval: float = 0.005) -> str:
             f"cpu_profile: seconds must be in (0, {MAX_SECONDS:.0f}] (at most one hour), got {seconds}"
         )
     me = threading.get_ident()
-    names = {}
-    counts: Counter = Counter()
+    names: dict[int | None, str] = {}
+    counts: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if len(names) != threading.active_count():

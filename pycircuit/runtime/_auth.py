@@ -54,7 +54,6 @@ _GREET = struct.Struct("!4sBBH32s")
 GREET_SIZE = _GREET.size  # 40
 ACCEPT_SIZE = GREET_SIZE + MAC  # 72
 PROOF_SIZE = 1 + MAC  # 33
-HANDSHAKE_TIMEOUT = 5.0
 
 
 # -- pure messages ---------------------------------------------------------
@@ -222,7 +221,8 @@ class SecretAuth:
 
     secret: bytes = field(repr=False)
     open: bool = False
-    timeout: float = HANDSHAKE_TIMEOUT
+    # The runtime passes RuntimeConfig.handshake_timeout; the default is the same.
+    timeout: float = 5.0
 
     def wrap_server(self, sock: socket.socket) -> socket.socket:
         """Run the acceptor's side. Raises AuthRefused (socket left open,

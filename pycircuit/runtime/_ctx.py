@@ -1,39 +1,40 @@
 """Encoding and decoding of one message's values, with the cross-interfaces
 inside them: leases granted on the way out, acquired on the way in (see the
-handoff rule in ``_runtime``). Layer: runtime."""
+handoff rule in ``_refs``). Layer: runtime."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CircuitError, SerializationError
-from ..xref._x import X, XPerm
+from ..errors import CircuitError
+from ..xref._x import X, XPerm, local_object
 from . import _codec, _wire
 from ._addr import WorkerAddr
 
 if TYPE_CHECKING:
     from ._peer import Peer
-    from ._runtime import Runtime
+    from ._conns import ConnsCore
 
 
-class _EncodeCtx:
-    def __init__(self, rt: Runtime, peer: Peer):
+class EncodeCtx:
+    def __init__(self, rt: ConnsCore, peer: Peer) -> None:
+        assert peer.id is not None, "values are encoded only for a peer that said HELLO"
         self.rt = rt
         self.peer = peer
+        self.holder: str = peer.id
         self.granted: list[int] = []
         self.pins: list[X] = []
 
-    def encode_x(self, x: X) -> tuple:
-        owner = x._owner
-        if x._local is not None:
-            if not isinstance(x, XPerm):
-                with self.rt._lock:
-                    self.rt._table.grant(x._handle, self.peer.id)
-                self.granted.append(x._handle)
-        elif owner.id != self.peer.id and not isinstance(x, XPerm):
+    def encode_x(self, x: X) -> _wire.XrefDesc:
+        owner, handle, perm = x.addr, x.handle, isinstance(x, XPerm)
+        if local_object(x) is not None:
+            if not perm:
+                self.rt.grant_lease(handle, self.holder)
+                self.granted.append(handle)
+        elif owner.id != self.holder and not perm:
             self.pins.append(x)
-        return (owner.host, owner.port, owner.pid, owner.id, x._handle, isinstance(x, XPerm))
+        return _wire.encode_xref(owner, handle, perm)
 
     def dumps(self, value: Any) -> bytes:
         try:
@@ -43,38 +44,32 @@ class _EncodeCtx:
             raise
 
     def abort(self) -> None:
-        with self.rt._lock:
-            for h in self.granted:
-                self.rt._table.release(h, self.peer.id, 1)
+        """The message will not be sent: the leases granted for it go back."""
+        self.rt.return_leases(self.granted, self.holder)
         self.granted.clear()
 
 
-class _DecodeCtx:
-    def __init__(self, rt: Runtime, sender: Peer):
+class DecodeCtx:
+    def __init__(self, rt: ConnsCore, sender: Peer) -> None:
         self.rt = rt
         self.sender = sender
-        self.acquire: dict[WorkerAddr, Counter] | None = None  # made on first need
+        self.acquire: dict[WorkerAddr, Counter[int]] | None = None  # made on first need
         self.proxies: dict[tuple[str, int], X] = {}
 
-    def decode_x(self, desc: tuple) -> X:
-        try:
-            host, port, pid, oid, handle, perm = desc
-            owner = WorkerAddr(str(host), int(port), int(pid), str(oid))
-        except (TypeError, ValueError):
-            raise SerializationError(f"malformed cross-interface descriptor {desc!r}") from None
+    def decode_x(self, desc: object) -> X:
+        owner, handle, perm = _wire.decode_xref(desc)
         rt = self.rt
-        if oid == rt.id:
-            return rt._local_x(handle, bool(perm))
-        proxy = rt._proxy(owner, handle, bool(perm))
+        if owner.id == rt.id:
+            return rt.local_x(handle, perm)
+        proxy = rt.proxy(owner, handle, perm)
         if not perm:
-            if oid == self.sender.id:
-                with rt._lock:
-                    proxy._cell[0] += 1
+            if owner.id == self.sender.id:
+                rt.count_leases(proxy, 1)
             else:
                 if self.acquire is None:
                     self.acquire = defaultdict(Counter)
                 self.acquire[owner][handle] += 1
-                self.proxies[(oid, handle)] = proxy
+                self.proxies[(owner.id, handle)] = proxy
         return proxy
 
     def loads(self, data: bytes) -> Any:
@@ -93,6 +88,5 @@ class _DecodeCtx:
                 )
             except CircuitError:
                 continue  # the proxies raise NetworkError/ReleasedError when used
-            with self.rt._lock:
-                for handle, n in granted:
-                    self.proxies[(owner.id, handle)]._cell[0] += n
+            for handle, n in granted:
+                self.rt.count_leases(self.proxies[(owner.id, handle)], n)

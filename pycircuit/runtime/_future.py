@@ -49,7 +49,8 @@ class Future(cf.Future):
         self._pending: Pending | None = None
         self._decode: Callable[[Any], Any] | None = None
         self._inline: Callable[[Any], bool] | None = None
-        self._claim = itertools.count()  # next() is atomic: the first caller of _arrived wins
+        # next() is atomic: the first caller of _arrived wins; None: settled at birth
+        self._claim: itertools.count[int] | None = itertools.count()
 
     @classmethod
     def of_call(
@@ -77,12 +78,16 @@ class Future(cf.Future):
         return f
 
     def _arrived(self) -> None:
-        if next(self._claim):  # type: ignore[arg-type]
+        claim = self._claim
+        assert claim is not None, "a settled Future has no reply to wait for"
+        if next(claim):
             return
         p, peer = self._pending, self._peer
         assert p is not None and peer is not None
         if p.is_exc:
-            self.set_exception(peer.failure(_wire.OP_CALL, p.obj))
+            err = p.obj
+            assert isinstance(err, BaseException)
+            self.set_exception(peer.failure(_wire.OP_CALL, err))
             self._decode = self._inline = None
             return
         body = p.obj

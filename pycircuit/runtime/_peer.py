@@ -22,10 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LARGE = 1 << 16  # a request this large may block in sendall (see invoke)
 
-
-def _size(body: bytes | tuple) -> int:
+def _size(body: bytes | tuple[bytes, ...]) -> int:
     if type(body) is tuple:
         n = 0
         for p in body:
@@ -43,23 +41,22 @@ class _NoService(rpyc.Service):
 class Peer:
     """One connection to another runtime."""
 
-    def __init__(
-        self, rt: Runtime, sock: socket.socket, max_frame: int = 1 << 30, silence: float = 30.0
-    ):
+    def __init__(self, rt: Runtime, sock: socket.socket) -> None:
         self.rt = rt
+        self._large = rt.cfg.large_request
         self.id: str | None = None
         self.addr: WorkerAddr | None = None
         self.role = ""
         self.dead = False
-        self.conn = make_connection(sock, _NoService(), max_frame, silence)
+        self.conn = make_connection(sock, _NoService(), rt.cfg.max_frame, rt.cfg.link_silence)
         self.conn.handlers = {
-            _wire.OP_HELLO: partial(rt._on_hello, self),
-            _wire.OP_CALL: partial(rt._on_call, self),
-            _wire.OP_RELEASE: partial(rt._on_release, self),
-            _wire.OP_ACQUIRE: partial(rt._on_acquire, self),
-            _wire.OP_ACK: lambda b: rt._on_ack(self, _wire.decode_token(b)),
+            _wire.OP_HELLO: partial(rt.handle_hello, self),
+            _wire.OP_CALL: partial(rt.handle_call, self),
+            _wire.OP_RELEASE: partial(rt.handle_release, self),
+            _wire.OP_ACQUIRE: partial(rt.handle_acquire, self),
+            _wire.OP_ACK: lambda b: rt.handle_ack(self, _wire.decode_token(b)),
         }
-        self.conn.after_reply = rt._after_reply
+        self.conn.after_reply = rt.after_reply
         self.group = ServeGroup(self.conn, "peer", self._closed)
 
     def first_request(self, deadline: float) -> bool:
@@ -70,13 +67,13 @@ class Peer:
         except Exception:  # EOF, reset, a broken frame: the caller closes and says why
             return False
 
-    def _closed(self, err):
+    def _closed(self, err: BaseException | None) -> None:
         self.conn.fail_pending(err if isinstance(err, Exception) else EOFError("connection closed"))
-        self.rt._peer_lost(self, err)
+        self.rt.peer_lost(self, err)
 
-    def invoke(self, op: int, body: bytes | tuple) -> bytes:
+    def invoke(self, op: int, body: bytes | tuple[bytes, ...]) -> bytes:
         """One request to the peer; its reply's body."""
-        if _size(body) >= LARGE:
+        if _size(body) >= self._large:
             # A send that may block: pool threads keep reading meanwhile, or
             # two runtimes sending each other large calls at once would both
             # sit in sendall, each waiting for the other to read.
@@ -90,7 +87,7 @@ class Peer:
         finally:
             self.group.call_end()
 
-    def invoke_async(self, op: int, body: bytes) -> Pending:
+    def invoke_async(self, op: int, body: bytes | tuple[bytes, ...]) -> Pending:
         """Send a request; ``wait`` for its reply later (from any thread)."""
         return self._send(op, body)
 
@@ -101,7 +98,7 @@ class Peer:
         finally:
             self.group.call_end()
 
-    def _send(self, op: int, body: bytes) -> Pending:
+    def _send(self, op: int, body: bytes | tuple[bytes, ...]) -> Pending:
         if self.dead:
             raise NetworkError(f"runtime {self.addr} is dead (its connection was lost)")
         try:
@@ -133,19 +130,19 @@ class Peer:
         NetworkError, and the peer is then known lost)."""
         return self._failure(op, e)
 
-    def _failure(self, op: int, e: Exception) -> Exception:
+    def _failure(self, op: int, e: BaseException) -> Exception:
         if isinstance(e, RequestFailed):
             return ProtocolError(f"peer {self.addr} failed a {_wire.OP_NAMES[op]} request: {e}")
         if isinstance(e, CircuitError):  # ours already (a message too large, say)
             return e
         if isinstance(e, (EOFError, OSError)) or self.conn.closed:
-            self.rt._peer_lost(self, e)
+            self.rt.peer_lost(self, e)
             return NetworkError(f"lost connection to {self.addr}: {e or type(e).__name__}")
         return ProtocolError(
             f"peer {self.addr} failed a {_wire.OP_NAMES[op]} request: {type(e).__name__}: {e}"
         )
 
-    def post(self, op: int, body: bytes) -> None:
+    def post(self, op: int, body: bytes | tuple[bytes, ...]) -> None:
         """Fire and forget."""
         if self.dead:
             return

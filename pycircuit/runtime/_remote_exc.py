@@ -36,7 +36,11 @@ def decode_exception(payload: bytes) -> BaseException:
         exc = RemoteError(tname, message)
     else:
         exc = _rebind_main(exc)
-    exc.add_note(f"remote traceback (from {origin}):\n{tb.rstrip()}")
+    note = f"remote traceback (from {origin}):\n{tb.rstrip()}"
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # no add_note yet: the attribute 3.11 reads, kept for the caller
+        exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]  # 3.10 stubs lack it
     return exc
 
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 from ..errors import CircuitError, NetworkError
 
-HANDSHAKE_TIMEOUT = 5.0
 VALIDITY_DAYS = 100 * 365
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.S)
@@ -142,12 +141,10 @@ def load_key(path: str) -> ClusterKey:
     if not cas:
         raise bad("the certificate is not a CA certificate (make one with `pycircuit keygen`)")
     try:
-        start, end = (
-            ssl.cert_time_to_seconds(cas[0]["notBefore"]),
-            ssl.cert_time_to_seconds(cas[0]["notAfter"]),
-        )
-    except (KeyError, ValueError):
-        start, end = 0, float("inf")
+        start: float = ssl.cert_time_to_seconds(str(cas[0]["notBefore"]))
+        end: float = ssl.cert_time_to_seconds(str(cas[0]["notAfter"]))
+    except (KeyError, ValueError):  # no dates to check: the handshake checks the rest
+        start, end = 0.0, float("inf")
     if not start <= time.time() <= end:
         raise bad(
             f"the certificate is not valid now (valid {cas[0].get('notBefore')} to {cas[0].get('notAfter')})"
@@ -177,7 +174,9 @@ class ClusterKey:
     fingerprint: str  # SHA-256 of the certificate, hex
     _server: ssl.SSLContext = field(repr=False, compare=False)
     _client: ssl.SSLContext = field(repr=False, compare=False)
-    timeout: float = field(default=HANDSHAKE_TIMEOUT, compare=False)
+    # The TLS handshake's bound; the same as RuntimeConfig.handshake_timeout,
+    # for the same reason (what an unauthenticated peer may hold).
+    timeout: float = field(default=5.0, compare=False)
 
     def datagram_secret(self) -> bytes:
         """Secret material for keys that are not TLS (membership datagrams):
@@ -227,7 +226,7 @@ class ClusterKey:
                     ssock.do_handshake()
                     break
                 except ssl.SSLWantReadError:
-                    wait = ([ssock], [])
+                    wait: tuple[list[ssl.SSLSocket], list[ssl.SSLSocket]] = ([ssock], [])
                 except ssl.SSLWantWriteError:
                     wait = ([], [ssock])
                 left = deadline - time.monotonic()

@@ -23,6 +23,8 @@ CALL       ``u8 kind=1, u64 handle, u16 len, method (UTF-8), payload``
 REPLY      ``u8 status (0 ok, 1 error), u64 ack token (0: none), payload``
 LEASES     ``u32 n`` then n × ``(u64 handle, u32 count)`` (acquire/release)
 EXPORT     ``b"PYCX" u16 version``, value stream of ``(payload, stack text)``
+XREF       (inside a value stream, through the pickler's reducer hook) the
+           tuple ``(owner host, port, pid, runtime id, handle, permanent)``
 =========  ==================================================================
 
 ``payload`` is a value stream (see ``_codec``). The version is checked when
@@ -35,7 +37,8 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..errors import ProtocolError
+from ..errors import ProtocolError, SerializationError
+from ._addr import WorkerAddr
 
 WIRE_VERSION = 1
 _MAGIC = b"PYC"
@@ -152,7 +155,7 @@ def encode_token(token: int) -> bytes:
 def decode_token(data: bytes) -> int:
     if not isinstance(data, _BYTES) or len(data) != 8:
         raise WireError("bad ack token")
-    (token,) = _U64.unpack(data)
+    token: int = _U64.unpack(data)[0]
     if token == 0:
         raise WireError("bad ack token")
     return token
@@ -275,3 +278,22 @@ def decode_export(blob: bytes) -> bytes:
     (version,) = _U16.unpack_from(blob, 4)
     check_version(WIRE_VERSION, version)
     return bytes(blob[6:])
+
+
+XrefDesc = tuple[str, int, int, str, int, bool]
+
+
+def encode_xref(owner: WorkerAddr, handle: int, perm: bool) -> XrefDesc:
+    """XREF: how a cross-interface travels inside a value stream."""
+    return (owner.host, owner.port, owner.pid, owner.id, handle, perm)
+
+
+def decode_xref(desc: object) -> tuple[WorkerAddr, int, bool]:
+    """The owner, handle and permanence of an XREF descriptor."""
+    try:
+        if not isinstance(desc, tuple) or len(desc) != 6:
+            raise TypeError
+        host, port, pid, oid, handle, perm = desc
+        return WorkerAddr(str(host), int(port), int(pid), str(oid)), int(handle), bool(perm)
+    except (TypeError, ValueError):
+        raise SerializationError(f"malformed cross-interface descriptor {desc!r}") from None

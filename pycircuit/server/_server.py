@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import CircuitError, ElementError, SpawnError
 from ..runtime._addr import WorkerAddr, new_server_id
 from ..runtime._runtime import HANDLE_MAIN, Runtime, RuntimeConfig, install
+from ._refusals import RefusalLog
 from ..runtime._threads import THREADS
 from ..spawn._spawner import Spawner, WorkerRecord
 from ._anchors import AnchorTree, check_name
@@ -78,7 +79,8 @@ class Server:
             Runtime(
                 RuntimeConfig(
                     host=cfg.host, port=cfg.port, role="server", host_label=self.id, tls=cfg.tls
-                )
+                ),
+                on_refused=RefusalLog().note,
             )
         )
         self.url = self.rt.url

@@ -28,7 +28,7 @@ _cache: dict[str, tuple[int, int, CodeType]] = {}
 _original_get_code = SourceFileLoader.get_code
 
 
-def _cached_get_code(self: SourceFileLoader, fullname: str):
+def _cached_get_code(self: SourceFileLoader, fullname: str) -> CodeType | None:
     path = self.get_filename(fullname)
     hit = _cache.get(path)
     if hit is not None:
@@ -44,7 +44,9 @@ def _cached_get_code(self: SourceFileLoader, fullname: str):
 
 def install() -> None:
     """In the zygote, before it forks: imports consult the cache."""
-    SourceFileLoader.get_code = _cached_get_code
+    # Patching the class is the point: every import of a source file in
+    # this process (and its forks) goes through the cache.
+    SourceFileLoader.get_code = _cached_get_code  # type: ignore[method-assign,assignment]
 
 
 def remember(path: str) -> bool:

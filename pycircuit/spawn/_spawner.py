@@ -16,16 +16,26 @@ import threading
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import SpawnError
 from ._pidfd import ProcHandle
 
-TAIL_BYTES = 4096
-ZYGOTE_MIN_LIFE = 5.0  # seconds; a zygote dying younger is restarted after a delay
-ZYGOTE_RESTART_DELAY = 1.0
-ORPHAN_POLL = 1.0  # how often workers of a dead zygote are checked without pidfds
-
 _log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpawnerConfig:
+    # The end of a dead worker's stdout and stderr kept in its remains:
+    # enough for a traceback, small enough for many remains in a listing.
+    tail_bytes: int = 4096
+    # A zygote that dies younger than this (seconds) is restarted only
+    # after restart_delay: one that cannot start must not loop hot.
+    zygote_min_life: float = 5.0
+    zygote_restart_delay: float = 1.0
+    # How often workers of a dead zygote are checked for their end; only
+    # where pidfds are missing does this bound how late their remains are.
+    orphan_poll: float = 1.0
 
 
 def describe_status(status: int | None) -> tuple[int | None, int | None, str]:
@@ -43,21 +53,22 @@ def describe_status(status: int | None) -> tuple[int | None, int | None, str]:
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     from ._worker import EXIT_BOOT_FAILED, EXIT_NO_MAIN, EXIT_OK, EXIT_SERVER_LOST
 
-    cause = {
+    causes: dict[int | None, str] = {
         EXIT_OK: "finished",
         EXIT_NO_MAIN: "no function arrived",
         EXIT_SERVER_LOST: "lost its server",
         EXIT_BOOT_FAILED: "failed to start",
-    }.get(code, f"exited with status {code}")
+    }
+    cause = causes.get(code, f"exited with status {code}")
     return code, None, cause
 
 
-def _tail(path: str) -> str:
+def _tail(path: str, n: int) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
+            f.seek(max(0, size - n))
             return f.read().decode("utf-8", "replace")
     except OSError:  # no such output (the worker died before making it): an empty tail says so
         return ""
@@ -135,7 +146,9 @@ class Spawner:
         var_dir: str,
         on_exit: Callable[[WorkerRecord, dict], None],
         key_path: str = "",
-    ):
+        cfg: SpawnerConfig = SpawnerConfig(),
+    ) -> None:
+        self.cfg = cfg
         self._args = [
             server_url,
             server_id,
@@ -174,7 +187,8 @@ class Spawner:
             target=self._read, args=(self._proc,), name="pycircuit-zygote", daemon=True
         ).start()
 
-    def _read(self, proc: subprocess.Popen) -> None:
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
         for line in proc.stdout:
             try:
                 ev = json.loads(line)
@@ -248,9 +262,8 @@ class Spawner:
             ).start()
         # A zygote that dies young is restarted a little later: one that
         # cannot start must not be restarted in a tight loop.
-        if time.monotonic() - self._proc_started < ZYGOTE_MIN_LIFE and self._closing.wait(
-            ZYGOTE_RESTART_DELAY
-        ):
+        young = time.monotonic() - self._proc_started < self.cfg.zygote_min_life
+        if young and self._closing.wait(self.cfg.zygote_restart_delay):
             return
         with self._lock:
             if not self._closed and self._proc is proc:  # an order may have restarted it already
@@ -261,24 +274,26 @@ class Spawner:
         while recs and not self._closed:
             fds = [fd for fd in (r.handle.fileno() for r in recs if r.handle) if fd is not None]
             if fds:
-                select.select(fds, [], [], ORPHAN_POLL)
+                select.select(fds, [], [], self.cfg.orphan_poll)
             else:
-                time.sleep(ORPHAN_POLL)  # no pidfds here: poll start times
+                time.sleep(self.cfg.orphan_poll)  # no pidfds here: poll start times
             for rec in [r for r in recs if r.handle is None or r.handle.exited()]:
                 recs.remove(rec)
                 with self._lock:
-                    ours = self._by_pid.pop(rec.pid, None) is rec
+                    ours = rec.pid is not None and self._by_pid.pop(rec.pid, None) is rec
                 if ours:
                     self._exited(rec, None)
 
     def _exited(self, rec: WorkerRecord, status: int | None) -> None:
         with self._lock:
             self._by_token.pop(rec.token, None)
-            self._by_pid.pop(rec.pid, None)
+            if rec.pid is not None:
+                self._by_pid.pop(rec.pid, None)
             handle, rec.handle = rec.handle, None
         if handle is not None:
             handle.close()
         code, sig, cause = describe_status(status)
+        stderr = _tail(os.path.join(rec.wdir, "stderr"), self.cfg.tail_bytes)
         remains = {
             "id": rec.id,
             "url": rec.url,
@@ -286,8 +301,8 @@ class Spawner:
             "exit_code": code,
             "signal": sig,
             "cause": cause,
-            "stdout": _tail(os.path.join(rec.wdir, "stdout")),
-            "stderr": _tail(os.path.join(rec.wdir, "stderr")),
+            "stdout": _tail(os.path.join(rec.wdir, "stdout"), self.cfg.tail_bytes),
+            "stderr": stderr,
             "started": rec.started,
             "died": time.time(),
         }
@@ -295,7 +310,7 @@ class Spawner:
             self.remains.add(rec.id or rec.token, remains)
         shutil.rmtree(rec.wdir, ignore_errors=True)
         if rec.url is None:
-            rec.failure = f"{cause}; stderr: {remains['stderr'].strip()[-800:] or '(empty)'}"
+            rec.failure = f"{cause}; stderr: {stderr.strip()[-800:] or '(empty)'}"
             rec.ready.set()
         self._on_exit(rec, remains)
 
@@ -309,7 +324,8 @@ class Spawner:
             except OSError:
                 pass  # the zygote is gone and its reader starts another: only this hint is lost
 
-    def _tell(self, order: dict) -> None:  # holding _lock
+    def _tell(self, order: dict[str, Any]) -> None:  # holding _lock
+        assert self._proc is not None and self._proc.stdin is not None  # started with stdin=PIPE
         self._proc.stdin.write(json.dumps(order).encode() + b"\n")
         self._proc.stdin.flush()
 
@@ -386,7 +402,8 @@ class Spawner:
         if proc is None:
             return
         try:
-            proc.stdin.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
         except OSError:  # a broken pipe: the zygote is gone already, which is what closing asks
             pass
         try:

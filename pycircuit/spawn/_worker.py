@@ -4,8 +4,9 @@ A worker is forked by its server's zygote, makes its runtime, registers with
 the server (which then lists it in the anchor namespace and tells the
 spawning client its address), runs the one spawned function that the client
 sends to its ``HANDLE_MAIN`` object, and exits once that function has been
-answered and every ``run_in_back`` function has returned. It also exits if
-its server goes away: a worker never outlives the host's server.
+answered and every ``run_in_back`` function has returned (``_life``). It
+also exits if its server goes away: a worker never outlives the host's
+server.
 """
 
 from __future__ import annotations
@@ -16,16 +17,27 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from ..errors import CircuitError, SpawnError
+from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr
-from ..runtime._runtime import HANDLE_MAIN, Runtime, RuntimeConfig, current, install
+from ..runtime._config import HANDLE_MAIN
+from ..runtime._runtime import Runtime, RuntimeConfig, install
 from . import _codecache
+from ._life import WorkerLife
 
-# A worker whose spawner never sends the function (it died in between) gives up.
-MAIN_TIMEOUT = 60.0
+__all__ = ["HANDLE_MAIN", "WorkerConfig", "WorkerMain", "child_main", "run_in_back", "server_url"]
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    # A worker whose spawner never sends the function (it died in between)
+    # gives up after this long; a spawn normally sends it within
+    # milliseconds, and a slow one on a loaded host within seconds.
+    main_timeout: float = 60.0
+
 
 EXIT_OK = 0
 EXIT_NO_MAIN = 3
@@ -33,6 +45,7 @@ EXIT_SERVER_LOST = 4
 EXIT_BOOT_FAILED = 5
 
 _server_url: str | None = None
+_life: WorkerLife | None = None  # this process's, if it is a worker
 
 
 def server_url() -> str | None:
@@ -43,8 +56,9 @@ def server_url() -> str | None:
 class WorkerMain:
     """Runs the spawned function; the object at HANDLE_MAIN of a worker."""
 
-    def __init__(self, rt: Runtime):
+    def __init__(self, rt: Runtime, life: WorkerLife) -> None:
         self._rt = rt
+        self._life = life
         self.assigned = threading.Event()
         self.kernel: Any = None  # the server's kernel, once dialled
         self._preloaded = set(sys.modules)  # what the zygote had imported
@@ -59,16 +73,11 @@ class WorkerMain:
 
     def run(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
         self.assigned.set()
-        lc = self._rt.lifecycle
-        with lc.lock:
-            if lc.main_started:
-                raise SpawnError("this worker already ran its function")
-            lc.main_started = True
+        self._life.start_main()
         try:
             return fn(*args, **kwargs)
         finally:
-            # The runtime marks main done once the reply has been sent.
-            self._rt._tl.main_replied = True
+            self._life.main_returned()  # done once the reply has left (WorkerLife)
             self._report_sources()
 
     def _report_sources(self) -> None:
@@ -88,26 +97,23 @@ class WorkerMain:
 def run_in_back(fn: Callable, *args: Any, **kwargs: Any) -> None:
     """Run ``fn`` in a background thread of this worker and keep the worker
     alive until it returns."""
-    rt = current(create=False)
-    if rt is None or rt.cfg.role != "worker":
+    life = _life
+    if life is None:
         raise CircuitError(
             "run_in_back works only inside a spawned worker function (this process is not a worker)"
         )
     if not callable(fn):
         raise TypeError("run_in_back needs a callable")
-    lc = rt.lifecycle
-    with lc.lock:
-        lc.background += 1
+    life.background_started()
 
     def body() -> None:
         try:
             fn(*args, **kwargs)
         except BaseException:
+            # Product output: the traceback goes to the worker's saved stderr.
             traceback.print_exc()
         finally:
-            with lc.lock:
-                lc.background -= 1
-                lc.check()
+            life.background_ended()
 
     threading.Thread(target=body, name="pycircuit-back", daemon=True).start()
 
@@ -121,12 +127,11 @@ def _redirect_stdio(wdir: str) -> None:
         os.dup2(f, fd)
         os.close(f)
     for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
         try:
-            stream.reconfigure(line_buffering=True)
-        except (
-            AttributeError,
-            ValueError,
-        ):  # replaced by the user's own stream: keep its buffering
+            if reconfigure is not None:  # else replaced by the user's own stream
+                reconfigure(line_buffering=True)
+        except ValueError:  # a stream that cannot: keep its buffering
             pass
 
 
@@ -147,12 +152,13 @@ def child_main(
     wdir: str,
     key: Any = "",
     spare: bool = False,
+    cfg: WorkerConfig = WorkerConfig(),
 ) -> None:
     """Entry point of a freshly forked worker; never returns. With ``key``
     (the server's cluster key: a loaded ClusterKey or its file path) the
     worker speaks TLS. A ``spare`` waits to be assigned before its function
     deadline starts."""
-    global _server_url
+    global _server_url, _life
     try:
         os.setsid()  # signals aimed at the server's process group spare workers
         _redirect_stdio(wdir)
@@ -167,30 +173,33 @@ def child_main(
             from ..runtime._tls import load_key
 
             tls = load_key(tls)
-        rt = install(
-            Runtime(RuntimeConfig(host=host, role="worker", host_label=server_id, tls=tls))
-        )
-        main = WorkerMain(rt)
-        rt._table.add_static(HANDLE_MAIN, main)
+        life = _life = WorkerLife()
+        rt = Runtime(RuntimeConfig(host=host, role="worker", host_label=server_id, tls=tls))
+        rt.observe_calls(life)
+        main = WorkerMain(rt, life)
+        rt.add_static(HANDLE_MAIN, main)
+        install(rt)
         server = WorkerAddr.parse(server_url_)
         kernel = rt.dial(server, "circuit")
-        link = rt.peer(
-            server
-        )  # the connection we dialled: a peer merely claiming the server's ID is not it
-        rt.on_peer_lost.append(lambda p: p is link and _exit(EXIT_SERVER_LOST))
+        # the connection we dialled: a peer merely claiming the server's ID is not it
+        link = rt.peer(server)
+
+        def on_lost(p: object) -> None:
+            if p is link:
+                _exit(EXIT_SERVER_LOST)
+
+        rt.on_peer_lost.append(on_lost)
         kernel.register(token, rt.url)
         main.kernel = kernel
     except BaseException:
-        traceback.print_exc()
+        traceback.print_exc()  # product output: the worker's saved stderr says why it did not boot
         _exit(EXIT_BOOT_FAILED)
     if spare:  # forked ahead of demand: waits (without a deadline) to be handed out
         main.assigned.wait()
-    lc = rt.lifecycle
-    if not lc.finished.wait(MAIN_TIMEOUT):
-        with lc.lock:
-            started = lc.main_started
-        if not started:
+    if not life.finished.wait(cfg.main_timeout):
+        if not life.started():
+            # Product output: the worker's saved stderr, shown with its remains.
             print("pycircuit: no function arrived; exiting", file=sys.stderr)
             _exit(EXIT_NO_MAIN)
-        lc.finished.wait()
+        life.finished.wait()
     _exit(EXIT_OK)

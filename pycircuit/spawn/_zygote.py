@@ -23,6 +23,7 @@ import os
 import select
 import signal
 import sys
+from typing import Any
 
 # Imported here, before any fork, so that workers start warm.
 import encodings.idna  # noqa: F401  (socket.create_connection imports it lazily: ~1 ms a spawn)
@@ -55,7 +56,7 @@ def _reap(out) -> None:
 
 def main(argv: list[str]) -> None:
     server_url, server_id, host, *rest = argv
-    key = rest[0] if rest else ""  # the cluster key file, if the server has one
+    key: Any = rest[0] if rest else ""  # the cluster key file, if the server has one
     if key:  # loaded once: forked workers inherit it (a few ms each otherwise)
         from ..runtime._tls import load_key
 
@@ -79,7 +80,7 @@ def main(argv: list[str]) -> None:
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we go
     out = os.fdopen(1, "wb", buffering=0)
-    inp = os.fdopen(0, "rb", buffering=0)
+    inp: Any = os.fdopen(0, "rb", buffering=0)  # a file, selected beside a bare fd
     pending = b""
     while True:
         try:

@@ -1,0 +1,293 @@
+"""Connections of a runtime: accepting (authentication and HELLO within a
+deadline), dialling, the peers by runtime ID, and what happens when one is
+lost. Layer: runtime (``_refs`` below it in the ``Runtime`` class,
+``_calls`` above)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from ..errors import CircuitError, NetworkError, ProtocolError, StaleAddressError
+from . import _wire
+from ._addr import WorkerAddr, is_loopback, new_worker_id
+from ._auth import AuthRefused, SecretAuth, user_secret
+from ._config import RuntimeConfig
+from ._link import refusal_frame
+from ._peer import Peer
+from ._refs import RefsCore
+from ._threads import THREADS
+
+log = logging.getLogger(__name__)
+
+
+def _log_refusal(why: str) -> None:
+    log.info("refused a connection: %s", why)
+
+
+class ConnsCore(RefsCore):
+    def __init__(self, cfg: RuntimeConfig, on_refused: Callable[[str], None] | None = None) -> None:
+        super().__init__(cfg)
+        self.id = cfg.runtime_id or new_worker_id()
+        self.pid = os.getpid()
+        # Runtimes known lost, oldest first (bounded by cfg.max_dead).
+        self._dead: dict[str, None] = {}
+        self._dial_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.on_peer_lost: list[Callable[[Peer], object]] = []
+        self._closed = False
+        self._on_refused = on_refused or _log_refusal
+        # Without a key, a runtime on loopback accepts only this user's
+        # runtimes; one listening elsewhere (`start --insecure`, or a client
+        # of a remote insecure circuit) accepts anyone who proves nothing.
+        self._auth = (
+            cfg.tls
+            if cfg.tls is not None
+            else SecretAuth(
+                user_secret(), open=not is_loopback(cfg.host), timeout=cfg.handshake_timeout
+            )
+        )
+        self._handshakes = threading.BoundedSemaphore(cfg.max_handshakes)
+        self._sock = socket.create_server((cfg.host, cfg.port), backlog=512)
+        host, port = self._sock.getsockname()[:2]
+        self.addr = WorkerAddr(
+            cfg.host if cfg.host not in ("0.0.0.0", "::") else host, port, self.pid, self.id
+        )
+        self.url = self.addr.url
+
+    @property
+    def is_open(self) -> bool:
+        """Does this runtime accept connections that prove nothing?"""
+        return bool(getattr(self._auth, "open", False))
+
+    # -- accepting ----------------------------------------------------------
+    def _accept_loop(self) -> None:
+        first, most = self.cfg.accept_backoff
+        backoff = 0.0
+        while not self._closed:
+            try:
+                sock, _ = self._sock.accept()
+            except OSError as e:
+                if self._closed:
+                    return
+                backoff = min(max(2 * backoff, first), most)
+                if backoff in (first, most):
+                    log.warning("accepting connections failed: %s; retrying", e.strerror or e)
+                time.sleep(backoff)
+                continue
+            backoff = 0.0
+            if not self._handshakes.acquire(False):
+                close_quietly(sock)
+                self._on_refused("too many connections authenticating at once")
+                continue
+            THREADS.start(self._adopter(sock), "pycircuit-serve-peer")
+
+    def _adopter(self, sock: socket.socket) -> Callable[[], None]:
+        return lambda: self._adopt(sock)
+
+    def _adopt(self, sock: socket.socket) -> None:
+        """Authenticate an accepted connection and read its HELLO, both
+        within ``handshake_timeout``; then serve it in this thread."""
+        deadline = time.monotonic() + self.cfg.handshake_timeout
+        try:
+            try:
+                sock = self._auth.wrap_server(sock)
+            except AuthRefused as e:
+                _refuse_hello(sock, f"refused: {e}", self.cfg.refusal_linger)
+                self._on_refused(str(e))
+                return
+            except Exception as e:  # any failed handshake is a refusal, said why
+                close_quietly(sock)
+                self._on_refused(str(e))
+                return
+            peer = Peer(self, sock)  # type: ignore[arg-type]  # self is the Runtime this core is part of
+            with self._lock:
+                self._all_peers.add(peer)
+            if not peer.first_request(deadline) or peer.id is None:
+                peer.conn.abort()
+                self.peer_lost(peer, None)
+                self._on_refused("no HELLO in time" if peer.id is None else "bad HELLO")
+                return
+        finally:
+            self._handshakes.release()
+        peer.group.run_here()  # this thread serves the connection: no second thread to wake
+
+    def handle_hello(self, peer: Peer, frame: bytes) -> bytes:
+        if peer.id is not None:  # one identity per connection: leases are bound to it
+            return b"!protocol error: a second HELLO on one connection"
+        try:
+            h = _wire.decode_hello(frame)
+            _wire.check_version(_wire.WIRE_VERSION, h.version)
+        except ProtocolError as e:
+            return b"!" + str(e).encode()
+        if (h.want_id and h.want_id != self.id) or (h.want_pid and h.want_pid != str(self.pid)):
+            return b"!" + f"stale address: this port is now runtime {self.url}".encode()
+        try:
+            addr = WorkerAddr.parse(h.url)
+        except CircuitError as e:
+            return b"!" + str(e).encode()
+        peer.id, peer.addr, peer.role = h.runtime_id, addr, h.role
+        with self._lock:
+            cur = self._peers.get(peer.id)
+            if cur is None or cur.dead:
+                self._peers[peer.id] = peer
+        me = _wire.Hello(_wire.WIRE_VERSION, self.id, self.url, self.cfg.role)
+        return _wire.encode_hello(me)
+
+    # -- dialling -----------------------------------------------------------
+    def peer(self, addr: WorkerAddr) -> Peer:
+        p = self._peers.get(addr.id)
+        if p is not None and not p.dead:
+            if p.addr is not None and p.addr.pid != addr.pid:
+                raise StaleAddressError(f"{addr}: stale address: runtime {addr.id} is {p.addr}")
+            return p
+        if addr.id in self._dead:
+            raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
+        with self._dial_locks[addr.id]:
+            p = self._peers.get(addr.id)
+            if p is not None and not p.dead:
+                return p
+            if addr.id in self._dead:
+                raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
+            return self._dial(addr)
+
+    def _dial(self, addr: WorkerAddr) -> Peer:
+        try:
+            sock = socket.create_connection(
+                (addr.host, addr.port), timeout=self.cfg.connect_timeout
+            )
+            sock = self._auth.wrap_client(sock)
+        except OSError as e:
+            raise NetworkError(f"cannot reach {addr}: {e.strerror or e}") from None
+        except CircuitError as e:
+            raise NetworkError(f"cannot reach {addr}: {e}") from None
+        peer = Peer(self, sock)  # type: ignore[arg-type]  # as in _adopt
+        peer.addr = addr
+        with self._lock:
+            self._all_peers.add(peer)
+        peer.group.start()
+        hello = _wire.Hello(
+            _wire.WIRE_VERSION, self.id, self.url, self.cfg.role, addr.id, str(addr.pid)
+        )
+        try:
+            answer = peer.invoke(_wire.OP_HELLO, _wire.encode_hello(hello))
+        except NetworkError as e:
+            raise NetworkError(f"cannot reach {addr}: {e}") from None
+        if isinstance(answer, bytes) and answer.startswith(b"!"):
+            peer.dead = True
+            peer.conn.abort()
+            msg = answer[1:].decode("utf-8", "replace")
+            if msg.startswith("stale"):
+                raise StaleAddressError(f"{addr}: {msg}")
+            if msg.startswith("refused"):
+                raise NetworkError(f"cannot reach {addr}: {msg}")
+            raise ProtocolError(f"{addr} refused us: {msg}")
+        theirs = _wire.decode_hello(answer)
+        _wire.check_version(_wire.WIRE_VERSION, theirs.version)
+        if theirs.runtime_id != addr.id:
+            peer.dead = True
+            peer.conn.abort()
+            raise StaleAddressError(
+                f"{addr}: stale address: this port is now runtime {theirs.runtime_id}"
+            )
+        peer.id, peer.role = theirs.runtime_id, theirs.role
+        with self._lock:
+            self._peers[peer.id] = peer
+        return peer
+
+    # -- losing -------------------------------------------------------------
+    def peer_lost(self, peer: Peer, err: BaseException | None) -> None:
+        """``peer``'s connection is gone: if no other connection speaks for
+        its runtime, that runtime is known lost (its leases go)."""
+        with self._lock:
+            if peer.dead and peer not in self._all_peers:
+                return
+            peer.dead = True
+            self._all_peers.discard(peer)
+            if peer.id is None:
+                return
+            if self._peers.get(peer.id) is peer:
+                del self._peers[peer.id]
+            # Another live connection says it is the same runtime (a dial
+            # race; or a peer claiming its ID): that runtime is not known
+            # gone, so it keeps its leases and stays reachable.
+            twin = next((p for p in self._all_peers if p.id == peer.id and not p.dead), None)
+            if twin is not None:
+                self._peers.setdefault(peer.id, twin)
+                return
+            self._dead[peer.id] = None
+            if len(self._dead) > self.cfg.max_dead:
+                del self._dead[next(iter(self._dead))]
+            self._dial_locks.pop(peer.id, None)
+            acks = self._forget_holder(peer.id)
+        if acks:
+            self._observer.handoffs(-acks)
+        for cb in list(self.on_peer_lost):
+            try:
+                cb(peer)
+            except Exception:  # one subscriber's bug must not keep the others from hearing
+                log.exception("a lost-peer callback failed")
+
+    def is_dead(self, runtime_id: str) -> bool:
+        return runtime_id in self._dead
+
+    def revive(self, runtime_id: str) -> None:
+        """Allow dialling a runtime again after its connection was lost.
+        Only for servers (membership heals partitions): a worker that was
+        lost stays dead for this process, as the API promises."""
+        with self._lock:
+            self._dead.pop(runtime_id, None)
+
+    def drop(self, runtime_id: str) -> None:
+        """Close the connection to a runtime judged unreachable; calls
+        waiting on it raise NetworkError."""
+        with self._lock:
+            p = self._peers.get(runtime_id)
+        if p is not None:
+            p.conn.abort()
+            self.peer_lost(p, None)
+
+
+def close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass  # already broken: nothing left to release
+
+
+def _refuse_hello(sock: socket.socket, why: str, linger: float) -> None:
+    """Tell a dialer that was refused why, as the answer to its HELLO (the
+    first request of every connection, sent right after its proof). The
+    answer waits for the HELLO: sent earlier, the dialer could read it, and
+    our close, before it has a request to match it with. Then close once
+    the dialer has read it (closing with its bytes unread would reset the
+    connection and lose the answer)."""
+    try:
+        sock.settimeout(linger)
+        head = b""
+        while len(head) < 5:
+            chunk = sock.recv(5 - len(head))
+            if not chunk:
+                return
+            head += chunk
+        left = int.from_bytes(head[:4], "big") + 1  # the body and RPyC's flusher byte
+        if left > 1 << 16:  # not a HELLO: nothing to answer
+            return
+        while left > 0:
+            chunk = sock.recv(min(left, 1 << 16))
+            if not chunk:
+                return
+            left -= len(chunk)
+        sock.sendall(refusal_frame(1, _wire.OP_HELLO, b"!" + why.encode()))
+        sock.shutdown(socket.SHUT_WR)
+        end = time.monotonic() + linger
+        while time.monotonic() < end and sock.recv(1 << 16):
+            pass  # discard what the dialer sends until it closes
+    except OSError:
+        pass  # the dialer went first or stalled: nothing more to tell it
+    finally:
+        close_quietly(sock)
