@@ -7,11 +7,15 @@ import traceback
 from typing import Any
 from collections.abc import Callable
 
+from .acid import serve_everywhere
 from .errors import CircuitError
 from .runtime._addr import WorkerAddr
 from .runtime._runtime import Runtime, current
 from .spawn._worker import run_in_back
 from .xref._x import X, XPerm
+
+# Every runtime of a client program serves acid (debuggable by its address).
+serve_everywhere()
 
 __all__ = [
     "spawn",

@@ -15,10 +15,14 @@ from collections.abc import Callable
 
 from ._anchor import Anchor, anchor_dirs
 from ._dialin import ClientConfig, cluster_key, local_ip_toward, url_from_env
+from .acid import serve_everywhere
 from .errors import CircuitError
 from .runtime._addr import WorkerAddr, is_server_id
 from .runtime._runtime import HANDLE_MAIN, current
 from .server._anchors import parse_path
+
+# Every runtime of a client program serves acid (debuggable by its address).
+serve_everywhere()
 
 if TYPE_CHECKING:
     from ._embedded import EmbeddedServer

@@ -24,6 +24,8 @@ PURE = {
     "pycircuit.xref._leases": "xref/_leases.py",
     "pycircuit.server._members": "server/_members.py",
     "pycircuit.server._swim": "server/_swim.py",
+    "pycircuit.server._swim_view": "server/_swim_view.py",
+    "pycircuit.server._swim_queue": "server/_swim_queue.py",
     "pycircuit.server._swim_wire": "server/_swim_wire.py",
     "pycircuit.server._anchors": "server/_anchors.py",
 }

@@ -12,8 +12,6 @@ import time
 import traceback
 from typing import Any
 
-import psutil
-
 from . import _sampler
 
 __all__ = ["Acid", "install", "thread_stacks"]
@@ -69,6 +67,8 @@ class Acid:
         return _sampler.profile(seconds)
 
     def stat(self) -> dict[str, Any]:
+        import psutil  # here, not at import: every runtime serves acid, few are asked for stat
+
         p = psutil.Process()
         with p.oneshot():
             mem = p.memory_info()
@@ -136,3 +136,19 @@ def _heap(debug: int, seconds: float) -> str:
 
 def install(rt: Any) -> None:
     rt.listen("acid", Acid())
+
+
+_everywhere = False
+
+
+def serve_everywhere() -> None:
+    """Give this process's runtime (now, or when it is made) the ``acid``
+    service. Servers, workers and client programs each call it, so every
+    runtime of a circuit can be debugged by its address; calling it again
+    does nothing."""
+    global _everywhere
+    from ..runtime._runtime import on_install
+
+    if not _everywhere:  # under the import lock of the first caller's module
+        _everywhere = True
+        on_install(install)

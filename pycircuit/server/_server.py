@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..acid import serve_everywhere
 from ..errors import CircuitError, ElementError, SpawnError
 from ..runtime._addr import WorkerAddr, new_server_id
 from ..runtime._runtime import HANDLE_MAIN, Runtime, RuntimeConfig, install
@@ -75,6 +76,7 @@ class Server:
         self._own_var = cfg.var_dir is None  # a directory we made, and remove at close
         self.var = cfg.var_dir or tempfile.mkdtemp(prefix=f"pycircuit-{self.id}-")
         os.makedirs(self.var, exist_ok=True)
+        serve_everywhere()
         self.rt = install(
             Runtime(
                 RuntimeConfig(

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..acid import serve_everywhere
 from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr
 from ..runtime._config import HANDLE_MAIN
@@ -178,6 +179,7 @@ def child_main(
         rt.observe_calls(life)
         main = WorkerMain(rt, life)
         rt.add_static(HANDLE_MAIN, main)
+        serve_everywhere()
         install(rt)
         server = WorkerAddr.parse(server_url_)
         kernel = rt.dial(server, "circuit")
