@@ -17,6 +17,7 @@ the runtime; this module only finds the references.
 
 from __future__ import annotations
 
+import functools
 import io
 import importlib
 import pickle
@@ -25,8 +26,6 @@ import threading
 import types
 from typing import Any
 from collections.abc import Callable
-
-import dill
 
 from ..errors import CircuitError, RemoteImportError, SerializationError
 
@@ -122,25 +121,38 @@ def is_plain(value: Any, depth: int = 2) -> bool:
     return False
 
 
-class _DillPickler(dill.Pickler):  # type: ignore[misc]  # dill ships no type information
-    def __init__(self, f: io.BytesIO, x_types: tuple[type, ...], encode_x: EncodeX) -> None:
-        super().__init__(f, _PROTO, recurse=True)
-        self._x_types = x_types
-        self._encode_x = encode_x
+@functools.cache
+def _dill() -> tuple[type, type]:
+    """dill's pickler and unpickler with our hooks, made on first use: most
+    processes never need dill, and importing it costs more than the rest of
+    this module (a command-line client's start-up)."""
+    import dill
 
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, self._x_types):
-            return _xref, (self._encode_x(obj),)
-        if (
-            type(obj) is types.ModuleType
-            and obj.__name__ != "__main__"
-            and obj.__name__ in sys.modules
-        ):
-            # dill saves a module outside site-packages *with its whole
-            # __dict__* (so an editable install or a project module drags its
-            # locks and thread-locals along); import it by name instead.
-            return importlib.import_module, (obj.__name__,)
-        return NotImplemented
+    class DillPickler(dill.Pickler):  # type: ignore[misc]  # dill ships no type information
+        def __init__(self, f: io.BytesIO, x_types: tuple[type, ...], encode_x: EncodeX) -> None:
+            super().__init__(f, _PROTO, recurse=True)
+            self._x_types = x_types
+            self._encode_x = encode_x
+
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, self._x_types):
+                return _xref, (self._encode_x(obj),)
+            if (
+                type(obj) is types.ModuleType
+                and obj.__name__ != "__main__"
+                and obj.__name__ in sys.modules
+            ):
+                # dill saves a module outside site-packages *with its whole
+                # __dict__* (so an editable install or a project module drags its
+                # locks and thread-locals along); import it by name instead.
+                return importlib.import_module, (obj.__name__,)
+            return NotImplemented
+
+    # dill's Unpickler is a pickle.Unpickler: the hook of ours comes first in the MRO.
+    class DillUnpickler(_FastUnpickler, dill.Unpickler):  # type: ignore[misc]  # no types
+        pass
+
+    return DillPickler, DillUnpickler
 
 
 def dumps(value: Any, x_types: tuple[type, ...] = (), encode_x: EncodeX | None = None) -> bytes:
@@ -168,7 +180,7 @@ def dumps(value: Any, x_types: tuple[type, ...] = (), encode_x: EncodeX | None =
     buf = io.BytesIO()
     buf.write(TAG_DILL)
     try:
-        _DillPickler(buf, x_types, encode_x).dump(value)
+        _dill()[0](buf, x_types, encode_x).dump(value)
     except CircuitError:
         raise
     except Exception as e:
@@ -207,11 +219,6 @@ class _FastUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-# dill's Unpickler is a pickle.Unpickler: the hook above comes first in the MRO.
-class _DillUnpickler(_FastUnpickler, dill.Unpickler):  # type: ignore[misc]  # dill has no types
-    pass
-
-
 def loads(data: bytes, decode_x: DecodeX | None = None) -> Any:
     """Decode a value stream. A module that cannot be imported raises
     RemoteImportError naming it; anything else malformed SerializationError."""
@@ -231,7 +238,7 @@ def loads(data: bytes, decode_x: DecodeX | None = None) -> Any:
     if tag == TAG_PICKLE:
         up = _FastUnpickler(body, decode_x)
     elif tag == TAG_DILL:
-        up = _DillUnpickler(body, decode_x)
+        up = _dill()[1](body, decode_x)
     else:
         raise SerializationError(f"unknown value stream tag {bytes(tag)!r}")
     try:
