@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ..errors import CircuitError, NetworkError, ProtocolError, StaleAddressError
 from . import _wire
+from ._limits import describe_os_error
 from ._addr import WorkerAddr, is_loopback, new_worker_id
 from ._auth import AuthRefused, SecretAuth, user_secret
 from ._config import RuntimeConfig
@@ -162,7 +163,7 @@ class ConnsCore(RefsCore):
             )
             sock = self._auth.wrap_client(sock)
         except OSError as e:
-            raise NetworkError(f"cannot reach {addr}: {e.strerror or e}") from None
+            raise NetworkError(f"cannot reach {addr}: {describe_os_error(e)}") from None
         except CircuitError as e:
             raise NetworkError(f"cannot reach {addr}: {e}") from None
         peer = Peer(self, sock)  # type: ignore[arg-type]  # as in _adopt

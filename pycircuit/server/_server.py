@@ -18,6 +18,7 @@ from typing import Any
 from ..acid import serve_everywhere
 from ..errors import CircuitError, ElementError, SpawnError
 from ..runtime._addr import WorkerAddr, new_server_id
+from ..runtime._limits import raise_nofile
 from ..runtime._runtime import HANDLE_MAIN, Runtime, RuntimeConfig, install
 from ._refusals import RefusalLog
 from ..runtime._threads import THREADS
@@ -77,6 +78,7 @@ class Server:
         self.var = cfg.var_dir or tempfile.mkdtemp(prefix=f"pycircuit-{self.id}-")
         os.makedirs(self.var, exist_ok=True)
         serve_everywhere()
+        raise_nofile()  # one descriptor per worker connection; forked workers inherit it
         self.rt = install(
             Runtime(
                 RuntimeConfig(
