@@ -2,11 +2,11 @@
 counts kept without a lock.
 
 ``threading.Thread.start`` returns only once the new thread has run (the
-caller waits on an event the thread sets), which costs 0.1–0.3 ms of context
-switches here, paid in full by whoever is waiting: a new connection's first
-reply, a spawn. A parked thread starts work when a lock is released. A
-keeper thread (which pays ``Thread.start`` itself, off those paths) keeps a
-few parked. Layer: runtime (no other pycircuit import).
+caller waits on an event the thread sets), which costs context switches
+(bench/README.md, call path) paid in full by whoever is waiting: a new
+connection's first reply, a spawn. A parked thread starts work when a lock
+is released. A keeper thread (which pays ``Thread.start`` itself, off those
+paths) keeps a few parked. Layer: runtime (no other pycircuit import).
 """
 
 from __future__ import annotations
@@ -17,10 +17,18 @@ import time
 from collections.abc import Callable
 
 
-class ThreadCounts(dict):
-    """``{thread id: count}`` where each thread changes only its own key:
-    single dict operations are atomic, so no lock is needed, and the dict
-    is empty exactly when no thread counts anything."""
+class ThreadCounts(dict[int, int]):
+    """``{thread id: count}`` where each thread changes only its own key,
+    so the dict is empty exactly when no thread counts anything.
+
+    No lock, because of the GIL: each single dict operation (get, store,
+    delete, ``in``, ``len``) is atomic, and a read-modify-write of a key
+    is safe because only its own thread writes it. Other threads only test
+    the dict's truth (``len``), a snapshot. A free-threaded (PEP 703) build
+    locks a dict per operation, so the single operations stay atomic there
+    and this class needs no change; what changes is that the readers'
+    snapshot is only as fresh as that build's memory order (the callers
+    treat it as a hint and re-check under their own locks)."""
 
     def up(self) -> None:
         me = threading.get_ident()
@@ -100,11 +108,12 @@ class Reservoir:
     def _parked_loop(self, slot: _Slot) -> None:
         me = threading.current_thread()
         while True:
-            slot.go.acquire()
+            slot.go.acquire()  # the releaser stored fn first: a lock hand-over orders it, GIL or not
             fn, slot.fn = slot.fn, None
             me.name = slot.name
             try:
-                fn()
+                if fn is not None:  # always set by start(); checked, not assumed
+                    fn()
             except BaseException as e:  # as for a plain thread: reported, and the thread lives on
                 threading.excepthook(threading.ExceptHookArgs((type(e), e, e.__traceback__, me)))
             fn = None  # a parked thread must not keep what the last job held alive (a reply's references)
