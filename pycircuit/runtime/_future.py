@@ -81,6 +81,9 @@ class Future(cf.Future):
             return
         p, peer = self._pending, self._peer
         assert p is not None and peer is not None
+        # Break the Pending -> Future reference (on_ready is this bound
+        # method): without it every Future is a cycle left to the collector.
+        p.on_ready = None
         if p.is_exc:
             self.set_exception(peer.failure(_wire.OP_CALL, p.obj))
             self._decode = self._inline = None
