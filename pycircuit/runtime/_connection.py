@@ -57,11 +57,12 @@ class Pending:
     def settle(self, is_exc: bool, obj: Any) -> None:
         """Mark the reply in; the caller then runs ``on_ready``.
 
-        ``ready`` is stored last and read without a lock by waiters: under
-        the GIL stores are seen in program order. A free-threaded (PEP 703)
-        build gives no such order for plain attributes: ``ready`` would
-        need to be published with release semantics (e.g. set under the
-        receive lock, which every waiter takes before it trusts ``obj``)."""
+        ``ready`` is stored last and read without a lock by waiters, which
+        then read ``obj``: under the GIL one thread's stores are seen by
+        the others in program order. A free-threaded (PEP 703) build
+        promises no such order for plain attributes: ``ready`` would need
+        release/acquire semantics (e.g. stored and read under a lock the
+        waiter also holds while it reads ``obj``)."""
         self.is_exc = is_exc
         self.obj = obj
         self.ready = True
@@ -274,11 +275,12 @@ class Connection:
                 raise
             self._dispatch(data)
         finally:
-            # GIL: an unlocked read of an int another thread changes under
-            # _recv_event; a stale 0 is covered by _wait_for_reader's order.
-            # A free-threaded build keeps int reads whole but needs the same
-            # order argument to hold with its memory model (read after the
-            # lock release, which is a full barrier there too).
+            # GIL: an unlocked read of a counter other threads change under
+            # _recv_event; a stale 0 is harmless by _wait_for_reader's order
+            # (count first, then retry the lock). A free-threaded build needs
+            # this read kept after the lock release by its memory model (an
+            # atomic load with acquire semantics, or reading under
+            # _recv_event).
             if self._recv_waiters:
                 self.wake_readers()
 
