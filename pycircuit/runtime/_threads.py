@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class ThreadCounts(dict[int, int]):
@@ -56,11 +57,22 @@ class _Slot:
         self.name = ""
 
 
-class Reservoir:
-    REFILL_DELAY = 0.02
+@dataclass(frozen=True)
+class ReservoirConfig:
+    """``keep`` threads parked; a taken one is replaced ``refill_delay``
+    seconds later, not while the work just handed out (a connection's first
+    reply, say) needs the CPU."""
 
-    def __init__(self, keep: int = 3):
-        self._keep = keep
+    keep: int = 3
+    refill_delay: float = 0.02
+
+
+class Reservoir:
+    """Threads parked for ``start``, refilled by a keeper thread."""
+
+    def __init__(self, config: ReservoirConfig = ReservoirConfig()):
+        self._cfg = config
+        self._keep = config.keep
         self._lock = threading.Lock()
         self._parked: list[_Slot] = []
         self._refill = threading.Condition(self._lock)
@@ -94,9 +106,7 @@ class Reservoir:
                 if len(self._parked) >= self._keep:
                     while len(self._parked) >= self._keep:
                         self._refill.wait()
-                    # Refill a moment later, not while the work just handed
-                    # out (a connection's first reply, say) needs the CPU.
-                    until = time.monotonic() + self.REFILL_DELAY
+                    until = time.monotonic() + self._cfg.refill_delay  # see ReservoirConfig
                     while (left := until - time.monotonic()) > 0:
                         self._refill.wait(left)
                 slot = _Slot()
