@@ -1,5 +1,6 @@
 """The link: pycircuit messages inside RPyC frames over a real socket pair,
-served the way runtimes serve them (a ServeGroup per connection)."""
+served the way runtimes serve them (a ServeGroup per connection); RPyC's
+own protocol is refused."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import pytest
 import rpyc
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from rpyc.core import brine, consts
+from rpyc.core.channel import Channel
+from rpyc.core.stream import SocketStream
+
+from pycircuit.errors import ProtocolError
 from pycircuit.runtime import _link, _wire
 from conftest import wait_until
 
@@ -18,14 +24,19 @@ class Side:
     def __init__(self, sock: socket.socket):
         self.conn = _link.make_connection(sock, rpyc.Service())
         self.closed = threading.Event()
+        self.error: BaseException | None = None
         self.posted: list[bytes] = []
         self.conn.handlers = {
             _wire.OP_CALL: lambda b: b"echo:" + b,
             _wire.OP_HELLO: self._fail,
             _wire.OP_RELEASE: self.posted.append,
         }
-        self.group = _link.ServeGroup(self.conn, "test", lambda err: self.closed.set())
+        self.group = _link.ServeGroup(self.conn, "test", self._on_close)
         self.group.start()
+
+    def _on_close(self, err: BaseException | None) -> None:
+        self.error = err
+        self.closed.set()
 
     @staticmethod
     def _fail(body: bytes) -> bytes:
@@ -83,7 +94,7 @@ def test_posts_get_no_reply_and_arrive_in_order(pair):
     assert left.call(_wire.OP_CALL, b"after") == b"echo:after"  # served after the posts
     wait_until(lambda: len(right.posted) == 50)
     assert right.posted == [b"%d" % i for i in range(50)]
-    assert not left.conn._pending
+    assert left.conn.in_flight() == 0
 
 
 def test_concurrent_callers_each_get_their_own_reply(pair):
@@ -101,10 +112,24 @@ def test_concurrent_callers_each_get_their_own_reply(pair):
     assert all(got[n] == [b"echo:%d-%d" % (n, i) for i in range(200)] for n in range(6))
 
 
-def test_rpyc_requests_find_nothing_exposed(pair):
-    left, _ = pair
-    with pytest.raises(AttributeError):
-        left.conn.root.handlers  # RPyC's own messages still work: and reach nothing
+def test_a_frame_that_is_not_a_pycircuit_message_fails_the_connection():
+    """RPyC's own protocol does not run on a link: an RPyC request (a brine
+    frame, as ``rpyc.connect`` would send) is a protocol error that closes
+    the connection."""
+    a, raw = socket.socketpair()
+    side = Side(a)
+    try:
+        getroot = brine.dump((consts.MSG_REQUEST, 1, (consts.HANDLE_GETROOT, ())))
+        Channel(SocketStream(raw), compress=False).send(getroot)
+        assert side.closed.wait(10)
+        assert isinstance(side.error, ProtocolError) and "not a pycircuit message" in str(
+            side.error
+        )
+        assert side.conn.closed
+        assert raw.recv(1) == b""  # closed on our side, nothing answered
+    finally:
+        side.conn.close()
+        raw.close()
 
 
 def test_a_closed_peer_fails_a_waiting_caller_with_eof(pair):
@@ -126,3 +151,20 @@ def test_a_closed_peer_fails_a_waiting_caller_with_eof(pair):
     t.join(10)
     assert not t.is_alive() and len(errors) == 1 and isinstance(errors[0], EOFError)
     assert left.closed.wait(10)
+
+
+def test_the_link_uses_only_rpyc_public_stream_and_channel():
+    """RPyC is the transport through its public classes only (so any 6.x
+    does): nothing from ``rpyc.core.protocol`` or other RPyC internals."""
+    import ast
+    import pathlib
+
+    allowed = {("rpyc.core.stream", "SocketStream"), ("rpyc.core.channel", "Channel")}
+    runtime = pathlib.Path(_link.__file__).parent
+    for name in ("_link", "_stream", "_connection", "_serve", "_threads"):
+        tree = ast.parse((runtime / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "rpyc" for a in node.names), name
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rpyc"):
+                assert {(node.module, a.name) for a in node.names} <= allowed, name

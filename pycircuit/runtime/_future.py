@@ -84,6 +84,9 @@ class Future(cf.Future):
             return
         p, peer = self._pending, self._peer
         assert p is not None and peer is not None
+        # Break the Pending -> Future reference (on_ready is this bound
+        # method): without it every Future is a cycle left to the collector.
+        p.on_ready = None
         if p.is_exc:
             err = p.obj
             assert isinstance(err, BaseException)

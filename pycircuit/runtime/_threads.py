@@ -2,11 +2,11 @@
 counts kept without a lock.
 
 ``threading.Thread.start`` returns only once the new thread has run (the
-caller waits on an event the thread sets), which costs 0.1–0.3 ms of context
-switches here, paid in full by whoever is waiting: a new connection's first
-reply, a spawn. A parked thread starts work when a lock is released. A
-keeper thread (which pays ``Thread.start`` itself, off those paths) keeps a
-few parked. Layer: runtime (no other pycircuit import).
+caller waits on an event the thread sets), which costs context switches
+(bench/README.md, call path) paid in full by whoever is waiting: a new
+connection's first reply, a spawn. A parked thread starts work when a lock
+is released. A keeper thread (which pays ``Thread.start`` itself, off those
+paths) keeps a few parked. Layer: runtime (no other pycircuit import).
 """
 
 from __future__ import annotations
@@ -15,12 +15,21 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
-class ThreadCounts(dict):
-    """``{thread id: count}`` where each thread changes only its own key:
-    single dict operations are atomic, so no lock is needed, and the dict
-    is empty exactly when no thread counts anything."""
+class ThreadCounts(dict[int, int]):
+    """``{thread id: count}`` where each thread changes only its own key,
+    so the dict is empty exactly when no thread counts anything.
+
+    No lock, because of the GIL: each single dict operation (get, store,
+    delete, ``in``, ``len``) is atomic, and a read-modify-write of a key
+    is safe because only its own thread writes it. Other threads only test
+    the dict's truth (``len``), a snapshot. A free-threaded (PEP 703) build
+    locks a dict per operation, so the single operations stay atomic there
+    and this class needs no change; what changes is that the readers'
+    snapshot is only as fresh as that build's memory order (the callers
+    treat it as a hint and re-check under their own locks)."""
 
     def up(self) -> None:
         me = threading.get_ident()
@@ -48,11 +57,22 @@ class _Slot:
         self.name = ""
 
 
-class Reservoir:
-    REFILL_DELAY = 0.02
+@dataclass(frozen=True)
+class ReservoirConfig:
+    """``keep`` threads parked; a taken one is replaced ``refill_delay``
+    seconds later, not while the work just handed out (a connection's first
+    reply, say) needs the CPU."""
 
-    def __init__(self, keep: int = 3):
-        self._keep = keep
+    keep: int = 3
+    refill_delay: float = 0.02
+
+
+class Reservoir:
+    """Threads parked for ``start``, refilled by a keeper thread."""
+
+    def __init__(self, config: ReservoirConfig = ReservoirConfig()):
+        self._cfg = config
+        self._keep = config.keep
         self._lock = threading.Lock()
         self._parked: list[_Slot] = []
         self._refill = threading.Condition(self._lock)
@@ -86,9 +106,7 @@ class Reservoir:
                 if len(self._parked) >= self._keep:
                     while len(self._parked) >= self._keep:
                         self._refill.wait()
-                    # Refill a moment later, not while the work just handed
-                    # out (a connection's first reply, say) needs the CPU.
-                    until = time.monotonic() + self.REFILL_DELAY
+                    until = time.monotonic() + self._cfg.refill_delay  # see ReservoirConfig
                     while (left := until - time.monotonic()) > 0:
                         self._refill.wait(left)
                 slot = _Slot()
@@ -100,11 +118,12 @@ class Reservoir:
     def _parked_loop(self, slot: _Slot) -> None:
         me = threading.current_thread()
         while True:
-            slot.go.acquire()
+            slot.go.acquire()  # the releaser stored fn first: a lock hand-over orders it, GIL or not
             fn, slot.fn = slot.fn, None
             me.name = slot.name
             try:
-                fn()
+                if fn is not None:  # always set by start(); checked, not assumed
+                    fn()
             except BaseException as e:  # as for a plain thread: reported, and the thread lives on
                 threading.excepthook(threading.ExceptHookArgs((type(e), e, e.__traceback__, me)))
             fn = None  # a parked thread must not keep what the last job held alive (a reply's references)
