@@ -8,7 +8,6 @@ import socket
 import threading
 
 import pytest
-import rpyc
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from rpyc.core import brine, consts
@@ -22,7 +21,7 @@ from conftest import wait_until
 
 class Side:
     def __init__(self, sock: socket.socket):
-        self.conn = _link.make_connection(sock, rpyc.Service())
+        self.conn = _link.make_connection(sock)
         self.closed = threading.Event()
         self.error: BaseException | None = None
         self.posted: list[bytes] = []

@@ -361,10 +361,9 @@ class Connection:
 
 
 def make_connection(
-    sock: socket.socket, service: object = None, max_frame: int = 1 << 30, silence: float = 30.0
+    sock: socket.socket, max_frame: int = 1 << 30, silence: float = 30.0
 ) -> Connection:
-    """A connection over ``sock`` (tuned: see ``tune_socket``). ``service``
-    is accepted and ignored: RPyC's protocol does not run on a link."""
+    """A connection over ``sock`` (tuned: see ``tune_socket``)."""
     tune_socket(sock, silence)
     return Connection(FrameChannel(BufferedStream(sock, max_frame)))
 

@@ -9,7 +9,6 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-import rpyc
 
 from ..errors import CircuitError, NetworkError, ProtocolError
 from . import _wire
@@ -32,12 +31,6 @@ def _size(body: bytes | tuple[bytes, ...]) -> int:
     return len(body)
 
 
-class _NoService(rpyc.Service):
-    """What RPyC may reach on a peer connection: nothing. Runtimes talk in
-    pycircuit messages (``_wire.MSG_*``), dispatched by op code to the
-    handlers below; RPyC's own requests find no exposed name."""
-
-
 class Peer:
     """One connection to another runtime."""
 
@@ -48,7 +41,7 @@ class Peer:
         self.addr: WorkerAddr | None = None
         self.role = ""
         self.dead = False
-        self.conn = make_connection(sock, _NoService(), rt.cfg.max_frame, rt.cfg.link_silence)
+        self.conn = make_connection(sock, rt.cfg.max_frame, rt.cfg.link_silence)
         self.conn.handlers = {
             _wire.OP_HELLO: partial(rt.handle_hello, self),
             _wire.OP_CALL: partial(rt.handle_call, self),
