@@ -141,6 +141,11 @@ class ConnsCore(RefsCore):
 
     # -- dialling -----------------------------------------------------------
     def peer(self, addr: WorkerAddr) -> Peer:
+        # The fast path reads _peers and _dead without the lock: a dict or set
+        # lookup is atomic under the GIL, and a stale answer is checked again
+        # under the dial lock. A free-threaded (PEP 703) build keeps dict reads
+        # safe too (per-object locks), but _dead's bounded eviction would need
+        # the lock here.
         p = self._peers.get(addr.id)
         if p is not None and not p.dead:
             if p.addr is not None and p.addr.pid != addr.pid:

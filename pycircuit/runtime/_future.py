@@ -49,7 +49,9 @@ class Future(cf.Future):
         self._pending: Pending | None = None
         self._decode: Callable[[Any], Any] | None = None
         self._inline: Callable[[Any], bool] | None = None
-        # next() is atomic: the first caller of _arrived wins; None: settled at birth
+        # The first caller of _arrived wins: next() on an itertools.count is one C
+        # call, atomic under the GIL; a free-threaded (PEP 703) build needs a
+        # lock or a compare-and-set here. None: settled at birth.
         self._claim: itertools.count[int] | None = itertools.count()
 
     @classmethod
