@@ -49,6 +49,17 @@ class Slow:
 
         return current().table_size()
 
+    def hold(self, x):
+        self.held = x  # a proxy of a third party's object
+
+    def give(self):
+        return self.held  # a reference this worker holds, not owns: sent, then acked
+
+    def acks(self):
+        from pycircuit.runtime._runtime import current
+
+        return current().counters()["acks_awaited"]
+
 
 def _serve():
     pycircuit.listen("slow", Slow())
@@ -215,3 +226,25 @@ def test_a_stopped_server_keeps_its_workers(servers):
 def _workers(c) -> list:
     kernel = c.kernel(c.hosts()[0])
     return [pycircuit.WorkerAddr.parse(w["url"]) for w in kernel.workers()]
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["kept-unread", "collected-unread"])
+def test_an_unread_future_still_acks_a_third_partys_reference(client, worker, drop):
+    """A reply carrying a reference the replier holds (a third party owns it)
+    keeps the replier's hand-off open until the receiver acks; the ack must
+    not wait for anyone to call result(), nor be lost with the Future."""
+    x, _ = worker
+    _, third = client.spawn(client.hosts()[0], None, _serve)
+    try:
+        x.hold(pycircuit.dial(third, "slow").thing())
+        f = x.call_async("give")
+        if drop:
+            del f
+            gc.collect()
+        else:
+            wait_until(f.done, 15, what="the reply to arrive")
+        wait_until(lambda: x.acks() == 0, 15, what="the replier's hand-off to settle")
+        if not drop:
+            assert isinstance(f.result(), pycircuit.X)
+    finally:
+        pycircuit.kill(third)

@@ -190,6 +190,10 @@ class RefsCore:
         with self._lock:
             self._pending_acks[token] = (holder, pins)
 
+    def acks_awaited(self) -> int:
+        with self._lock:
+            return len(self._pending_acks)
+
     def handle_ack(self, peer: Peer, token: int) -> None:
         with self._lock:
             settled = self._pending_acks.pop(token, None) is not None

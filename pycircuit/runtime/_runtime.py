@@ -128,8 +128,9 @@ class Runtime(CallsCore):
 
     def counters(self) -> dict[str, int]:
         """Figures of this runtime for monitoring: calls served, open
-        connections, objects it owns with leases granted on them, and
-        proxies (leases) it holds on others' objects."""
+        connections, objects it owns with leases granted on them, proxies
+        (leases) it holds on others' objects, and replies carrying references
+        it holds whose receivers have not acknowledged them yet."""
         with self._lock:
             return {
                 "calls_served": self._calls_served,
@@ -137,6 +138,7 @@ class Runtime(CallsCore):
                 "objects_owned": len(self._table),
                 "leases_owned": self._table.lease_count(),
                 "leases_held": len(self._proxies),
+                "acks_awaited": self.acks_awaited(),
             }
 
 
