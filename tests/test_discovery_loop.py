@@ -21,6 +21,7 @@ SERVER_LOOP = """
 import json, logging, sys, threading, time
 from pycircuit.server import _discovery
 from pycircuit.server._server import Server, ServerConfig
+from pycircuit.server._spares import SpareConfig
 
 records = []
 class Keep(logging.Handler):
@@ -36,7 +37,7 @@ def counted(ip):
     return real(ip)
 _discovery._zeroconf = counted
 
-srv = Server(ServerConfig(spares=0))
+srv = Server(ServerConfig(spares=SpareConfig(floor=0, ceiling=0)))
 try:
     t = threading.Thread(target=srv._discover_loop, args=(sys.argv[2],), daemon=True)
     t.start()

@@ -92,8 +92,9 @@ import json, os, signal, sys, time
 import psutil
 from pycircuit.errors import SpawnError
 from pycircuit.server._server import Server, ServerConfig
+from pycircuit.server._spares import SpareConfig
 
-srv = Server(ServerConfig(spares=0, spawn_timeout=1.5))
+srv = Server(ServerConfig(spares=SpareConfig(floor=0, ceiling=0), spawn_timeout=1.5))
 try:
     (zyg,) = [p for p in psutil.Process().children() if "_zygote" in " ".join(p.cmdline())]
     wdirs = os.path.join(srv.var, "workers")

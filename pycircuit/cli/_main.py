@@ -56,7 +56,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             type=int,
             default=2,
             metavar="N",
-            help="workers kept forked ahead of demand, for fast spawns (default 2)",
+            help="workers kept forked ahead of demand, for fast spawns (default 2; more, up"
+            " to 16, while spawns come in bursts; 0: none)",
         )
         s.add_argument("--var", default=None, help="directory for worker output and state")
         s.add_argument(

@@ -7,11 +7,14 @@ import os
 import signal
 import sys
 import threading
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr, is_loopback
 from ._util import UsageError, key_path, one_line, split_addr
+
+if TYPE_CHECKING:
+    from ..server._spares import SpareConfig
 
 __all__ = ["cmd_start", "cmd_keygen"]
 
@@ -52,7 +55,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             var_dir=args.var,
             tls=key,
             docker=args.docker,
-            spares=max(0, args.spares),
+            spares=_spares(args.spares),
         )
     )
     stop = server.stopped
@@ -140,3 +143,11 @@ def _warn_if_readable(path: str) -> None:
             f"pycircuit: warning: key file {path} can be read by other users (chmod 600 {path})",
             file=sys.stderr,
         )
+
+
+def _spares(n: int) -> SpareConfig:
+    """``--spares N``: N kept at rest, more (up to 16) under bursts; 0: none ever."""
+    from ..server._spares import SpareConfig  # the server's modules load only for `start`
+
+    n = max(0, n)
+    return SpareConfig(floor=n, ceiling=max(n, SpareConfig().ceiling) if n else 0)

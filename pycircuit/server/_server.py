@@ -21,7 +21,7 @@ from ..runtime._addr import WorkerAddr, new_server_id
 from ..runtime._limits import raise_nofile
 from ..runtime._runtime import HANDLE_MAIN, Runtime, RuntimeConfig, install
 from ._refusals import RefusalLog
-from ..runtime._threads import THREADS
+from ._spares import SpareConfig, SparePool
 from ..spawn._spawner import Spawner, WorkerRecord
 from ._anchors import AnchorTree, check_name
 from ._cluster import Cluster, ClusterConfig
@@ -40,12 +40,9 @@ class ServerConfig:
     tls: Any = None
     cluster: ClusterConfig = ClusterConfig()
     docker: bool = False
-    spares: int = 2  # workers kept forked ahead of demand
+    spares: SpareConfig = SpareConfig()  # workers kept forked ahead of demand
     spawn_timeout: float = 30.0  # fork to registration
     discover_every: float = 2.0
-    # A spare taken leaves its replacement's fork this long, so that the fork
-    # does not take the CPU the spawner's call to the spare needs right now.
-    spare_refill_delay: float = 0.01
     # The longest one kernel call may block the server's thread: a client
     # that waits longer calls again, so one gone mid-wait pins no thread long.
     max_block: float = 5.0
@@ -104,10 +101,11 @@ class Server:
         self.kernel = Kernel(self)
         self.rt.listen("circuit", self.kernel)
         self.stopped = threading.Event()
-        self._spares: list[WorkerRecord] = []
-        self._spares_coming = 0
+        self._spares = SparePool(
+            cfg.spares, self._make_spare, self._assign_spare, self._retire_spare, self.stopped
+        )
         self.cluster.start()
-        self._replenish()
+        self._spares.fill()
 
     # -- elements -----------------------------------------------------------
     def describe(self) -> dict:
@@ -147,13 +145,16 @@ class Server:
     # -- workers ------------------------------------------------------------
     def spawn(self, anchors: list) -> str:
         paths = [[check_name(n) for n in p] for p in anchors]
-        rec = self._take_spare(paths)
+        rec = self._spares.take(paths, self.cfg.spawn_timeout)
         if rec is None:
             rec = self._order(paths, spare=False)
         else:
             self._list(rec)
-        self._replenish()
         return _listing(rec).url
+
+    def spare_count(self) -> int:
+        """Workers forked ahead of demand, not handed out yet."""
+        return self._spares.count()
 
     def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)
@@ -167,49 +168,8 @@ class Server:
             raise SpawnError(f"worker failed to start on host {self.id}: {rec.failure}")
         return rec
 
-    # Spares: workers forked and registered ahead of demand, so a spawn costs
-    # one call to the spare instead of a fork, a boot and a registration.
-    def _take_spare(self, paths: list) -> WorkerRecord | None:
-        while True:
-            with self.lock:
-                if not self._spares:
-                    return None
-                rec = self._spares.pop()
-            rec.anchors, rec.assigned = paths, True
-            try:
-                # Posted, not awaited: the spawner's own call reaches the
-                # worker over another connection and also counts as assignment.
-                self.rt.post_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "assign")
-                return rec
-            except CircuitError:
-                continue  # it died meanwhile; its exit is reported as usual
-
-    def _replenish(self) -> None:
-        """Fork spares up to the configured number: at once when none is
-        left, else a little later, since a new spare's boot (fork, imports
-        touched, registration) takes the CPU that the spawner's own call to
-        the spare it just took needs right now."""
-        with self.lock:
-            some_left = bool(self._spares)
-        if some_left:
-            THREADS.start(self._replenish_later, "pycircuit-spare")
-        else:
-            self._fill()
-
-    def _replenish_later(self) -> None:
-        if not self.stopped.wait(self.cfg.spare_refill_delay):
-            self._fill()
-
-    def _fill(self) -> None:
-        with self.lock:
-            want = self.cfg.spares - len(self._spares) - self._spares_coming
-            if want <= 0 or self.stopped.is_set():
-                return
-            self._spares_coming += want
-        for _ in range(want):
-            THREADS.start(self._make_spare, "pycircuit-spare")
-
-    def _make_spare(self) -> None:
+    # -- the spare pool's ways to make, hand out and retire a worker ----------
+    def _make_spare(self) -> WorkerRecord | None:
         try:
             rec = self._order([], spare=True)
             # Connect now, so that assigning the spare later is one message,
@@ -217,13 +177,23 @@ class Server:
             # copying the memory pages it touches, the spawner's
             # would otherwise.
             self.rt.call_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "warm", (), {})
+            return rec
         except Exception:  # the server is stopping, or the spare died: no spare this time
             _log.debug("no spare this time", exc_info=True)
-            rec = None
-        with self.lock:
-            self._spares_coming -= 1
-            if rec is not None:
-                self._spares.append(rec)
+            return None
+
+    def _assign_spare(self, rec: WorkerRecord, paths: list) -> bool:
+        rec.anchors, rec.assigned = paths, True
+        try:
+            # Posted, not awaited: the spawner's own call reaches the
+            # worker over another connection and also counts as assignment.
+            self.rt.post_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "assign")
+            return True
+        except CircuitError:  # it died meanwhile; its exit is reported as usual
+            return False
+
+    def _retire_spare(self, rec: WorkerRecord) -> None:
+        self.spawner.signal(rec, signal.SIGKILL)
 
     def register(self, token: str, url: str) -> None:
         addr = WorkerAddr.parse(url)
@@ -245,19 +215,12 @@ class Server:
                     )
 
     def _worker_exited(self, rec: WorkerRecord, remains: dict) -> None:
-        with self.lock:
-            if rec in self._spares:
-                self._spares.remove(rec)
+        self._spares.discard(rec)
         if rec.id is None:
             return
         with self.lock:
             for p in rec.anchors:
                 self.anchors.remove(p + [rec.id])
-
-    def spare_count(self) -> int:
-        """Workers forked ahead of demand, not handed out yet."""
-        with self.lock:
-            return len(self._spares)
 
     def kill(self, worker_id: str) -> bool:
         rec = self.spawner.find(worker_id)
