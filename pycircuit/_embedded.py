@@ -9,6 +9,7 @@ import sys
 import threading
 
 from .errors import CircuitError
+from .runtime._children import stop_child
 
 __all__ = ["EmbeddedServer"]
 
@@ -51,15 +52,4 @@ class EmbeddedServer:
         self.url = url
 
     def stop(self) -> None:
-        p = self.proc
-        if p.poll() is None:
-            try:
-                if p.stdin is not None:
-                    p.stdin.close()
-            except OSError:  # it exited already: the wait below reaps it
-                pass
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_child(self.proc, 5.0)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SpawnError
+from ..runtime._children import stop_child
 from ._pidfd import ProcHandle
 
 _log = logging.getLogger(__name__)
@@ -401,13 +402,4 @@ class Spawner:
         proc = self._proc
         if proc is None:
             return
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-        except OSError:  # a broken pipe: the zygote is gone already, which is what closing asks
-            pass
-        try:
-            proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc, 2.0)
