@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 from typing import IO, TYPE_CHECKING
@@ -20,6 +21,19 @@ __all__ = ["cmd_start", "cmd_keygen"]
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    # The zygote's imports (a fresh interpreter's worth) overlap the server's:
+    # a first spawn soon after start-up need not wait for a cold zygote.
+    from ..spawn._spawner import start_zygote
+
+    zygote = start_zygote()
+    try:
+        return _start(args, zygote)
+    finally:
+        if zygote.returncode is None and zygote.stdin is not None and not zygote.stdin.closed:
+            zygote.stdin.close()  # a server that never adopted it: the zygote exits
+
+
+def _start(args: argparse.Namespace, zygote: subprocess.Popen[bytes]) -> int:
     from ..server._server import Server, ServerConfig
 
     if args.addr:
@@ -56,7 +70,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             tls=key,
             docker=args.docker,
             spares=_spares(args.spares),
-        )
+        ),
+        zygote=zygote,
     )
     stop = server.stopped
     _stop_on_signals(stop)

@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -68,7 +69,10 @@ def _listing(rec: WorkerRecord) -> WorkerElement:
 
 
 class Server:
-    def __init__(self, cfg: ServerConfig = ServerConfig()):
+    def __init__(
+        self, cfg: ServerConfig = ServerConfig(), zygote: subprocess.Popen[bytes] | None = None
+    ):
+        """``zygote``: from ``spawn._spawner.start_zygote``, started early by the caller."""
         self.cfg = cfg
         self.id = cfg.server_id or new_server_id()
         self._own_var = cfg.var_dir is None  # a directory we made, and remove at close
@@ -95,6 +99,7 @@ class Server:
             self.var,
             self._worker_exited,
             key_path=getattr(cfg.tls, "path", ""),
+            zygote=zygote,
         )  # workers use the server's key
         self._subs: list = []
         self.cluster = Cluster(self.rt, self.id, self._member_event, cfg.cluster, key=cfg.tls)

@@ -64,6 +64,24 @@ def describe_status(status: int | None) -> tuple[int | None, int | None, str]:
     return code, None, cause
 
 
+def start_zygote() -> subprocess.Popen[bytes]:
+    """A zygote process, importing what workers need while the server starts;
+    it waits for its arguments (``Spawner`` writes them) before it forks."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    # Workers move large frames: keep glibc from mmapping and unmapping a
+    # fresh block for every one (bench/README.md, by-value rows).
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 << 20))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 << 20))
+    return subprocess.Popen(
+        [sys.executable, "-m", "pycircuit.spawn._zygote"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        close_fds=True,
+    )
+
+
 def _tail(path: str, n: int) -> str:
     try:
         with open(path, "rb") as f:
@@ -148,7 +166,10 @@ class Spawner:
         on_exit: Callable[[WorkerRecord, dict], None],
         key_path: str = "",
         cfg: SpawnerConfig = SpawnerConfig(),
+        zygote: subprocess.Popen[bytes] | None = None,
     ) -> None:
+        """``zygote``: one from ``start_zygote``, started before the server
+        knew its URL (its imports overlap the server's start-up)."""
         self.cfg = cfg
         self._args = [
             server_url,
@@ -167,23 +188,18 @@ class Spawner:
         self._proc: subprocess.Popen | None = None
         self._proc_started = 0.0
         self.remains = Remains()
-        self._start()
+        self._start(zygote)
 
-    def _start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        # Workers move large frames: keep glibc from mmapping and unmapping a
-        # fresh block for every one (measured: 1 MiB echo 4.0 -> 0.5 ms).
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 << 20))
-        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 << 20))
+    def _start(self, proc: subprocess.Popen[bytes] | None = None) -> None:
+        """Start a zygote (or adopt one started early) and tell it its arguments."""
         self._proc_started = time.monotonic()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pycircuit.spawn._zygote", *self._args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            close_fds=True,
-        )
+        self._proc = proc or start_zygote()
+        assert self._proc.stdin is not None  # started with stdin=PIPE
+        try:
+            self._proc.stdin.write(json.dumps(self._args).encode() + b"\n")
+            self._proc.stdin.flush()
+        except OSError as e:  # it died already: _read sees EOF and starts another
+            _log.warning("zygote %d did not take its arguments: %s", self._proc.pid, e)
         threading.Thread(
             target=self._read, args=(self._proc,), name="pycircuit-zygote", daemon=True
         ).start()

@@ -6,8 +6,10 @@ itself has threads, and forking a threaded process is unsafe (locks held by
 other threads stay held in the child), so each server starts one zygote that
 never starts a thread.
 
-Protocol (one JSON object per line): the server writes orders to the
-zygote's stdin, ``{"token": T, "dir": D}``; the zygote writes events to its
+Protocol (one JSON object per line): the server writes the zygote's
+arguments first, ``[server URL, server ID, host, key path]`` (so that a
+zygote may be started, and do its imports, before the server knows its own
+URL), then orders, ``{"token": T, "dir": D}``; the zygote writes events to its
 stdout, ``{"ev": "forked", "token": T, "pid": P}`` and
 ``{"ev": "exit", "pid": P, "status": S}`` (``S`` is the raw wait status).
 ``{"compile": [paths]}`` asks it to keep compiled code for those source
@@ -22,7 +24,6 @@ import json
 import os
 import select
 import signal
-import sys
 from typing import Any
 
 # Imported here, before any fork, so that workers start warm.
@@ -54,7 +55,20 @@ def _reap(out) -> None:
         _emit(out, ev="exit", pid=pid, status=status)
 
 
-def main(argv: list[str]) -> None:
+def _first_line() -> tuple[list[str], bytes]:
+    """The arguments line, read before anything is forked; and what came after it."""
+    got = b""
+    while b"\n" not in got:
+        chunk = os.read(0, 65536)
+        if not chunk:  # the server went before it told us anything
+            os._exit(0)
+        got += chunk
+    line, rest = got.split(b"\n", 1)
+    return [str(a) for a in json.loads(line)], rest
+
+
+def main() -> None:
+    argv, pending = _first_line()
     server_url, server_id, host, *rest = argv
     key: Any = rest[0] if rest else ""  # the cluster key file, if the server has one
     if key:  # loaded once: forked workers inherit it (a few ms each otherwise)
@@ -81,10 +95,10 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we go
     out = os.fdopen(1, "wb", buffering=0)
     inp: Any = os.fdopen(0, "rb", buffering=0)  # a file, selected beside a bare fd
-    pending = b""
     while True:
         try:
-            ready, _, _ = select.select([inp, rfd], [], [])
+            # orders read with the arguments line are served without waiting
+            ready, _, _ = select.select([inp, rfd], [], [], 0 if b"\n" in pending else None)
         except InterruptedError:  # a signal woke us; its wakeup byte is read next round
             continue
         if rfd in ready:
@@ -94,9 +108,9 @@ def main(argv: list[str]) -> None:
             except BlockingIOError:  # the wakeup pipe is drained
                 pass
             _reap(out)
-        if inp in ready:
-            chunk = os.read(0, 65536)
-            if not chunk:
+        if inp in ready or b"\n" in pending:
+            chunk = os.read(0, 65536) if inp in ready else b""
+            if inp in ready and not chunk:
                 return
             pending += chunk
             while b"\n" in pending:
@@ -127,4 +141,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
