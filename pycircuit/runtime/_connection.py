@@ -91,6 +91,10 @@ class Callers(Protocol):
         """Run a request in another thread."""
         ...
 
+    def conn_closed(self) -> None:
+        """The connection was closed (by any thread)."""
+        ...
+
 
 def _nothing(op: int) -> None:
     return None
@@ -207,6 +211,9 @@ class Connection:
             self._channel.close()
         except Exception:  # closing twice or a socket already reset: closed either way
             log.debug("closing a channel failed", exc_info=True)
+        g = self.group
+        if g is not None:
+            g.conn_closed()
 
     abort = close
 
@@ -215,6 +222,14 @@ class Connection:
         """Data to read within ``timeout`` (None: wait), without taking
         the receive lock: a waiting caller may read it first."""
         return self._stream.poll(timeout)
+
+    def buffered(self) -> bool:
+        """Bytes read from the socket but not yet taken as frames?"""
+        return self._stream.buffered()
+
+    def socket(self) -> object:
+        """The socket, to watch for readability (see ``_reactor``)."""
+        return self._stream.sock
 
     def serve_first(self, timeout: float) -> bool:
         """Read and serve one frame if it starts arriving within ``timeout``
