@@ -10,7 +10,6 @@ import gc
 import itertools
 import os
 import signal
-import socket
 import threading
 import time
 
