@@ -129,7 +129,7 @@ class Reactor:
                         while wake_r.recv(4096):
                             pass
                     except BlockingIOError:
-                        pass  # drained
+                        pass  # drained: nothing left to read
                     continue
                 persistent, fn = key.data
                 if not persistent:
