@@ -63,7 +63,10 @@ class ReservoirConfig:
     seconds later, not while the work just handed out (a connection's first
     reply, say) needs the CPU. A thread whose work is done parks again if
     fewer than ``max_parked`` are; one parked beyond ``keep`` for
-    ``linger`` seconds exits (an idle process keeps only ``keep``)."""
+    ``linger`` seconds exits (an idle process keeps only ``keep``). A
+    ``start`` that finds none parked doubles how many are refilled (up to
+    ``max_parked``), until one lingers out: a burst (connections dialled
+    back to back) then finds threads parked."""
 
     keep: int = 1
     refill_delay: float = 0.02
@@ -77,7 +80,7 @@ class Reservoir:
 
     def __init__(self, config: ReservoirConfig = ReservoirConfig()):
         self._cfg = config
-        self._keep = config.keep
+        self._keep = config.keep  # how many a refill parks: see ReservoirConfig
         self._lock = threading.Lock()
         self._parked: list[_Slot] = []
         self._refill = threading.Condition(self._lock)
@@ -93,7 +96,11 @@ class Reservoir:
     def start(self, fn: Callable[[], None], name: str) -> None:
         """Run ``fn`` in a thread named ``name`` (a daemon), at once."""
         with self._lock:
-            slot = self._parked.pop() if self._parked else None
+            if self._parked:
+                slot: _Slot | None = self._parked.pop()
+            else:
+                slot = None
+                self._keep = min(max(2 * self._keep, 2), self._cfg.max_parked)
             schedule = len(self._parked) < self._keep and self._want_refill()
         if schedule and self._schedule is not None:
             self._schedule(self._cfg.refill_delay, self.refill)
@@ -159,8 +166,9 @@ class Reservoir:
         ``keep`` for ``linger``)."""
         while not slot.go.acquire(timeout=self._cfg.linger):
             with self._lock:
-                if slot in self._parked and len(self._parked) > self._keep:
+                if slot in self._parked and len(self._parked) > self._cfg.keep:
                     self._parked.remove(slot)
+                    self._keep = self._cfg.keep  # the burst is over
                     return False
             # Taken meanwhile (its go is released next), or one of the
             # ``keep``: wait without waking again (an idle process sleeps).
@@ -193,6 +201,7 @@ class Reservoir:
         self._parked = []
         self._keeper = False
         self._refill_due = False
+        self._keep = self._cfg.keep
 
 
 THREADS = Reservoir()
