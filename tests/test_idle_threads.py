@@ -8,13 +8,17 @@ child process, so that the count is not the test runner's threads)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 
 import psutil
+import pytest
 
 import pycircuit
+from pycircuit.runtime import _runtime
 from circuit_helpers import daemon
 from conftest import child_env, wait_until
 
@@ -35,6 +39,21 @@ def test_an_idle_worker_settles_at_four_threads_and_still_serves(client, host):
         assert pycircuit.dial(addr, "probe").pid() == addr.pid
         wait_until(lambda: proc.num_threads() <= IDLE_WORKER_MAX, timeout=20, what="settling again")
         assert x.incr(3) == 5
+    finally:
+        client.kill(addr)
+
+
+def test_the_death_of_a_worker_on_a_parked_connection_is_noticed(client, host):
+    x, addr = client.spawn(host, None, daemon)
+    try:
+        assert x.incr() == 1
+        peer = _runtime.current().peer(addr)
+        wait_until(peer.group.parked, timeout=20, what="the connection to park")
+        os.kill(addr.pid, signal.SIGKILL)
+        # no call in flight: only the reactor can see the EOF
+        wait_until(lambda: peer.dead, timeout=10, what="the lost worker noticed")
+        with pytest.raises(pycircuit.NetworkError):
+            x.incr()
     finally:
         client.kill(addr)
 

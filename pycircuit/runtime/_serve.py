@@ -379,6 +379,10 @@ class ServeGroup:
             self._threads += 1
         THREADS.start(self._loop, f"pycircuit-serve-{self._name}")
 
+    def parked(self) -> bool:
+        """Is the connection parked: watched by the reactor, read by no thread?"""
+        return self._parked
+
     def conn_closed(self) -> None:
         """The connection was closed: a parked one gets a thread that sees
         EOF and fails it as a reader would (the reactor may never see a
