@@ -10,7 +10,6 @@ import gc
 import itertools
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -18,6 +17,7 @@ import pytest
 
 import pycircuit
 from pycircuit.runtime import _runtime
+from pycircuit.runtime._reactor import REACTOR
 from pycircuit.runtime._runtime import Runtime, RuntimeConfig
 
 from conftest import wait_until
@@ -184,10 +184,9 @@ def test_accept_backs_off_when_it_fails(pair, caplog, monkeypatch):
     with caplog.at_level("WARNING", logger="pycircuit.runtime._runtime"):
         r = Runtime(RuntimeConfig())
         real = r._sock
+        r.stop_accepting()
         r._sock = Failing()
-        real.shutdown(
-            socket.SHUT_RDWR
-        )  # wakes the loop's blocked accept; from then on it meets Failing
+        REACTOR.call_later(0, r._accept_ready)  # as when the socket turns readable
         real.close()
         wait_until(lambda: len(attempts) >= 3, 10, what="accept retried")
         time.sleep(0.5)  # a window in which a spinning loop would retry thousands of times

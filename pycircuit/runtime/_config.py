@@ -51,3 +51,6 @@ class RuntimeConfig:
     # A refused dialer is told why as the answer to its HELLO; we wait this
     # long for its HELLO and for it to read the answer, then close.
     refusal_linger: float = 2.0
+    # The thread that sends lease releases exits after this long with
+    # none to send (started again by the next one).
+    release_linger: float = 2.0

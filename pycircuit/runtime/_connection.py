@@ -91,6 +91,10 @@ class Callers(Protocol):
         """Run a request in another thread."""
         ...
 
+    def conn_closed(self) -> None:
+        """The connection was closed (by any thread)."""
+        ...
+
 
 def _nothing(op: int) -> None:
     return None
@@ -154,7 +158,7 @@ class Connection:
         """Send a request that gets no reply."""
         self._send_message(_wire.MSG_REQUEST, 0, op, body)
 
-    def _send_message(self, kind: int, seq: int, op: int, body: Body) -> None:
+    def _send_message(self, kind: int, seq: int, op: int, body: Body, flush: bool = False) -> None:
         parts = body if type(body) is tuple else (body,)
         n = _wire.MSG_HEAD_SIZE
         for p in parts:
@@ -165,9 +169,9 @@ class Connection:
                 f"{self._stream.max_frame} (RuntimeConfig.max_frame)"
             )
         # kind, seq and op come from this module: packed unchecked
-        self._send_frame((FRAME_AND_MESSAGE.pack(n, 0, kind, seq, op), parts, n))
+        self._send_frame((FRAME_AND_MESSAGE.pack(n, 0, kind, seq, op), parts, n), flush)
 
-    def _send_frame(self, frame: tuple[bytes, Parts, int]) -> None:
+    def _send_frame(self, frame: tuple[bytes, Parts, int], flush: bool = False) -> None:
         """Write the frame now if nobody is writing; else queue it for the
         writer, which sends what was queued before it lets go of the lock.
 
@@ -176,7 +180,12 @@ class Connection:
         free-threaded build locks a deque per operation, so both hold.
         What makes it correct is the order: a queuer appends, then tries
         the lock; a writer releases, then looks at the queue. So a frame
-        is never left queued with nobody to send it."""
+        is never left queued with nobody to send it.
+
+        With ``flush`` the frame has left when this returns: a queued one
+        is waited for (the lock), and written here if still queued. A reply
+        needs it: ``after_reply`` may end the process (a worker exits once
+        its main function's reply has left)."""
         queue = self._send_queue
         if not queue and self._sendlock.acquire(False):
             try:
@@ -187,6 +196,11 @@ class Connection:
                 return
         else:
             queue.append(frame)
+            if flush:
+                with self._sendlock:
+                    while queue:
+                        self._write(*queue.popleft())
+                return
         while queue:
             if not self._sendlock.acquire(False):
                 return  # its holder sends what is queued
@@ -207,6 +221,9 @@ class Connection:
             self._channel.close()
         except Exception:  # closing twice or a socket already reset: closed either way
             log.debug("closing a channel failed", exc_info=True)
+        g = self.group
+        if g is not None:
+            g.conn_closed()
 
     abort = close
 
@@ -215,6 +232,14 @@ class Connection:
         """Data to read within ``timeout`` (None: wait), without taking
         the receive lock: a waiting caller may read it first."""
         return self._stream.poll(timeout)
+
+    def buffered(self) -> bool:
+        """Bytes read from the socket but not yet taken as frames?"""
+        return self._stream.buffered()
+
+    def socket(self) -> object:
+        """The socket, to watch for readability (see ``_reactor``)."""
+        return self._stream.sock
 
     def serve_first(self, timeout: float) -> bool:
         """Read and serve one frame if it starts arriving within ``timeout``
@@ -351,11 +376,11 @@ class Connection:
             except Exception as e:  # the handler's error is the reply: a FAULT
                 if seq:
                     self._send_message(
-                        _wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode()
+                        _wire.MSG_FAULT, seq, op, f"{type(e).__name__}: {e}".encode(), True
                     )
                 return
             if seq:
-                self._send_message(_wire.MSG_REPLY, seq, op, b"" if out is None else out)
+                self._send_message(_wire.MSG_REPLY, seq, op, b"" if out is None else out, True)
         finally:
             self.after_reply(op)
 

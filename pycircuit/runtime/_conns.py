@@ -22,6 +22,7 @@ from ._config import RuntimeConfig
 from ._link import refusal_frame
 from ._peer import Peer
 from ._refs import RefsCore
+from ._reactor import REACTOR
 from ._threads import THREADS
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ConnsCore(RefsCore):
             )
         )
         self._handshakes = threading.BoundedSemaphore(cfg.max_handshakes)
+        self._accept_backoff = 0.0  # the pause after a failed accept (see _accept_ready)
         self._sock = socket.create_server((cfg.host, cfg.port), backlog=512)
         host, port = self._sock.getsockname()[:2]
         self.addr = WorkerAddr(
@@ -66,26 +68,45 @@ class ConnsCore(RefsCore):
         return bool(getattr(self._auth, "open", False))
 
     # -- accepting ----------------------------------------------------------
-    def _accept_loop(self) -> None:
+    def start_accepting(self) -> None:
+        """Accept in the reactor thread from now on (no thread of its own)."""
+        self._sock.setblocking(False)
+        REACTOR.listen(self._sock, self._accept_ready)
+
+    def stop_accepting(self) -> None:
+        REACTOR.unwatch(self._sock)
+
+    def _accept_ready(self) -> None:
+        """In the reactor thread: accept what is waiting, hand each
+        connection's handshake to a pool thread; never blocks."""
         first, most = self.cfg.accept_backoff
-        backoff = 0.0
         while not self._closed:
             try:
                 sock, _ = self._sock.accept()
+            except BlockingIOError:
+                self._accept_backoff = 0.0
+                return  # all taken
             except OSError as e:
                 if self._closed:
                     return
-                backoff = min(max(2 * backoff, first), most)
+                # EMFILE and friends fail again at once: stop watching for
+                # a pause doubling from the first figure to the second
+                backoff = self._accept_backoff = min(max(2 * self._accept_backoff, first), most)
                 if backoff in (first, most):
                     log.warning("accepting connections failed: %s; retrying", e.strerror or e)
-                time.sleep(backoff)
-                continue
-            backoff = 0.0
+                REACTOR.unwatch(self._sock)
+                REACTOR.call_later(backoff, self._resume_accepting)
+                return
+            sock.setblocking(True)
             if not self._handshakes.acquire(False):
                 close_quietly(sock)
                 self._on_refused("too many connections authenticating at once")
                 continue
             THREADS.start(self._adopter(sock), "pycircuit-serve-peer")
+
+    def _resume_accepting(self) -> None:
+        if not self._closed:
+            REACTOR.listen(self._sock, self._accept_ready)
 
     def _adopter(self, sock: socket.socket) -> Callable[[], None]:
         return lambda: self._adopt(sock)

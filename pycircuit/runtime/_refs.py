@@ -25,6 +25,7 @@ from . import _wire
 from ._addr import WorkerAddr
 from ._config import RuntimeConfig
 from ._hooks import NO_OBSERVER, CallObserver
+from ._threads import THREADS
 
 if TYPE_CHECKING:
     from ._peer import Peer
@@ -55,6 +56,10 @@ class RefsCore:
         )
         self._pending_acks: dict[int, tuple[str, list[X]]] = {}
         self._release_q: queue.SimpleQueue[_Release | None] = queue.SimpleQueue()
+        # Is a thread running _release_loop? Changed under _release_lock; the
+        # loop exits after cfg.release_linger with nothing to send.
+        self._releasing = False
+        self._release_lock = threading.Lock()
         self._observer: CallObserver = NO_OBSERVER
 
     def observe_calls(self, observer: CallObserver) -> None:
@@ -125,7 +130,7 @@ class RefsCore:
                 cell = [0]
                 p = (XPerm if perm else X)(self, owner, handle, None, cell)
                 self._proxies[key] = p
-                weakref.finalize(p, self._release_q.put, (owner, handle, cell))
+                weakref.finalize(p, self._queue_release, (owner, handle, cell))
             return p
 
     def count_leases(self, proxy: X, n: int) -> None:
@@ -136,9 +141,46 @@ class RefsCore:
     def proxy_count(self) -> int:
         return len(self._proxies)
 
+    def _queue_release(self, item: _Release | None) -> None:
+        # Runs in whichever thread collected the proxy (a finalizer), so it
+        # only queues and, if need be, starts the loop in a pool thread.
+        # The queue first, then the flag: the loop, before it exits, looks
+        # at the queue after it cleared the flag.
+        self._release_q.put(item)
+        if self._releasing:  # unlocked (GIL: one load); checked again below
+            return
+        with self._release_lock:
+            if self._releasing:
+                return
+            self._releasing = True
+        THREADS.start(self._release_loop, "pycircuit-release")
+
+    def stop_releasing(self) -> None:
+        """Send what is queued, then stop (the runtime is closing)."""
+        self._queue_release(None)
+
+    def _next_release(self) -> list[_Release | None] | None:
+        """The next item to release, in a list; None once the loop should exit."""
+        linger = self.cfg.release_linger
+        while True:
+            try:
+                return [self._release_q.get(timeout=linger)]
+            except queue.Empty:  # nothing for a while: this thread may go
+                pass
+            with self._release_lock:
+                self._releasing = False
+            if self._release_q.empty():
+                return None
+            with self._release_lock:  # queued meanwhile: stay, unless another loop started
+                if self._releasing:
+                    return None
+                self._releasing = True
+
     def _release_loop(self) -> None:
         while True:
-            items = [self._release_q.get()]
+            items = self._next_release()
+            if items is None:
+                return
             while True:
                 try:
                     items.append(self._release_q.get_nowait())
@@ -150,6 +192,8 @@ class RefsCore:
             except Exception:  # never die: every later release would be lost
                 log.exception("sending lease releases failed")
             if stop:
+                with self._release_lock:
+                    self._releasing = False
                 return
 
     def _send_releases(self, items: list[_Release]) -> None:

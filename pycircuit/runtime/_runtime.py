@@ -31,7 +31,6 @@ from ._calls import CallsCore, resolve_method
 from ._config import HANDLE_MAIN, HANDLE_ROOT, RuntimeConfig
 from ._conns import close_quietly
 from ._future import Future
-from ._link import WATCHDOG
 from ._threads import THREADS
 
 __all__ = [
@@ -62,10 +61,10 @@ class Runtime(CallsCore):
                 cfg.host,
             )
         self.add_static(HANDLE_ROOT, _RootService(self))
-        threading.Thread(target=self._accept_loop, name="pycircuit-accept", daemon=True).start()
-        threading.Thread(target=self._release_loop, name="pycircuit-release", daemon=True).start()
+        # No thread of its own for accepting (the reactor's), releasing or
+        # the watchdog (both started when first needed).
+        self.start_accepting()
         THREADS.warm()  # the first connections start their threads without waiting
-        WATCHDOG.warm()
 
     # -- services -----------------------------------------------------------
     def listen(self, name: str, receiver: Any) -> XPerm:
@@ -119,12 +118,13 @@ class Runtime(CallsCore):
         handshake: a stalled peer must not hold us) and stop the release
         thread. Proxies of other runtimes' objects are dead afterwards."""
         self._closed = True
+        self.stop_accepting()
         close_quietly(self._sock)
         with self._lock:
             peers = list(self._all_peers)
         for p in peers:
             p.conn.abort()
-        self._release_q.put(None)
+        self.stop_releasing()
 
     def counters(self) -> dict[str, int]:
         """Figures of this runtime for monitoring: calls served, open

@@ -7,7 +7,10 @@ Each connection is served by a small elastic group of threads
 pool thread reads and runs requests inline, and a watchdog appoints another
 reader when one runs long, so a slow call never blocks the rest of the
 connection. Threads are taken from ``_threads`` so that starting one costs
-no wait.
+no wait. A connection with nothing to read for ``ServeConfig.idle_after``
+holds no thread: its poller hands the socket to the reactor (``_reactor``)
+and returns to the reservoir; the reactor starts a poller again when the
+socket turns readable (data, EOF or an error).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from threading import get_ident
 
 from ._connection import Connection
+from ._reactor import REACTOR
 from ._threads import THREADS, ThreadCounts
+from ._watchdog import Watchdog
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,14 @@ class ServeConfig:
     connection is active, so a request queued behind a blocked one waits at
     most about their sum. The period is long on purpose, for the same
     reason as ``max_nap``. A connection found idle ``watchdog_idle_looks``
-    times in a row is no longer looked at."""
+    times in a row is no longer looked at; with no connection to look at
+    for ``watchdog_linger``, its thread exits (restarted on demand).
+
+    ``idle_after``: a poller that has read nothing for this long, with no
+    caller waiting, parks the connection in the reactor and leaves: an idle
+    connection holds no thread. Short enough that a burst's threads go
+    soon; long enough that a connection in steady use keeps its poller
+    (each park and wake-up costs a reactor round)."""
 
     grace: float = 0.002
     max_nap: float = 0.016
@@ -50,80 +63,11 @@ class ServeConfig:
     watchdog_delay: float = 0.002
     watchdog_period: float = 0.016
     watchdog_idle_looks: int = 4
+    watchdog_linger: float = 2.0
+    idle_after: float = 0.1
 
 
-class Watchdog:
-    """Appoints a new reader for a connection whose reading thread has been
-    running a request for too long (``ServeConfig.watchdog_delay``). Lazy on
-    purpose: waking a follower for every request costs more than the
-    request (GIL hand-offs)."""
-
-    def __init__(self, config: ServeConfig = ServeConfig()):
-        self.config = config
-        self._cond = threading.Condition()
-        self._groups: set[ServeGroup] = set()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, group: ServeGroup) -> None:
-        # GIL: a set membership test is one atomic operation; a stale answer
-        # costs nothing (the loop re-checks under _cond). A free-threaded
-        # build locks a set per operation, so this read stays safe there.
-        if group in self._groups:
-            return
-        with self._cond:
-            if group in self._groups:
-                return
-            self._groups.add(group)
-            self._start()
-            self._cond.notify()
-
-    def warm(self) -> None:
-        """Start the thread now, not in the first request (which waits for it)."""
-        with self._cond:
-            self._start()
-
-    def _start(self) -> None:  # holding _cond
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._loop, name="pycircuit-watchdog", daemon=True
-            )
-            self._thread.start()
-
-    def _after_fork(self) -> None:
-        self._cond = threading.Condition()
-        self._groups = set()
-        self._thread = None
-
-    def _loop(self) -> None:
-        idle: dict[ServeGroup, int] = {}
-        cfg = self.config
-        while True:
-            with self._cond:
-                while not self._groups:
-                    self._cond.wait()
-                until = time.monotonic() + cfg.watchdog_period
-                while (left := until - time.monotonic()) > 0:  # a new group does not cut it short
-                    self._cond.wait(left)
-                groups = list(self._groups)
-            now = time.monotonic()
-            for g in groups:
-                if g.maybe_appoint(now, cfg.watchdog_delay):
-                    idle.pop(g, None)
-                    continue
-                looks = idle.get(g, 0) + 1
-                if looks < cfg.watchdog_idle_looks:
-                    idle[g] = looks
-                    continue
-                idle.pop(g, None)
-                with self._cond:
-                    self._groups.discard(g)
-                    # watch() skips the lock when it sees g listed; a call
-                    # that began meanwhile must not go unwatched.
-                    if g.busy():
-                        self._groups.add(g)
-
-
-WATCHDOG = Watchdog()
+WATCHDOG = Watchdog(ServeConfig())
 os.register_at_fork(after_in_child=WATCHDOG._after_fork)
 
 
@@ -138,7 +82,11 @@ class ServeGroup:
     * otherwise one pool thread, the *poller*, waits for data without holding
       the connection's receive lock and runs each request it reads inline;
     * if a request runs longer than the watchdog's delay, another pool thread
-      becomes poller (one is started if none is idle).
+      becomes poller (one is started if none is idle);
+    * a poller that read nothing for ``idle_after`` *parks* the connection
+      (the reactor watches it) and leaves with every idle pool thread; a
+      waiting caller still reads for itself, and the reactor starts a
+      poller when the socket turns readable.
     """
 
     def __init__(
@@ -173,6 +121,13 @@ class ServeGroup:
         # dict operations are atomic; see _oldest_call for the reader).
         self._running: dict[int, float] = {}
         self._closed = False
+        # The reactor watches the socket instead of a poller (no thread
+        # here). _park_gen tells a reactor wake-up of this parking from a
+        # stale one; both change under _cond, _parked is also read without
+        # it as a hint (GIL: as above).
+        self._parked = False
+        self._park_gen = 0
+        self._park_sock: object = None
 
     def start(self) -> None:
         """Serve in a pool thread."""
@@ -203,6 +158,13 @@ class ServeGroup:
         """This thread has its reply."""
         self._waiting.down()
         self._last_call = time.monotonic()
+        # A caller's read may have brought more than its reply (a request
+        # behind it) into the stream's buffer: the socket then looks idle
+        # to the reactor. _park checks the buffer after it set _parked,
+        # this after the read filled it: under the GIL one of the two sees
+        # the other (a free-threaded build needs both orders kept).
+        if self._parked and self._conn.buffered():
+            self._unpark()
 
     def waiting_here(self) -> bool:
         """Is this thread waiting for a reply on this connection?"""
@@ -253,7 +215,7 @@ class ServeGroup:
             oldest = self._oldest_call()
             if self._closed or oldest is None:
                 return False
-            if self._poller or self._wanted or now - oldest < delay:
+            if self._poller or self._wanted or self._parked or now - oldest < delay:
                 return True
             self._wanted = True
             if self._idle:
@@ -274,6 +236,9 @@ class ServeGroup:
         with self._cond:
             while True:
                 if self._closed:
+                    return False
+                if self._parked:  # the reactor watches for us
+                    self._threads -= 1
                     return False
                 quiet = not self._waiting and time.monotonic() - self._last_call >= cfg.grace
                 if not self._poller and (self._wanted or quiet):
@@ -297,12 +262,76 @@ class ServeGroup:
             with self._cond:
                 self._poller = False
 
+    # -- parking --------------------------------------------------------------
+    def _park(self) -> bool:
+        """The poller read nothing for ``idle_after``: give the socket to
+        the reactor and leave (True), unless a caller or the watchdog
+        needs this thread as it is (False)."""
+        with self._cond:
+            if self._closed or self._waiting or self._wanted or self._conn.closed:
+                return False
+            self._tl.poller = False
+            self._poller = False
+            self._parked = True
+            self._park_gen += 1
+            self._park_sock = sock = self._conn.socket()
+            self._threads -= 1
+            self._cond.notify_all()  # idle pool threads leave too
+            # under _cond: the reactor gets watch and unwatch in order
+            REACTOR.watch(sock, partial(self._readable, self._park_gen))
+        if self._conn.buffered():  # read ahead by a caller: see call_end
+            self._unpark()
+        return True
+
+    def _readable(self, gen: int) -> None:
+        # In the reactor thread: hand the socket to a pool thread at once.
+        # Unlocked reads (GIL): a stale answer starts a thread that _resume
+        # turns away.
+        if self._parked and gen == self._park_gen:
+            THREADS.start(partial(self._resume, gen), f"pycircuit-serve-{self._name}")
+
+    def _resume(self, gen: int) -> None:
+        with self._cond:
+            if self._closed or not self._parked or gen != self._park_gen:
+                return  # unparked meanwhile by someone else
+            self._parked = False  # the reactor dropped its one-shot watch
+            self._park_sock = None
+            self._threads += 1
+        self._loop()
+
+    def _unpark(self) -> None:
+        """Take the socket back from the reactor and serve it in a pool thread."""
+        with self._cond:
+            if not self._parked or self._closed:
+                return
+            self._parked = False
+            REACTOR.unwatch(self._park_sock)
+            self._park_sock = None
+            self._threads += 1
+        THREADS.start(self._loop, f"pycircuit-serve-{self._name}")
+
+    def parked(self) -> bool:
+        """Is the connection parked: watched by the reactor, read by no thread?"""
+        return self._parked
+
+    def conn_closed(self) -> None:
+        """The connection was closed: a parked one gets a thread that sees
+        EOF and fails it as a reader would (the reactor may never see a
+        socket closed under it)."""
+        if self._parked:
+            self._unpark()
+
     def _loop(self) -> None:
+        idle_after = self._cfg.idle_after
         err: BaseException | None = None
         try:
             while self._take_role():
                 while getattr(self._tl, "poller", False):
-                    self._conn.poll(None)  # without the receive lock: a waiting caller may read it
+                    # without the receive lock: a waiting caller may read it
+                    if not self._conn.poll(idle_after):
+                        if self._park():
+                            return  # this thread is the reservoir's again
+                        continue
                     if (
                         self._waiting and not self._wanted
                     ):  # unlocked reads: a stale answer only costs a hand-over

@@ -38,6 +38,7 @@ if FRAME_HEADER.format != "!LB" or FLUSHER != b"\n":
 FRAME_AND_MESSAGE = struct.Struct(FRAME_HEADER.format + _wire.MSG_HEAD_FORMAT)
 
 _CHUNK = 1 << 20
+_POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 # A message body in parts: bytes-like objects sent one after the other.
 Parts = Sequence[Any]
@@ -63,6 +64,13 @@ class BufferedStream(SocketStream):
             self.close()
             raise EOFError(e) from None
 
+    def buffered(self) -> bool:
+        """Bytes received but not yet read (ours, or TLS's decrypted ones)?"""
+        if self._rbuf:
+            return True
+        sock = self.sock
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
     def poll(self, timeout: float | None) -> bool:
         """Data (or EOF) to read within ``timeout`` seconds (None: wait)."""
         if self._rbuf:
@@ -70,9 +78,16 @@ class BufferedStream(SocketStream):
         sock = self.sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
+        # poll(2), not select(2): a process with many connections has
+        # descriptors beyond select's FD_SETSIZE.
         try:
-            r, _, _ = select.select([sock], [], [], timeout)
-        except (OSError, ValueError) as e:
+            fd = sock.fileno()
+            if fd < 0:
+                raise ValueError("socket closed")
+            p = select.poll()
+            p.register(fd, _POLL_IN)
+            r = p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+        except (OSError, ValueError, EOFError) as e:
             raise EOFError(e) from None
         return bool(r)
 

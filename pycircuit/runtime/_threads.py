@@ -61,29 +61,49 @@ class _Slot:
 class ReservoirConfig:
     """``keep`` threads parked; a taken one is replaced ``refill_delay``
     seconds later, not while the work just handed out (a connection's first
-    reply, say) needs the CPU."""
+    reply, say) needs the CPU. A thread whose work is done parks again if
+    fewer than ``max_parked`` are; one parked beyond ``keep`` for
+    ``linger`` seconds exits (an idle process keeps only ``keep``). A
+    ``start`` that finds none parked doubles how many are refilled (up to
+    ``max_parked``), until one lingers out: a burst (connections dialled
+    back to back) then finds threads parked."""
 
-    keep: int = 3
+    keep: int = 1
     refill_delay: float = 0.02
+    max_parked: int = 8
+    linger: float = 2.0
 
 
 class Reservoir:
-    """Threads parked for ``start``, refilled by a keeper thread."""
+    """Threads parked for ``start``, refilled off the latency paths: by the
+    timer ``set_refiller`` installed (the reactor's), else by a keeper thread."""
 
     def __init__(self, config: ReservoirConfig = ReservoirConfig()):
         self._cfg = config
-        self._keep = config.keep
+        self._keep = config.keep  # how many a refill parks: see ReservoirConfig
         self._lock = threading.Lock()
         self._parked: list[_Slot] = []
         self._refill = threading.Condition(self._lock)
         self._keeper = False
+        self._schedule: Callable[[float, Callable[[], None]], None] | None = None
+        self._refill_due = False
+
+    def set_refiller(self, schedule: Callable[[float, Callable[[], None]], None]) -> None:
+        """Refill by ``schedule(delay, fn)`` (a timer that runs ``fn`` in a
+        thread of its own) instead of a keeper thread of ours."""
+        self._schedule = schedule
 
     def start(self, fn: Callable[[], None], name: str) -> None:
         """Run ``fn`` in a thread named ``name`` (a daemon), at once."""
         with self._lock:
-            slot = self._parked.pop() if self._parked else None
-            self._refill.notify()
-            self._ensure_keeper()
+            if self._parked:
+                slot: _Slot | None = self._parked.pop()
+            else:
+                slot = None
+                self._keep = min(max(2 * self._keep, 2), self._cfg.max_parked)
+            schedule = len(self._parked) < self._keep and self._want_refill()
+        if schedule and self._schedule is not None:
+            self._schedule(self._cfg.refill_delay, self.refill)
         if slot is None:
             threading.Thread(target=fn, name=name, daemon=True).start()
             return
@@ -93,12 +113,42 @@ class Reservoir:
     def warm(self) -> None:
         """Have threads parked soon (returns at once)."""
         with self._lock:
-            self._ensure_keeper()
+            schedule = len(self._parked) < self._keep and self._want_refill()
+        if schedule and self._schedule is not None:
+            self._schedule(0.0, self.refill)
 
-    def _ensure_keeper(self) -> None:  # holding _lock
-        if not self._keeper:
-            self._keeper = True
-            threading.Thread(target=self._keep_loop, name="pycircuit-threads", daemon=True).start()
+    def parked(self) -> int:
+        """Threads parked now (a snapshot)."""
+        return len(self._parked)
+
+    def _want_refill(self) -> bool:  # holding _lock
+        """Ask for a refill; True if the caller must schedule it (after
+        letting go of the lock)."""
+        if self._schedule is None:
+            self._refill.notify()
+            if not self._keeper:
+                self._keeper = True
+                threading.Thread(
+                    target=self._keep_loop, name="pycircuit-threads", daemon=True
+                ).start()
+            return False
+        if self._refill_due:
+            return False
+        self._refill_due = True
+        return True
+
+    def refill(self) -> None:
+        """Park threads up to ``keep`` (pays ``Thread.start``: call it off
+        the latency paths)."""
+        with self._lock:
+            self._refill_due = False
+            need = self._keep - len(self._parked)
+            slots = [_Slot() for _ in range(need)]
+            self._parked[:0] = slots  # at the bottom: the stack's top stays warm
+        for slot in slots:
+            threading.Thread(
+                target=self._parked_loop, args=(slot,), name="pycircuit-parked", daemon=True
+            ).start()
 
     def _keep_loop(self) -> None:
         while True:
@@ -109,16 +159,27 @@ class Reservoir:
                     until = time.monotonic() + self._cfg.refill_delay  # see ReservoirConfig
                     while (left := until - time.monotonic()) > 0:
                         self._refill.wait(left)
-                slot = _Slot()
-                self._parked.append(slot)
-            threading.Thread(
-                target=self._parked_loop, args=(slot,), name="pycircuit-parked", daemon=True
-            ).start()
+            self.refill()
+
+    def _park(self, slot: _Slot) -> bool:
+        """Wait for work; False if this thread should exit (parked beyond
+        ``keep`` for ``linger``)."""
+        while not slot.go.acquire(timeout=self._cfg.linger):
+            with self._lock:
+                if slot in self._parked and len(self._parked) > self._cfg.keep:
+                    self._parked.remove(slot)
+                    self._keep = self._cfg.keep  # the burst is over
+                    return False
+            # Taken meanwhile (its go is released next), or one of the
+            # ``keep``: wait without waking again (an idle process sleeps).
+            slot.go.acquire()
+            return True
+        return True
 
     def _parked_loop(self, slot: _Slot) -> None:
         me = threading.current_thread()
-        while True:
-            slot.go.acquire()  # the releaser stored fn first: a lock hand-over orders it, GIL or not
+        while self._park(slot):
+            # the releaser stored fn first: a lock hand-over orders it, GIL or not
             fn, slot.fn = slot.fn, None
             me.name = slot.name
             try:
@@ -128,7 +189,7 @@ class Reservoir:
                 threading.excepthook(threading.ExceptHookArgs((type(e), e, e.__traceback__, me)))
             fn = None  # a parked thread must not keep what the last job held alive (a reply's references)
             with self._lock:
-                if len(self._parked) >= self._keep:
+                if len(self._parked) >= self._cfg.max_parked:
                     return
                 me.name = "pycircuit-parked"
                 self._parked.append(slot)
@@ -139,6 +200,8 @@ class Reservoir:
         self._refill = threading.Condition(self._lock)
         self._parked = []
         self._keeper = False
+        self._refill_due = False
+        self._keep = self._cfg.keep
 
 
 THREADS = Reservoir()
