@@ -217,7 +217,8 @@ def fleet_one(i):
 
 
 def mp_fleet_child(conn, i):
-    """multiprocessing fleet peer: say we are up, then idle until the parent closes."""
+    """multiprocessing fleet peer: say we are up, then idle until told to go
+    (not until EOF: the other children hold copies of our parent's end)."""
     conn.send(i)
     try:
         conn.recv()
