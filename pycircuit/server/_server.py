@@ -79,7 +79,7 @@ class Server:
         self.var = cfg.var_dir or tempfile.mkdtemp(prefix=f"pycircuit-{self.id}-")
         os.makedirs(self.var, exist_ok=True)
         serve_everywhere()
-        raise_nofile()  # one descriptor per worker connection; forked workers inherit it
+        raise_nofile()  # one descriptor per worker connection (the zygote raises its own)
         self.rt = install(
             Runtime(
                 RuntimeConfig(

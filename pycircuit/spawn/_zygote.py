@@ -37,6 +37,7 @@ import rpyc  # noqa: F401
 
 from ..acid import _sampler  # noqa: F401
 from ..runtime import _runtime  # noqa: F401
+from ..runtime._limits import raise_nofile
 from . import _codecache, _worker
 
 
@@ -68,6 +69,7 @@ def _first_line() -> tuple[list[str], bytes]:
 
 
 def main() -> None:
+    raise_nofile()  # the workers forked below inherit it: one descriptor per connection
     argv, pending = _first_line()
     server_url, server_id, host, *rest = argv
     key: Any = rest[0] if rest else ""  # the cluster key file, if the server has one
