@@ -81,7 +81,7 @@ class SparePool:
                     if self._coming == 0 or self._stopped.is_set() or left <= 0:
                         return None
                     self._cond.wait(left)
-                rec = self._ready.pop(0)  # the oldest: its pages are the warmest
+                rec = self._ready.pop()  # the newest: its threads and pages are still warm
                 some_left = bool(self._ready)
             if self._assign(rec, paths):
                 self._replenish(some_left, missed)
@@ -119,7 +119,7 @@ class SparePool:
                 self._target = max(self._cfg.floor, self._target // 2)
                 self._last_miss = now  # the next halving after another quiet period
                 while len(self._ready) > self._target:
-                    retire.append(self._ready.pop())
+                    retire.append(self._ready.pop(0))  # the oldest go
         for rec in retire:
             self._retire(rec)
 
