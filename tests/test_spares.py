@@ -43,14 +43,13 @@ def _pool(m: Maker, **cfg) -> SparePool:
 
 
 def test_a_burst_doubles_the_target_up_to_the_ceiling():
-    m = Maker()
+    m = Maker(delay=0.05)  # slower to make than to take: the burst drains the pool
     p = _pool(m, floor=2, ceiling=8)
     p.fill()
     wait_until(lambda: p.count() == 2, 5, what="the floor of spares")
-    for _ in range(3):
+    for _ in range(3):  # the third finds none ready
         assert p.take([], 5) is not None
-    assert p.take([], 5) is not None  # the pool ran dry at some point: the target grew
-    wait_until(lambda: p.target() >= 4, 5, what="the target to grow")
+    assert p.target() >= 4
     for _ in range(20):
         assert p.take([], 5) is not None
     assert p.target() <= 8
@@ -74,7 +73,7 @@ def test_no_spares_at_all():
 
 
 def test_the_pool_shrinks_after_a_quiet_period():
-    m = Maker()
+    m = Maker(delay=0.02)  # slower to make than to take: the burst drains the pool
     p = _pool(m, floor=1, ceiling=8, decay=0.3)
     p.fill()
     for _ in range(12):  # a burst: the target grows
