@@ -138,17 +138,11 @@ def install(rt: Any) -> None:
     rt.listen("acid", Acid())
 
 
-_everywhere = False
-
-
 def serve_everywhere() -> None:
     """Give this process's runtime (now, or when it is made) the ``acid``
     service. Servers, workers and client programs each call it, so every
     runtime of a circuit can be debugged by its address; calling it again
-    does nothing."""
-    global _everywhere
+    does nothing (``on_install`` runs a hook once)."""
     from ..runtime._runtime import on_install
 
-    if not _everywhere:  # under the import lock of the first caller's module
-        _everywhere = True
-        on_install(install)
+    on_install(install)

@@ -162,8 +162,11 @@ _on_install: list[Callable[[Runtime], None]] = []
 def on_install(fn: Callable[[Runtime], None]) -> None:
     """Run ``fn(rt)`` on this process's runtime when it is made or
     installed (at once if it already is): how an upper layer gives every
-    runtime a service (``acid``) without this layer importing it."""
+    runtime a service (``acid``) without this layer importing it. A hook
+    asked for again is not run twice."""
     with _current_lock:
+        if fn in _on_install:
+            return
         _on_install.append(fn)
         if _current is not None:
             fn(_current)
