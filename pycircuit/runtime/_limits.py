@@ -25,14 +25,16 @@ def raise_nofile() -> int:
     except ImportError:  # not a POSIX system: nothing to raise
         return -1
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
-        want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
-        except (ValueError, OSError) as e:  # e.g. a container capping it: keep going with less
-            _log.info("cannot raise the descriptor limit from %d to %d: %s", soft, want, e)
-    return soft
+    if soft == resource.RLIM_INFINITY or soft == hard:  # nothing to raise
+        return soft
+    # an unlimited hard limit: a large finite one (RLIM_INFINITY is -1 here, not large)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as e:  # e.g. a container capping it: keep going with less
+        _log.info("cannot raise the descriptor limit from %d to %d: %s", soft, want, e)
+        return soft
+    return want
 
 
 def describe_os_error(e: OSError) -> str:
