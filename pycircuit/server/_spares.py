@@ -65,17 +65,14 @@ class SparePool:
         their way, the first of them (waiting up to ``timeout``). None: no
         spare to be had; the caller forks a worker of its own."""
         deadline = time.monotonic() + timeout
-        missed = False
+        with self._cond:
+            missed = not self._ready
+            if missed:
+                self._miss()
+        if missed:
+            self._fill()
         while True:
             with self._cond:
-                if not self._ready and not missed:
-                    missed = True
-                    self._miss()
-                    self._cond.release()
-                    try:
-                        self._fill()
-                    finally:
-                        self._cond.acquire()
                 while not self._ready:
                     left = deadline - time.monotonic()
                     if self._coming == 0 or self._stopped.is_set() or left <= 0:
