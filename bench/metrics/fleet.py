@@ -28,7 +28,7 @@ import time
 import psutil
 
 import bench_helpers as H
-from common import Section, Target, clock, log, stats, wait_gone
+from common import Section, Target, log, stats, wait_gone
 
 
 def _settled(count, seconds: float = 6.0) -> int:
@@ -47,14 +47,9 @@ def _b2b(fn, n: int) -> dict:
     return stats([fn() for _ in range(n)])
 
 
-def _burst_pycircuit(circuit, n: int, threads: int) -> tuple[float, list, float, int]:
-    """(seconds to spawn n daemon workers from ``threads`` threads, their
-    addresses, seconds to kill them all, client threads while connected)."""
-    import pycircuit
-
-    c, host = circuit.c, circuit.host
-    addrs: list = [None] * n
-    errors: list[str] = []
+def _in_threads(job, n: int, threads: int) -> float:
+    """Run ``job(i)`` for i in range(n) from ``threads`` threads, each taking
+    the next index; seconds until all are done."""
     nxt = iter(range(n))
     lock = threading.Lock()
 
@@ -64,13 +59,7 @@ def _burst_pycircuit(circuit, n: int, threads: int) -> tuple[float, list, float,
                 i = next(nxt, None)
             if i is None:
                 return
-            try:
-                v, a = c.spawn(host, f"/bench/fleet/{i}", H.fleet_one, i)
-                if v != i:
-                    errors.append(f"worker {i} returned {v!r}")
-                addrs[i] = a
-            except Exception as e:  # reported below as a failure of the row
-                errors.append(f"{type(e).__name__}: {e}")
+            job(i)
 
     t0 = time.perf_counter()
     ts = [threading.Thread(target=work) for _ in range(threads)]
@@ -78,7 +67,28 @@ def _burst_pycircuit(circuit, n: int, threads: int) -> tuple[float, list, float,
         t.start()
     for t in ts:
         t.join()
-    took = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def _burst_pycircuit(circuit, n: int, threads: int) -> tuple[float, list, float, int]:
+    """(seconds to spawn n daemon workers from ``threads`` threads, their
+    addresses, seconds to kill them all, client threads while connected)."""
+    import pycircuit
+
+    c, host = circuit.c, circuit.host
+    addrs: list = [None] * n
+    errors: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            v, a = c.spawn(host, f"/bench/fleet/{i}", H.fleet_one, i)
+            if v != i:
+                errors.append(f"worker {i} returned {v!r}")
+            addrs[i] = a
+        except Exception as e:  # reported below as a failure of the row
+            errors.append(f"{type(e).__name__}: {e}")
+
+    took = _in_threads(one, n, threads)
     if errors:
         raise RuntimeError(f"{len(errors)} spawns failed, e.g. {errors[0]}")
     # hold a connection to each: one call each (the acid service's ping)
@@ -113,29 +123,17 @@ def _burst_mp(n: int, threads: int) -> float:
 
     procs: list = []
     lock = threading.Lock()
-    nxt = iter(range(n))
 
-    def work() -> None:
-        while True:
-            with lock:
-                i = next(nxt, None)
-            if i is None:
-                return
-            a, b = CTX.Pipe()
-            p = CTX.Process(target=H.mp_fleet_child, args=(b, i))
-            p.start()
-            if a.recv() != i:
-                raise AssertionError("multiprocessing child said something else")
-            with lock:
-                procs.append((p, a, b))
+    def one(i: int) -> None:
+        a, b = CTX.Pipe()
+        p = CTX.Process(target=H.mp_fleet_child, args=(b, i))
+        p.start()
+        if a.recv() != i:
+            raise AssertionError("multiprocessing child said something else")
+        with lock:
+            procs.append((p, a, b))
 
-    t0 = time.perf_counter()
-    ts = [threading.Thread(target=work) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    took = time.perf_counter() - t0
+    took = _in_threads(one, n, threads)
     for p, a, b in procs:
         try:
             a.send(None)  # go
@@ -154,19 +152,14 @@ def _burst_mp(n: int, threads: int) -> float:
 
 
 def run(ctx) -> Section:
-    from metrics.spawn import cold
+    from metrics.spawn import cold, spawn_one
 
     sec = Section("fleet")
     circuit = ctx.circuit()
     n = ctx.n(60, 20)
 
     def pc_once() -> int:
-        t0 = clock()
-        v, _ = circuit.spawn(H.one, keep=False)
-        t = clock() - t0
-        if v != 1:
-            raise AssertionError("spawned function returned something else")
-        return t
+        return spawn_one(circuit)
 
     from peers import mp_peer
 

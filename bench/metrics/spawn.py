@@ -40,6 +40,16 @@ def repeat(fn, n: int, warm: int, gap: float = GAP) -> dict:
     return stats(out)
 
 
+def spawn_one(circuit) -> int:
+    """One spawn of ``bench_helpers.one`` to its first result, in ns."""
+    t0 = clock()
+    v, _ = circuit.spawn(H.one, keep=False)
+    t = clock() - t0
+    if v != 1:
+        raise AssertionError("spawned function returned something else")
+    return t
+
+
 def cold(peer: str, n: int, tracker) -> dict:
     runs = []
     for _ in range(n):
@@ -108,12 +118,7 @@ def run(ctx) -> Section:
     log(f"spawn: pycircuit ×{n} …")
 
     def pc_once():
-        t0 = clock()
-        v, _ = circuit.spawn(H.one, keep=False)
-        t = clock() - t0
-        if v != 1:
-            raise AssertionError("spawned function returned something else")
-        return t
+        return spawn_one(circuit)
 
     pc = repeat(pc_once, n, warm)
 
