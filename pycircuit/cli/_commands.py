@@ -4,7 +4,6 @@ membership and worker tools. Each takes parsed args and a connected Client.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from dataclasses import dataclass
@@ -34,6 +33,12 @@ TOOLS = ToolConfig()
 def _out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     sys.stdout.flush()
+
+
+def _json(value: Any) -> str:
+    import json  # only the commands that read or print JSON pay its import
+
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
 def _path(text: str) -> tuple[list[str], bool]:
@@ -104,7 +109,7 @@ def cmd_peek(c: Client, args) -> int:
     a = _anchor(c, args.path, element=False)
     if not a.parts:
         raise UsageError("peek needs a server or element path, not /")
-    _out(json.dumps(a.peek(), indent=2, sort_keys=True, default=str))
+    _out(_json(a.peek()))
     return 0
 
 
@@ -116,6 +121,8 @@ def cmd_scrub(c: Client, args) -> int:
 # -- processes -----------------------------------------------------------------------
 def _read_spec(what: str, scrub: bool) -> dict:
     """The element's JSON from stdin; ``--scrub`` overrides its Scrub key."""
+    import json  # only the commands that read or print JSON pay its import
+
     text = sys.stdin.read()
     try:
         spec = json.loads(text)
@@ -162,7 +169,7 @@ def cmd_signal(c: Client, args) -> int:
 def _print_stat(st: Any) -> None:
     if isinstance(st, ProcStat):
         st = {"Cmd": st.cmd, "Exit": st.exit, "Phase": st.phase}
-    _out(json.dumps(st, indent=2, sort_keys=True, default=str))
+    _out(_json(st))
 
 
 def cmd_wait(c: Client, args) -> int:
@@ -359,7 +366,7 @@ def cmd_mem(c: Client, args) -> int:
 
     addr, _ = _target(c, args.target)
     acid = pycircuit.dial(addr, "acid")
-    _out(json.dumps(acid.stat(), indent=2, sort_keys=True, default=str))
+    _out(_json(acid.stat()))
     _out(acid.runtime_profile("heap"))
     return 0
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import secrets
 from dataclasses import dataclass
 
 from ..errors import CircuitError
@@ -15,11 +15,11 @@ _XID_RE = re.compile(r"^X[0-9a-f]{16}$")
 
 
 def new_worker_id() -> str:
-    return "Q" + secrets.token_hex(8)
+    return "Q" + os.urandom(8).hex()
 
 
 def new_server_id() -> str:
-    return "X" + secrets.token_hex(8)
+    return "X" + os.urandom(8).hex()
 
 
 def is_loopback(host: str) -> bool:

@@ -28,6 +28,13 @@ from ._threads import THREADS
 log = logging.getLogger(__name__)
 
 
+def _host_arg(host: str) -> str | bytes:
+    """An ASCII host as bytes: getaddrinfo encodes a str host with the idna
+    codec, whose import (with stringprep and unicodedata) a client's start-up
+    and every worker's first dial would pay."""
+    return host.encode("ascii") if host.isascii() else host
+
+
 def _log_refusal(why: str) -> None:
     log.info("refused a connection: %s", why)
 
@@ -185,7 +192,8 @@ class ConnsCore(RefsCore):
     def _dial(self, addr: WorkerAddr) -> Peer:
         try:
             sock = socket.create_connection(
-                (addr.host, addr.port), timeout=self.cfg.connect_timeout
+                (_host_arg(addr.host), addr.port),  # type: ignore[arg-type]  # getaddrinfo takes bytes too
+                timeout=self.cfg.connect_timeout,
             )
             sock = self._auth.wrap_client(sock)
         except OSError as e:
