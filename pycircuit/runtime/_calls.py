@@ -4,7 +4,7 @@ them. Layer: runtime (the top of the ``Runtime`` class's cores, above
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -186,7 +186,7 @@ class CallsCore(ConnsCore):
                 return self._too_large(payload)
             token = 0
             if ectx.pins:
-                token = secrets.randbits(63) or 1
+                token = (int.from_bytes(os.urandom(8), "big") >> 1) or 1
                 self.await_ack(token, peer.id, ectx.pins)
             return _wire.reply_parts(_wire.STATUS_OK, token, payload)
         finally:

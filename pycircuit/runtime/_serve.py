@@ -314,6 +314,23 @@ class ServeGroup:
         """Is the connection parked: watched by the reactor, read by no thread?"""
         return self._parked
 
+    def describe(self) -> dict[str, object]:
+        """A snapshot of who reads the connection, for diagnostics."""
+        with self._cond:
+            return {
+                "threads": self._threads,
+                "idle": self._idle,
+                "poller": self._poller,
+                "wanted": self._wanted,
+                "waiting": dict(self._waiting),
+                "running": len(self._running),
+                "parked": self._parked,
+                "closed": self._closed,
+                "conn_closed": self._conn.closed,
+                "buffered": self._conn.buffered(),
+                "since_last_call": time.monotonic() - self._last_call,
+            }
+
     def conn_closed(self) -> None:
         """The connection was closed: a parked one gets a thread that sees
         EOF and fails it as a reader would (the reactor may never see a
