@@ -102,7 +102,12 @@ def _start(args: argparse.Namespace, zygote: subprocess.Popen[bytes]) -> int:
             stop.set()
 
         threading.Thread(target=watch_stdin, daemon=True).start()
-    stop.wait()
+    # With a timeout: a signal the kernel hands to another thread only sets
+    # a flag, and Python runs its handler (setting ``stop``) when the main
+    # thread next wakes; a wait without one may never wake (seen: a TERM
+    # that did not stop the server until a second one came).
+    while not stop.wait(1.0):
+        pass
     server.close()
     del lock
     return 0
