@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import ssl
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,14 +39,6 @@ FRAME_AND_MESSAGE = struct.Struct(FRAME_HEADER.format + _wire.MSG_HEAD_FORMAT)
 
 _CHUNK = 1 << 20
 _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
-
-
-def _tls_pending(sock: Any) -> bool:
-    """Decrypted bytes a TLS socket holds (a plain socket has no ``pending``;
-    testing for it keeps ``ssl`` out of a plain client's imports)."""
-    pending = getattr(sock, "pending", None)
-    return pending is not None and pending() > 0
-
 
 # A message body in parts: bytes-like objects sent one after the other.
 Parts = Sequence[Any]
@@ -75,14 +68,15 @@ class BufferedStream(SocketStream):
         """Bytes received but not yet read (ours, or TLS's decrypted ones)?"""
         if self._rbuf:
             return True
-        return _tls_pending(self.sock)
+        sock = self.sock
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
     def poll(self, timeout: float | None) -> bool:
         """Data (or EOF) to read within ``timeout`` seconds (None: wait)."""
         if self._rbuf:
             return True
         sock = self.sock
-        if _tls_pending(sock):
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         # poll(2), not select(2): a process with many connections has
         # descriptors beyond select's FD_SETSIZE.
