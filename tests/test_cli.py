@@ -271,3 +271,25 @@ def test_stk_of_a_worker_stuck_in_c_code(two, tmp_path):
             assert "spin_in_regex" in out
         finally:
             c.kill(addr)
+
+
+def test_ls_loads_only_what_a_client_needs(server):
+    """Start-up: ``pycircuit ls`` imports no JSON, no idna codec (an ASCII
+    host goes to getaddrinfo as bytes) and no ``secrets``; each would cost
+    every command-line call its import (bench/README.md, cli)."""
+    import subprocess
+    import sys
+    from conftest import child_env
+
+    code = (
+        "import sys\n"
+        "from pycircuit.cli._main import main\n"
+        f"assert main(['ls', '-d', {server!r}, '/']) == 0\n"
+        "print(sorted(m for m in ('json', 'encodings.idna', 'unicodedata', 'secrets')"
+        " if m in sys.modules))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=child_env()
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "[]", r.stdout

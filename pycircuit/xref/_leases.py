@@ -15,7 +15,7 @@ pins, no leases and not permanent is freed. The caller serialises access.
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +35,7 @@ class _Entry:
 
 class LeaseTable:
     def __init__(self, new_handle: Callable[[], int] | None = None) -> None:
-        self._new_handle = new_handle or (lambda: secrets.randbits(64) or 1)
+        self._new_handle = new_handle or (lambda: int.from_bytes(os.urandom(8), "big") or 1)
         self._entries: dict[int, _Entry] = {}
         self._by_obj: dict[tuple[int, bool], int] = {}
         self._by_holder: dict[str, Counter[int]] = {}
