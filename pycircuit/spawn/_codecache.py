@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from importlib.machinery import SourceFileLoader
+from collections.abc import Set as AbstractSet
 from types import CodeType
 
 MAX_MODULES = 512  # compiled code is a few KB to a few hundred KB a module
@@ -70,7 +71,7 @@ def remember(path: str) -> bool:
     return True
 
 
-def new_sources(before: set[str]) -> list[str]:
+def new_sources(before: AbstractSet[str]) -> list[str]:
     """Source files of the modules imported since ``before`` (module names)."""
     out = []
     for name, mod in list(sys.modules.items()):

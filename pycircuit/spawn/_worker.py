@@ -47,6 +47,16 @@ EXIT_BOOT_FAILED = 5
 
 _server_url: str | None = None
 _life: WorkerLife | None = None  # this process's, if it is a worker
+# The zygote's modules, named once before it forks (``note_preloaded``): a
+# worker that built the set itself would touch, and so copy, the memory of
+# every module name.
+_preloaded: frozenset[str] = frozenset()
+
+
+def note_preloaded() -> None:
+    """In the zygote, before it forks: what every worker starts with."""
+    global _preloaded
+    _preloaded = frozenset(sys.modules)
 
 
 def server_url() -> str | None:
@@ -62,7 +72,7 @@ class WorkerMain:
         self._life = life
         self.assigned = threading.Event()
         self.kernel: Any = None  # the server's kernel, once dialled
-        self._preloaded = set(sys.modules)  # what the zygote had imported
+        self._preloaded = _preloaded or frozenset(sys.modules)  # what the zygote had imported
 
     def warm(self) -> None:
         """The server's first call to a spare: it only exercises the path."""
@@ -79,12 +89,13 @@ class WorkerMain:
             return fn(*args, **kwargs)
         finally:
             self._life.main_returned()  # done once the reply has left (WorkerLife)
-            self._report_sources()
 
-    def _report_sources(self) -> None:
+    def report_sources(self) -> None:
         """Tell the server which source modules this worker had to import
         (the function's own module, those it imported): its zygote keeps
-        their compiled code for the next workers (see ``_codecache``)."""
+        their compiled code for the next workers (see ``_codecache``).
+        Called once the function's reply has left: it walks ``sys.modules``,
+        which the spawner need not wait for."""
         k = self.kernel
         paths = _codecache.new_sources(self._preloaded)
         if k is None or not paths:
@@ -204,4 +215,5 @@ def child_main(
             print("pycircuit: no function arrived; exiting", file=sys.stderr)
             _exit(EXIT_NO_MAIN)
         life.finished.wait()
+    main.report_sources()
     _exit(EXIT_OK)

@@ -85,6 +85,7 @@ def main() -> None:
 
         user_secret()
     _codecache.install()
+    _worker.note_preloaded()
     # Everything imported so far is shared with every worker: keep the
     # collector from touching (and so copying) those pages in each child.
     gc.collect()
