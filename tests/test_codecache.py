@@ -72,16 +72,27 @@ def test_remember_refuses_what_it_cannot_compile_and_stops_at_its_limit(
     assert not _codecache.remember(str(other))  # larger than the bound
 
 
-def test_new_sources_lists_source_modules_imported_since(tmp_path, monkeypatch):
+def test_new_sources_lists_the_source_modules_imported_without_the_cache(
+    tmp_path, monkeypatch, fresh_cache
+):
+    from importlib.machinery import SourceFileLoader
+
     (tmp_path / "ccnew.py").write_text("X = 1\n")
+    (tmp_path / "cchit.py").write_text("X = 2\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    before = set(sys.modules)
+    monkeypatch.setattr(SourceFileLoader, "get_code", _codecache._cached_get_code)
+    assert _codecache.remember(str(tmp_path / "cchit.py"))
+    _codecache.reset_misses()
     try:
         importlib.import_module("ccnew")
-        assert _codecache.new_sources(before) == [str(tmp_path / "ccnew.py")]
-        assert _codecache.new_sources(set(sys.modules)) == []
+        importlib.import_module("cchit")
+        assert _codecache.new_sources() == [str(tmp_path / "ccnew.py")]
+        _codecache.reset_misses()
+        assert _codecache.new_sources() == []
     finally:
         sys.modules.pop("ccnew", None)
+        sys.modules.pop("cchit", None)
+        _codecache.reset_misses()
 
 
 @pytest.fixture

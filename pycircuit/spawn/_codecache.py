@@ -16,9 +16,7 @@ pycircuit imports; used by ``_zygote`` and ``_worker``).
 from __future__ import annotations
 
 import os
-import sys
 from importlib.machinery import SourceFileLoader
-from collections.abc import Set as AbstractSet
 from types import CodeType
 
 MAX_MODULES = 512  # compiled code is a few KB to a few hundred KB a module
@@ -26,6 +24,11 @@ MAX_REPORT = 64  # paths a worker reports
 MAX_SOURCE = 4 << 20  # bytes: anyone who can call the kernel can name files, so bound the work
 
 _cache: dict[str, tuple[int, int, CodeType]] = {}
+# Source files this process imported without the cache's help since
+# ``reset_misses``: what a worker reports. Recorded as the imports happen, so
+# that reporting never walks ``sys.modules`` (in a fork, touching every
+# module object copies the pages they live on).
+_misses: list[str] = []
 _original_get_code = SourceFileLoader.get_code
 
 
@@ -40,6 +43,8 @@ def _cached_get_code(self: SourceFileLoader, fullname: str) -> CodeType | None:
         else:
             if (st.st_mtime_ns, st.st_size) == hit[:2]:
                 return hit[2]
+    if len(_misses) < MAX_REPORT and path.endswith(".py"):
+        _misses.append(path)
     return _original_get_code(self, fullname)
 
 
@@ -71,18 +76,15 @@ def remember(path: str) -> bool:
     return True
 
 
-def new_sources(before: AbstractSet[str]) -> list[str]:
-    """Source files of the modules imported since ``before`` (module names)."""
-    out = []
-    for name, mod in list(sys.modules.items()):
-        if name in before:
-            continue
-        spec = getattr(mod, "__spec__", None)
-        if spec is None or not isinstance(spec.loader, SourceFileLoader):
-            continue
-        origin = spec.origin
-        if isinstance(origin, str) and origin.endswith(".py") and origin not in _cache:
-            out.append(origin)
-            if len(out) >= MAX_REPORT:
-                break
+def reset_misses() -> None:
+    """In the zygote, before it forks: its own imports are not the workers'."""
+    _misses.clear()
+
+
+def new_sources() -> list[str]:
+    """Source files imported since ``reset_misses`` that the cache does not hold."""
+    out: list[str] = []
+    for path in _misses:
+        if path not in _cache and path not in out:
+            out.append(path)
     return out

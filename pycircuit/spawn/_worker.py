@@ -47,16 +47,6 @@ EXIT_BOOT_FAILED = 5
 
 _server_url: str | None = None
 _life: WorkerLife | None = None  # this process's, if it is a worker
-# The zygote's modules, named once before it forks (``note_preloaded``): a
-# worker that built the set itself would touch, and so copy, the memory of
-# every module name.
-_preloaded: frozenset[str] = frozenset()
-
-
-def note_preloaded() -> None:
-    """In the zygote, before it forks: what every worker starts with."""
-    global _preloaded
-    _preloaded = frozenset(sys.modules)
 
 
 def server_url() -> str | None:
@@ -72,7 +62,6 @@ class WorkerMain:
         self._life = life
         self.assigned = threading.Event()
         self.kernel: Any = None  # the server's kernel, once dialled
-        self._preloaded = _preloaded or frozenset(sys.modules)  # what the zygote had imported
 
     def warm(self) -> None:
         """The server's first call to a spare: it only exercises the path."""
@@ -94,10 +83,10 @@ class WorkerMain:
         """Tell the server which source modules this worker had to import
         (the function's own module, those it imported): its zygote keeps
         their compiled code for the next workers (see ``_codecache``).
-        Called once the function's reply has left: it walks ``sys.modules``,
-        which the spawner need not wait for."""
+        Called once the function's reply has left: the spawner need not
+        wait for it."""
         k = self.kernel
-        paths = _codecache.new_sources(self._preloaded)
+        paths = _codecache.new_sources()
         if k is None or not paths:
             return
         try:

@@ -85,11 +85,11 @@ def main() -> None:
 
         user_secret()
     _codecache.install()
-    _worker.note_preloaded()
     # Everything imported so far is shared with every worker: keep the
     # collector from touching (and so copying) those pages in each child.
     gc.collect()
     gc.freeze()
+    _codecache.reset_misses()
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
     os.set_blocking(wfd, False)
