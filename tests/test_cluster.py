@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import pycircuit
 from conftest import child_env, cli, wait_until
 
@@ -190,3 +192,25 @@ def test_a_server_of_another_membership_version_is_refused_naming_both(servers):
         assert [h.id for h in c.hosts()] == [c.server_id]  # and it was not admitted
     finally:
         c.close()
+
+
+def test_a_term_taken_by_another_thread_still_stops_the_server(tmp_path):
+    """The kernel may hand a process-directed signal to any thread; Python
+    runs the handler in the main thread only when that thread wakes. A
+    server whose main thread waited without a timeout never stopped."""
+    import ctypes
+
+    from conftest import start_server, stop_process
+
+    tgkill = getattr(ctypes.CDLL(None, use_errno=True), "tgkill", None)
+    if tgkill is None:
+        pytest.skip("this C library has no tgkill")
+    p, _ = start_server()
+    try:
+        others = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
+        assert others, "the server has no thread besides its main one"
+        assert tgkill(p.pid, others[0], signal.SIGTERM) == 0
+        p.wait(10)  # raises TimeoutExpired if the TERM was lost
+        assert p.returncode == 0
+    finally:
+        stop_process(p)
