@@ -5,6 +5,8 @@ to all, and views converge after a partition heals."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -186,3 +188,17 @@ def test_views_converge_after_a_partition_heals(seed, n, cut, loss, joined):
     everyone = sorted(node.id for node in net.nodes.values())
     for who, view in net.views().items():
         assert view == everyone, who
+
+
+def test_the_datagram_key_is_rfc5869_hkdf_sha256():
+    """derive_key is written with hmac (no import at start-up); it must give
+    the key cryptography's HKDF gives, or servers of one version would not
+    understand each other's datagrams."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from pycircuit.server._swim_wire import _INFO
+
+    for secret in (b"", b"k" * 32, os.urandom(48)):
+        ref = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"pycircuit", info=_INFO)
+        assert derive_key(secret) == ref.derive(secret)

@@ -23,11 +23,16 @@ refused naming both versions.
 
 from __future__ import annotations
 
+import hmac
 import os
 import struct
+from typing import TYPE_CHECKING
 
 from ..errors import ProtocolError
 from ._members import ALIVE, LEFT, Ack, Gossip, Message, Nack, Ping, PingReq, Sync, Update
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["MEMBERS_VERSION", "encode", "decode", "Sealer", "derive_key", "MAX_DATAGRAM"]
 
@@ -43,24 +48,32 @@ _INFO = b"pycircuit membership datagrams v1"
 
 
 def derive_key(secret: bytes) -> bytes:
-    """A 32-byte AES key for datagrams, from a secret (HKDF-SHA256)."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"pycircuit", info=_INFO).derive(secret)
+    """A 32-byte AES key for datagrams, from a secret: HKDF-SHA256 (RFC 5869)
+    with salt ``b"pycircuit"``, one 32-byte block, made with ``hmac`` so that
+    deriving it imports nothing."""
+    prk = hmac.digest(b"pycircuit", secret, "sha256")  # extract
+    return hmac.digest(prk, _INFO + b"\x01", "sha256")  # expand: T(1)
 
 
 class Sealer:
-    """AES-GCM with one key: seals frames, opens them or raises ProtocolError."""
+    """AES-GCM with one key: seals frames, opens them or raises ProtocolError.
+    The cipher is made on first use: a server alone never seals a datagram,
+    and importing ``cryptography`` would cost every server's start-up."""
 
     def __init__(self, key: bytes) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self._key = key
+        self._aead: AESGCM | None = None
 
-        self._aead = AESGCM(key)
+    def _cipher(self) -> AESGCM:
+        if self._aead is None:  # two threads may both make one: the same cipher either way
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM as _AESGCM
+
+            self._aead = _AESGCM(self._key)
+        return self._aead
 
     def seal(self, head: bytes, body: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
-        return head + nonce + self._aead.encrypt(nonce, body, head)
+        return head + nonce + self._cipher().encrypt(nonce, body, head)
 
     def open(self, head: bytes, sealed: memoryview | bytes) -> bytes:
         from cryptography.exceptions import InvalidTag
@@ -68,7 +81,7 @@ class Sealer:
         if len(sealed) < _NONCE + 16:
             raise ProtocolError("sealed datagram too short")
         try:
-            return self._aead.decrypt(bytes(sealed[:_NONCE]), bytes(sealed[_NONCE:]), head)
+            return self._cipher().decrypt(bytes(sealed[:_NONCE]), bytes(sealed[_NONCE:]), head)
         except InvalidTag:
             raise ProtocolError("datagram failed authentication (another key?)") from None
 
