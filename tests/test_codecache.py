@@ -29,6 +29,9 @@ def write_module(path, value: int, pad: int = 0) -> None:
 
         def cached():
             return __file__ in _codecache._cache
+
+        def has(path):
+            return path in _codecache._cache
     """)
     )
 
@@ -126,3 +129,33 @@ def test_workers_get_the_module_compiled_and_never_a_stale_one(tmp_path, module_
     )
     write_module(path, 2, pad=5)
     assert c.spawn(host, None, mod.value)[0] == 2  # the edit is seen, not the cached code
+
+
+def test_a_daemon_worker_reports_its_module_too(tmp_path, module_server):
+    """A worker that stays alive (``run_in_back``) reports what it imported
+    once its function's reply has left, not only when it exits."""
+    c, host = module_server
+    write_module(tmp_path / "ccwork.py", 1)
+    daemon_path = tmp_path / "ccdaemon.py"
+    daemon_path.write_text(
+        "import threading\n"
+        "import pycircuit\n\n"
+        "def serve():\n"
+        "    pycircuit.run_in_back(threading.Event().wait)\n"
+        "    return 7\n"
+    )
+    work = importlib.import_module("ccwork")
+    daemon = importlib.import_module("ccdaemon")
+    try:
+        value, addr = c.spawn(host, None, daemon.serve)
+        assert value == 7
+        try:
+            wait_until(
+                lambda: c.spawn(host, None, work.has, str(daemon_path))[0],
+                timeout=20,
+                what="a worker with the daemon's module compiled",
+            )
+        finally:
+            c.kill(addr)
+    finally:
+        sys.modules.pop("ccdaemon", None)

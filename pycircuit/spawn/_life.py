@@ -5,12 +5,16 @@ this; it tells a ``WorkerLife`` (its call observer, see
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 
 from ..errors import SpawnError
 from ..runtime._config import HANDLE_MAIN
 from ..runtime._hooks import CallObserver
 from ..runtime._threads import ThreadCounts
+
+_log = logging.getLogger(__name__)
 
 
 class WorkerLife(CallObserver):
@@ -23,6 +27,9 @@ class WorkerLife(CallObserver):
         self._handoffs = 0  # replies carrying third-party references, not yet acked
         self.finished = threading.Event()
         self._tl = threading.local()  # .main_replied: this thread's call was main's
+        # Run in the serving thread once main's reply has left, before the
+        # worker may finish (a daemon worker never does).
+        self.after_main: Callable[[], None] | None = None
 
     # -- the worker's side ------------------------------------------------
     def start_main(self) -> None:
@@ -62,6 +69,11 @@ class WorkerLife(CallObserver):
         main = getattr(tl, "main_replied", False)
         if main:
             tl.main_replied = False
+            if self.after_main is not None:
+                try:
+                    self.after_main()
+                except Exception:  # a hook's failure must not keep the worker alive
+                    _log.exception("after the main function's reply")
         # Deleted first, then main_done read: whichever of this thread and
         # the one finishing main or a background function comes last sees
         # the other's change and finishes the worker.

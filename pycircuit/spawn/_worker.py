@@ -83,8 +83,8 @@ class WorkerMain:
         """Tell the server which source modules this worker had to import
         (the function's own module, those it imported): its zygote keeps
         their compiled code for the next workers (see ``_codecache``).
-        Called once the function's reply has left: the spawner need not
-        wait for it."""
+        Called once the function's reply has left (``WorkerLife.after_main``):
+        the spawner need not wait for it. Never raises."""
         k = self.kernel
         paths = _codecache.new_sources()
         if k is None or not paths:
@@ -193,6 +193,7 @@ def child_main(
         rt.on_peer_lost.append(on_lost)
         kernel.register(token, rt.url)
         main.kernel = kernel
+        life.after_main = main.report_sources
     except BaseException:
         traceback.print_exc()  # product output: the worker's saved stderr says why it did not boot
         _exit(EXIT_BOOT_FAILED)
@@ -204,5 +205,4 @@ def child_main(
             print("pycircuit: no function arrived; exiting", file=sys.stderr)
             _exit(EXIT_NO_MAIN)
         life.finished.wait()
-    main.report_sources()
     _exit(EXIT_OK)
