@@ -13,13 +13,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import traceback
 
 import psutil
 import pytest
 
 import pycircuit
+from pycircuit.acid import thread_stacks
 from pycircuit.runtime import _runtime
 from circuit_helpers import daemon
 from conftest import child_env, wait_until
@@ -45,17 +44,6 @@ def test_an_idle_worker_settles_at_four_threads_and_still_serves(client, host):
         client.kill(addr)
 
 
-def _stacks() -> str:
-    """Every thread's stack in this process (what a failed wait was up against)."""
-    frames = sys._current_frames()
-    out = []
-    for t in threading.enumerate():
-        f = frames.get(t.ident)
-        if f is not None:
-            out.append(f"--- {t.name}\n" + "".join(traceback.format_stack(f)[-6:]))
-    return "\n".join(out)
-
-
 def test_the_death_of_a_worker_on_a_parked_connection_is_noticed(client, host):
     x, addr = client.spawn(host, None, daemon)
     try:
@@ -64,7 +52,7 @@ def test_the_death_of_a_worker_on_a_parked_connection_is_noticed(client, host):
         try:
             wait_until(peer.group.parked, timeout=20, what="the connection to park")
         except AssertionError as e:
-            raise AssertionError(f"{e}: {peer.group.describe()}\n{_stacks()}") from None
+            raise AssertionError(f"{e}: {peer.group.describe()}\n{thread_stacks()}") from None
         os.kill(addr.pid, signal.SIGKILL)
         # no call in flight: only the reactor can see the EOF
         wait_until(lambda: peer.dead, timeout=10, what="the lost worker noticed")
