@@ -27,10 +27,6 @@ import signal
 from typing import Any
 
 # Imported here, before any fork, so that workers start warm.
-import encodings.idna  # noqa: F401  (socket.create_connection imports it lazily: ~1 ms a spawn)
-import stringprep  # noqa: F401
-import unicodedata  # noqa: F401
-
 import dill  # noqa: F401
 import psutil  # noqa: F401
 import rpyc  # noqa: F401
