@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,27 @@ def wait_until(cond, timeout: float = 10.0, interval: float = 0.01, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def sigstop(pid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped: kill()
+    returns before that, and on a loaded machine a thread of the target
+    may still run (serve a call) until the thread picked to take the
+    signal is scheduled."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+            if state not in ("T", "t"):
+                return False
+        return True
+
+    wait_until(stopped, timeout, what=f"process {pid} to stop")
 
 
 def stop_process(p: subprocess.Popen, grace: float = 5.0) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 import pycircuit
 
-from conftest import wait_until
+from conftest import sigstop, wait_until
 
 
 class Slow:
@@ -165,7 +165,7 @@ def test_a_stopped_worker_times_out_then_completes_and_is_not_dead(worker, clien
     other_pid, other = client.spawn(client.hosts()[0], None, _serve)
     try:
         y = pycircuit.dial(other, "slow")
-        os.kill(pid, signal.SIGSTOP)
+        sigstop(pid)
         f = x.call_async("incr")
         with pytest.raises(TimeoutError):
             f.result(timeout=1)
@@ -193,7 +193,7 @@ def test_a_killed_worker_fails_its_futures(worker):
 def test_a_worker_stopped_10_s_with_a_large_send_pending_loses_nothing(worker):
     x, pid = worker
     blob = os.urandom(64 << 20)
-    os.kill(pid, signal.SIGSTOP)
+    sigstop(pid)
     stopped = time.monotonic()
     f = cf.ThreadPoolExecutor(1).submit(lambda: x.call_async("echo", blob).result(timeout=120))
     # the send blocks in the kernel while the worker is stopped
@@ -210,7 +210,7 @@ def test_a_stopped_server_keeps_its_workers(servers):
     with pycircuit.connect(url) as c:
         pid, addr = c.spawn(c.hosts()[0], None, _serve)
         x = pycircuit.dial(addr, "slow")
-        os.kill(server_pid, signal.SIGSTOP)
+        sigstop(server_pid)
         try:
             stopped = time.monotonic()
             while time.monotonic() - stopped < 10:  # the worker answers all along

@@ -20,7 +20,7 @@ from pycircuit.runtime import _runtime
 from pycircuit.runtime._reactor import REACTOR
 from pycircuit.runtime._runtime import Runtime, RuntimeConfig
 
-from conftest import wait_until
+from conftest import sigstop, wait_until
 
 
 class Sink:
@@ -66,7 +66,7 @@ def test_drop_does_not_wait_for_a_stalled_peer(client_pair):
     c, addr, pid = client_pair
     x = pycircuit.dial(addr, "sink")
     assert x.size(b"ab") == 2
-    os.kill(pid, signal.SIGSTOP)
+    sigstop(pid)
     try:
         rt = _runtime.current()
         t0 = time.monotonic()
@@ -200,7 +200,7 @@ def test_closing_a_link_under_a_blocked_writer_fails_it_cleanly(client_pair):
     c, addr, pid = client_pair
     x = pycircuit.dial(addr, "sink")
     assert x.size(b"a") == 1
-    os.kill(pid, signal.SIGSTOP)  # its socket buffer fills: our send blocks
+    sigstop(pid)  # its socket buffer fills: our send blocks
     try:
         with cf.ThreadPoolExecutor(1) as ex:
             f = ex.submit(x.size, os.urandom(64 << 20))
