@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import threading
 from typing import IO, TYPE_CHECKING
@@ -16,6 +15,7 @@ from ._util import UsageError, key_path, one_line, split_addr
 
 if TYPE_CHECKING:
     from ..server._spares import SpareConfig
+    from ..spawn._orders import ZygoteProc
 
 __all__ = ["cmd_start", "cmd_keygen"]
 
@@ -23,17 +23,16 @@ __all__ = ["cmd_start", "cmd_keygen"]
 def cmd_start(args: argparse.Namespace) -> int:
     # The zygote's imports (a fresh interpreter's worth) overlap the server's:
     # a first spawn soon after start-up need not wait for a cold zygote.
-    from ..spawn._spawner import start_zygote
+    from ..spawn._orders import start_zygote
 
     zygote = start_zygote()
     try:
         return _start(args, zygote)
     finally:
-        if zygote.returncode is None and zygote.stdin is not None and not zygote.stdin.closed:
-            zygote.stdin.close()  # a server that never adopted it: the zygote exits
+        zygote.hang_up()  # if the server never adopted it, the zygote exits; else a no-op
 
 
-def _start(args: argparse.Namespace, zygote: subprocess.Popen[bytes]) -> int:
+def _start(args: argparse.Namespace, zygote: ZygoteProc) -> int:
     from ..server._server import Server, ServerConfig
 
     if args.addr:

@@ -10,6 +10,9 @@ from typing import Any
 # allotted here, in one place, even the one an upper layer fills.
 HANDLE_ROOT = 1  # the runtime's own service directory (dial, ping)
 HANDLE_MAIN = 2  # the process's entry object, filled by ``spawn`` in a worker
+# A server's kernel (also its service "circuit"): a worker it forked
+# registers with one call, without dialling the service first.
+HANDLE_KERNEL = 3
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,16 @@ class ConnsCore(RefsCore):
             self._handshakes.release()
         peer.group.run_here()  # this thread serves the connection: no second thread to wake
 
+    def adopt_link(self, sock: socket.socket) -> None:
+        """Serve our end of a socketpair whose other end went to a process
+        we started (a worker forked for us): nobody else holds it, so it
+        proves nothing; the process says HELLO first, once it runs, however
+        long its start takes, and no thread waits for it meanwhile."""
+        peer = Peer(self, sock)  # type: ignore[arg-type]  # as in _adopt
+        with self._lock:
+            self._all_peers.add(peer)
+        peer.group.start_parked()
+
     def handle_hello(self, peer: Peer, frame: bytes) -> bytes:
         if peer.id is not None:  # one identity per connection: leases are bound to it
             return b"!protocol error: a second HELLO on one connection"
@@ -189,17 +199,29 @@ class ConnsCore(RefsCore):
                 raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
             return self._dial(addr)
 
-    def _dial(self, addr: WorkerAddr) -> Peer:
-        try:
-            sock = socket.create_connection(
-                (_host_arg(addr.host), addr.port),  # type: ignore[arg-type]  # getaddrinfo takes bytes too
-                timeout=self.cfg.connect_timeout,
-            )
-            sock = self._auth.wrap_client(sock)
-        except OSError as e:
-            raise NetworkError(f"cannot reach {addr}: {describe_os_error(e)}") from None
-        except CircuitError as e:
-            raise NetworkError(f"cannot reach {addr}: {e}") from None
+    def dial_link(self, addr: WorkerAddr, sock: socket.socket) -> Peer:
+        """Connect to ``addr`` over ``sock``, a socketpair end the runtime
+        at ``addr`` made and handed to this process as it started it (see
+        ``adopt_link``): no TCP, no authentication; the HELLO as usual."""
+        with self._dial_locks[addr.id]:
+            p = self._peers.get(addr.id)
+            if p is not None and not p.dead:
+                close_quietly(sock)
+                return p
+            return self._dial(addr, sock)
+
+    def _dial(self, addr: WorkerAddr, sock: socket.socket | None = None) -> Peer:
+        if sock is None:
+            try:
+                sock = socket.create_connection(
+                    (_host_arg(addr.host), addr.port),  # type: ignore[arg-type]  # getaddrinfo takes bytes too
+                    timeout=self.cfg.connect_timeout,
+                )
+                sock = self._auth.wrap_client(sock)
+            except OSError as e:
+                raise NetworkError(f"cannot reach {addr}: {describe_os_error(e)}") from None
+            except CircuitError as e:
+                raise NetworkError(f"cannot reach {addr}: {e}") from None
         peer = Peer(self, sock)  # type: ignore[arg-type]  # as in _adopt
         peer.addr = addr
         with self._lock:

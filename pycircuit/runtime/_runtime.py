@@ -28,12 +28,13 @@ from ..xref._x import X, XPerm
 from . import _codec, _wire
 from ._addr import WorkerAddr
 from ._calls import CallsCore, resolve_method
-from ._config import HANDLE_MAIN, HANDLE_ROOT, RuntimeConfig
+from ._config import HANDLE_KERNEL, HANDLE_MAIN, HANDLE_ROOT, RuntimeConfig
 from ._conns import close_quietly
 from ._future import Future
 from ._threads import THREADS
 
 __all__ = [
+    "HANDLE_KERNEL",
     "HANDLE_MAIN",
     "HANDLE_ROOT",
     "Future",

@@ -133,6 +133,17 @@ class ServeGroup:
         """Serve in a pool thread."""
         self._spawn()
 
+    def start_parked(self) -> None:
+        """Serve from the reactor: no thread until the peer sends something
+        (a link made ahead of its peer, which speaks first once it runs)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._parked = True
+            self._park_gen += 1
+            self._park_sock = sock = self._conn.socket()
+            REACTOR.watch(sock, partial(self._readable, self._park_gen))
+
     def run_here(self) -> None:
         """Serve in the calling thread, as the group's first pool thread
         (a connection accepted by a thread needs no second one to start)."""

@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -20,9 +19,10 @@ from ..acid import serve_everywhere
 from ..errors import CircuitError, ElementError, SpawnError
 from ..runtime._addr import WorkerAddr, new_server_id
 from ..runtime._limits import raise_nofile
-from ..runtime._runtime import HANDLE_MAIN, Runtime, RuntimeConfig, install
+from ..runtime._runtime import HANDLE_KERNEL, HANDLE_MAIN, Runtime, RuntimeConfig, install
 from ._refusals import RefusalLog
 from ._spares import SpareConfig, SparePool
+from ..spawn._orders import ZygoteProc
 from ..spawn._spawner import Spawner, WorkerRecord
 from ._anchors import AnchorTree, check_name
 from ._cluster import Cluster, ClusterConfig
@@ -69,10 +69,8 @@ def _listing(rec: WorkerRecord) -> WorkerElement:
 
 
 class Server:
-    def __init__(
-        self, cfg: ServerConfig = ServerConfig(), zygote: subprocess.Popen[bytes] | None = None
-    ):
-        """``zygote``: from ``spawn._spawner.start_zygote``, started early by the caller."""
+    def __init__(self, cfg: ServerConfig = ServerConfig(), zygote: ZygoteProc | None = None):
+        """``zygote``: from ``spawn._orders.start_zygote``, started early by the caller."""
         self.cfg = cfg
         self.id = cfg.server_id or new_server_id()
         self._own_var = cfg.var_dir is None  # a directory we made, and remove at close
@@ -98,6 +96,7 @@ class Server:
             self.rt.addr.host,
             self.var,
             self._worker_exited,
+            self.rt.adopt_link,
             key_path=getattr(cfg.tls, "path", ""),
             zygote=zygote,
         )  # workers use the server's key
@@ -105,6 +104,7 @@ class Server:
         self.cluster = Cluster(self.rt, self.id, self._member_event, cfg.cluster, key=cfg.tls)
         self.kernel = Kernel(self)
         self.rt.listen("circuit", self.kernel)
+        self.rt.add_static(HANDLE_KERNEL, self.kernel)
         self.stopped = threading.Event()
         self._spares = SparePool(
             cfg.spares, self._make_spare, self._assign_spare, self._retire_spare, self.stopped

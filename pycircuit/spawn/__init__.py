@@ -1,4 +1,5 @@
-"""Spawning workers: the zygote (``_zygote``, a warm single-threaded forker),
+"""Spawning workers: the zygote (``_zygote``, a warm single-threaded forker,
+driven through ``_orders``),
 the compiled code it keeps for its workers (``_codecache``), a worker's life
 (``_worker``, ``_life``) and the server's side of it (``_spawner``).
 

@@ -9,8 +9,7 @@ import os
 import select
 import shutil
 import signal
-import subprocess
-import sys
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SpawnError
-from ..runtime._children import stop_child
+from ._orders import ZygoteProc, start_zygote
 from ._pidfd import ProcHandle
 from ._remains import Remains, describe_status, tail
 
@@ -39,24 +38,6 @@ class SpawnerConfig:
     orphan_poll: float = 1.0
 
 
-def start_zygote() -> subprocess.Popen[bytes]:
-    """A zygote process, importing what workers need while the server starts;
-    it waits for its arguments (``Spawner`` writes them) before it forks."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    # Workers move large frames: keep glibc from mmapping and unmapping a
-    # fresh block for every one (bench/README.md, by-value rows).
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 << 20))
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 << 20))
-    return subprocess.Popen(
-        [sys.executable, "-m", "pycircuit.spawn._zygote"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        close_fds=True,
-    )
-
-
 @dataclass(eq=False)  # a record is one worker: compared by identity
 class WorkerRecord:
     token: str
@@ -71,7 +52,7 @@ class WorkerRecord:
     spare: bool = False  # forked ahead of demand; not anybody's until assigned
     assigned: bool = False
     handle: ProcHandle | None = None  # what signals reach it (see _pidfd)
-    zygote: object = None  # the zygote Popen that forks it
+    zygote: object = None  # the ZygoteProc that forks it
     abandoned: bool = False  # its spawn timed out: killed once forked, no remains
 
     @property
@@ -94,12 +75,15 @@ class Spawner:
         host: str,
         var_dir: str,
         on_exit: Callable[[WorkerRecord, dict], None],
+        adopt_link: Callable[[socket.socket], None],
         key_path: str = "",
         cfg: SpawnerConfig = SpawnerConfig(),
-        zygote: subprocess.Popen[bytes] | None = None,
+        zygote: ZygoteProc | None = None,
     ) -> None:
         """``zygote``: one from ``start_zygote``, started before the server
-        knew its URL (its imports overlap the server's start-up)."""
+        knew its URL (its imports overlap the server's start-up).
+        ``adopt_link(sock)`` serves the server's end of each worker's link
+        (``_orders``)."""
         self.cfg = cfg
         self._args = [
             server_url,
@@ -112,31 +96,29 @@ class Spawner:
         self._closed = False
         self._closing = threading.Event()
         self._on_exit = on_exit
+        self._adopt_link = adopt_link
         self._lock = threading.Lock()
         self._by_token: dict[str, WorkerRecord] = {}
         self._by_pid: dict[int, WorkerRecord] = {}
-        self._proc: subprocess.Popen | None = None
+        self._proc: ZygoteProc | None = None
         self._proc_started = 0.0
         self.remains = Remains()
         self._start(zygote)
 
-    def _start(self, proc: subprocess.Popen[bytes] | None = None) -> None:
+    def _start(self, proc: ZygoteProc | None = None) -> None:
         """Start a zygote (or adopt one started early) and tell it its arguments."""
         self._proc_started = time.monotonic()
         self._proc = proc or start_zygote()
-        assert self._proc.stdin is not None  # started with stdin=PIPE
         try:
-            self._proc.stdin.write(json.dumps(self._args).encode() + b"\n")
-            self._proc.stdin.flush()
+            self._proc.send(self._args)
         except OSError as e:  # it died already: _read sees EOF and starts another
             _log.warning("zygote %d did not take its arguments: %s", self._proc.pid, e)
         threading.Thread(
             target=self._read, args=(self._proc,), name="pycircuit-zygote", daemon=True
         ).start()
 
-    def _read(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None  # started with stdout=PIPE
-        for line in proc.stdout:
+    def _read(self, proc: ZygoteProc) -> None:
+        for line in proc.events:
             try:
                 ev = json.loads(line)
             except ValueError:
@@ -152,7 +134,7 @@ class Spawner:
                 # else the child of an order nobody wanted: killed at "forked", nothing to record
         self._zygote_died(proc)
 
-    def _forked(self, proc: subprocess.Popen, token: str, pid: int) -> None:
+    def _forked(self, proc: ZygoteProc, token: str, pid: int) -> None:
         handle = ProcHandle.open(pid, parent=proc.pid)
         with self._lock:
             rec = self._by_token.get(token)
@@ -176,7 +158,7 @@ class Spawner:
             handle.close()
         return rec.handle
 
-    def _zygote_died(self, proc: subprocess.Popen) -> None:
+    def _zygote_died(self, proc: ZygoteProc) -> None:
         """The zygote is gone: its workers live on (re-parented), but nobody
         reports their exits now. Watch them through their handles, fail the
         orders it never forked, and start a new zygote."""
@@ -271,10 +253,9 @@ class Spawner:
             except OSError:
                 pass  # the zygote is gone and its reader starts another: only this hint is lost
 
-    def _tell(self, order: dict[str, Any]) -> None:  # holding _lock
-        assert self._proc is not None and self._proc.stdin is not None  # started with stdin=PIPE
-        self._proc.stdin.write(json.dumps(order).encode() + b"\n")
-        self._proc.stdin.flush()
+    def _tell(self, order: dict[str, Any], fd: int | None = None) -> None:  # holding _lock
+        assert self._proc is not None
+        self._proc.send(order, fd)
 
     def order(self, token: str, anchors: list, spare: bool = False) -> WorkerRecord:
         wdir = os.path.join(self._var, token)
@@ -289,11 +270,16 @@ class Spawner:
                 self._start()
             rec.zygote = self._proc
             self._by_token[token] = rec
+            ours, theirs = socket.socketpair()
             try:
-                self._tell({"token": token, "dir": wdir, "spare": spare})
+                self._tell({"token": token, "dir": wdir, "spare": spare}, theirs.fileno())
             except OSError as e:
                 del self._by_token[token]
+                ours.close()
                 raise SpawnError(f"the zygote is gone: {e}") from None
+            finally:
+                theirs.close()
+        self._adopt_link(ours)
         return rec
 
     def registered(self, token: str, url: str, wid: str, pid: int) -> WorkerRecord | None:
@@ -348,4 +334,4 @@ class Spawner:
         proc = self._proc
         if proc is None:
             return
-        stop_child(proc, 2.0)
+        proc.stop(2.0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -24,7 +25,7 @@ from typing import Any
 from ..acid import serve_everywhere
 from ..errors import CircuitError
 from ..runtime._addr import WorkerAddr
-from ..runtime._config import HANDLE_MAIN
+from ..runtime._config import HANDLE_KERNEL, HANDLE_MAIN
 from ..runtime._runtime import Runtime, RuntimeConfig, install
 from . import _codecache
 from ._life import WorkerLife
@@ -61,7 +62,7 @@ class WorkerMain:
         self._rt = rt
         self._life = life
         self.assigned = threading.Event()
-        self.kernel: Any = None  # the server's kernel, once dialled
+        self.server: WorkerAddr | None = None  # the server, once registered with
 
     def warm(self) -> None:
         """The server's first call to a spare: it only exercises the path."""
@@ -85,12 +86,12 @@ class WorkerMain:
         their compiled code for the next workers (see ``_codecache``).
         Called once the function's reply has left (``WorkerLife.after_main``):
         the spawner need not wait for it. Never raises."""
-        k = self.kernel
+        server = self.server
         paths = _codecache.new_sources()
-        if k is None or not paths:
+        if server is None or not paths:
             return
         try:
-            self._rt.post_remote(k.addr, k.handle, "cache_code", paths)
+            self._rt.post_remote(server, HANDLE_KERNEL, "cache_code", paths)
         except CircuitError:
             pass  # the server is going: nothing to learn for
 
@@ -154,11 +155,13 @@ def child_main(
     key: Any = "",
     spare: bool = False,
     cfg: WorkerConfig = WorkerConfig(),
+    link: int | None = None,
 ) -> None:
     """Entry point of a freshly forked worker; never returns. With ``key``
     (the server's cluster key: a loaded ClusterKey or its file path) the
     worker speaks TLS. A ``spare`` waits to be assigned before its function
-    deadline starts."""
+    deadline starts. ``link``: a socket descriptor connected to the server
+    (see ``_orders``); without it the worker dials the server's URL."""
     global _server_url, _life
     try:
         os.setsid()  # signals aimed at the server's process group spare workers
@@ -182,17 +185,19 @@ def child_main(
         serve_everywhere()
         install(rt)
         server = WorkerAddr.parse(server_url_)
-        kernel = rt.dial(server, "circuit")
         # the connection we dialled: a peer merely claiming the server's ID is not it
-        link = rt.peer(server)
+        if link is not None:
+            server_link = rt.dial_link(server, socket.socket(fileno=link))
+        else:
+            server_link = rt.peer(server)
 
         def on_lost(p: object) -> None:
-            if p is link:
+            if p is server_link:
                 _exit(EXIT_SERVER_LOST)
 
         rt.on_peer_lost.append(on_lost)
-        kernel.register(token, rt.url)
-        main.kernel = kernel
+        rt.call_remote(server, HANDLE_KERNEL, "register", (token, rt.url), {})
+        main.server = server
         life.after_main = main.report_sources
     except BaseException:
         traceback.print_exc()  # product output: the worker's saved stderr says why it did not boot

@@ -6,15 +6,12 @@ itself has threads, and forking a threaded process is unsafe (locks held by
 other threads stay held in the child), so each server starts one zygote that
 never starts a thread.
 
-Protocol (one JSON object per line): the server writes the zygote's
-arguments first, ``[server URL, server ID, host, key path]`` (so that a
-zygote may be started, and do its imports, before the server knows its own
-URL), then orders, ``{"token": T, "dir": D}``; the zygote writes events to its
-stdout, ``{"ev": "forked", "token": T, "pid": P}`` and
+The server drives it through its stdin, a socket (``_orders``: the
+arguments, then fork and compile orders, each fork order with the worker's
+end of its link to the server); the zygote writes events to its stdout, one
+JSON object a line: ``{"ev": "forked", "token": T, "pid": P}`` and
 ``{"ev": "exit", "pid": P, "status": S}`` (``S`` is the raw wait status).
-``{"compile": [paths]}`` asks it to keep compiled code for those source
-files (see ``_codecache``). The zygote exits when its stdin closes, that is
-when the server dies.
+The zygote exits when its stdin closes, that is when the server dies.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ import json
 import os
 import select
 import signal
+import socket
 from typing import Any
 
 # Imported here, before any fork, so that workers start warm.
@@ -35,6 +33,7 @@ from ..acid import _sampler  # noqa: F401
 from ..runtime import _runtime  # noqa: F401
 from ..runtime._limits import raise_nofile
 from . import _codecache, _worker
+from ._orders import receive
 
 
 def _emit(out, **event) -> None:
@@ -63,22 +62,20 @@ def _warm() -> None:
     _codec.loads(_codec.dumps(lambda: None))  # the dill path
 
 
-def _first_line() -> tuple[list[str], bytes]:
-    """The arguments line, read before anything is forked; and what came after it."""
-    got = b""
-    while b"\n" not in got:
-        chunk = os.read(0, 65536)
-        if not chunk:  # the server went before it told us anything
-            os._exit(0)
-        got += chunk
-    line, rest = got.split(b"\n", 1)
-    return [str(a) for a in json.loads(line)], rest
+def _arguments(ctl: socket.socket) -> list[str]:
+    """The arguments, read before anything is forked."""
+    args, fd = receive(ctl)
+    if fd is not None:
+        os.close(fd)
+    if args is None:  # the server went before it told us anything
+        os._exit(0)
+    return [str(a) for a in args]
 
 
 def main() -> None:
     raise_nofile()  # the workers forked below inherit it: one descriptor per connection
-    argv, pending = _first_line()
-    server_url, server_id, host, *rest = argv
+    ctl = socket.socket(fileno=0)
+    server_url, server_id, host, *rest = _arguments(ctl)
     key: Any = rest[0] if rest else ""  # the cluster key file, if the server has one
     if key:  # loaded once: forked workers inherit it (a few ms each otherwise)
         from ..runtime._tls import load_key
@@ -105,11 +102,9 @@ def main() -> None:
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we go
     out = os.fdopen(1, "wb", buffering=0)
-    inp: Any = os.fdopen(0, "rb", buffering=0)  # a file, selected beside a bare fd
     while True:
         try:
-            # orders read with the arguments line are served without waiting
-            ready, _, _ = select.select([inp, rfd], [], [], 0 if b"\n" in pending else None)
+            ready, _, _ = select.select([ctl.fileno(), rfd], [], [])
         except InterruptedError:  # a signal woke us; its wakeup byte is read next round
             continue
         if rfd in ready:
@@ -119,36 +114,45 @@ def main() -> None:
             except BlockingIOError:  # the wakeup pipe is drained
                 pass
             _reap(out)
-        if inp in ready or b"\n" in pending:
-            chunk = os.read(0, 65536) if inp in ready else b""
-            if inp in ready and not chunk:
-                return
-            pending += chunk
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                order = json.loads(line)
-                if "compile" in order:
-                    for path in order["compile"]:
-                        _codecache.remember(path)
-                    continue
-                pid = os.fork()
-                if pid == 0:
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    signal.signal(signal.SIGINT, signal.SIG_DFL)
-                    os.close(rfd)
-                    os.close(wfd)
-                    _worker.child_main(
-                        server_url,
-                        server_id,
-                        host,
-                        order["token"],
-                        order["dir"],
-                        key,
-                        spare=bool(order.get("spare")),
-                    )
-                    os._exit(70)  # not reached: child_main exits itself
-                _emit(out, ev="forked", token=order["token"], pid=pid)
+        if ctl.fileno() not in ready:
+            continue
+        order, link = receive(ctl)
+        if order is None:
+            return
+        if "compile" in order:
+            for path in order["compile"]:
+                _codecache.remember(path)
+        else:
+            _fork(order, link, ctl, (rfd, wfd), (server_url, server_id, host, key), out)
+        if link is not None:
+            os.close(link)  # the worker's now (or nobody's: the server sees its end close)
+
+
+def _fork(
+    order: dict, link: int | None, ctl: socket.socket, wakeup: tuple, args: tuple, out: Any
+) -> None:
+    """Fork the worker of ``order``; ``link``: its end of its server link."""
+    pid = os.fork()
+    if pid == 0:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        ctl.detach()  # fd 0: the worker points it at /dev/null
+        for fd in wakeup:
+            os.close(fd)
+        server_url, server_id, host, key = args
+        _worker.child_main(
+            server_url,
+            server_id,
+            host,
+            order["token"],
+            order["dir"],
+            key,
+            spare=bool(order.get("spare")),
+            link=link,
+        )
+        os._exit(70)  # not reached: child_main exits itself
+    _emit(out, ev="forked", token=order["token"], pid=pid)
 
 
 if __name__ == "__main__":

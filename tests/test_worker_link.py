@@ -1,0 +1,127 @@
+"""A worker's link to its server: one end of a socketpair the server made
+and sent down to the zygote with the fork order (``spawn/_orders``), not a
+TCP connection the worker dials and authenticates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from conftest import start_server, stop_process, wait_until
+from pycircuit.runtime._addr import WorkerAddr
+from pycircuit.runtime._runtime import HANDLE_ROOT, Runtime, RuntimeConfig
+from pycircuit.spawn import _orders
+
+
+def _server_link() -> tuple[int, list[int]]:
+    """In a worker: the family of its link to the server, and the remote
+    ports of its TCP connections."""
+    from pycircuit.runtime._runtime import current
+    from pycircuit.spawn._worker import server_url
+
+    rt = current()
+    assert rt is not None
+    url = server_url()
+    assert url is not None
+    family = rt.peer(WorkerAddr.parse(url)).conn.socket().family  # type: ignore[attr-defined]
+    ports = [c.raddr.port for c in psutil.Process().net_connections("tcp") if c.raddr]
+    return int(family), ports
+
+
+def test_a_worker_talks_to_its_server_over_a_socketpair(client, host):
+    (family, ports), _ = client.spawn(host, None, _server_link)
+    assert family == socket.AF_UNIX
+    server_port = WorkerAddr.parse(client.url).port
+    assert server_port not in ports  # it never dialled the server's TCP port
+
+
+def test_orders_carry_one_descriptor_and_end_when_the_server_hangs_up():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    try:
+        _orders._send(ours, {"token": "t", "dir": "/d"}, w)
+        _orders._send(ours, {"compile": ["a.py"]})
+        order, fd = _orders.receive(theirs)
+        assert order == {"token": "t", "dir": "/d"} and fd is not None
+        os.write(fd, b"x")  # the descriptor sent: the pipe's write end
+        os.close(fd)
+        assert os.read(r, 1) == b"x"
+        assert _orders.receive(theirs) == ({"compile": ["a.py"]}, None)
+        ours.close()
+        assert _orders.receive(theirs) == (None, None)
+    finally:
+        for f in (r, w):
+            os.close(f)
+        theirs.close()
+
+
+@pytest.fixture
+def runtimes():
+    made: list[Runtime] = []
+
+    def make() -> Runtime:
+        rt = Runtime(RuntimeConfig(role="server"))
+        made.append(rt)
+        return rt
+
+    try:
+        yield make
+    finally:
+        for rt in reversed(made):
+            rt.close()
+
+
+def test_a_link_serves_calls_and_one_closed_before_its_hello_leaves_nothing(runtimes):
+    a, b = runtimes(), runtimes()
+    before = a.counters()["connections"]
+    mine, yours = socket.socketpair()
+    a.adopt_link(mine)
+    b.dial_link(a.addr, yours)
+    assert b.call_remote(a.addr, HANDLE_ROOT, "ping", (), {}) == a.id
+    # a link whose process never said HELLO (its zygote died before forking)
+    mine, yours = socket.socketpair()
+    a.adopt_link(mine)
+    wait_until(lambda: a.counters()["connections"] == before + 2, 10, what="two links")
+    yours.close()
+    wait_until(lambda: a.counters()["connections"] == before + 1, 10, what="the dead link dropped")
+
+
+def test_a_worker_exits_when_its_server_is_killed():
+    p, url = start_server()
+    worker = None
+    try:
+        code = (
+            "import sys, pycircuit\n"
+            "from circuit_helpers import daemon\n"
+            "c = pycircuit.connect(sys.argv[1])\n"
+            "_, a = c.spawn(c.hosts()[0], None, daemon)\n"
+            "print(a.pid)\n"
+        )
+        here = os.path.dirname(__file__)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
+        out = subprocess.run(
+            [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        worker = psutil.Process(int(out.stdout.split()[-1]))
+        assert worker.is_running()
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+
+        def gone() -> bool:
+            try:
+                return worker.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_until(gone, 20, what="the worker exits with its server")
+    finally:
+        stop_process(p)
+        if worker is not None and worker.is_running():
+            worker.kill()
