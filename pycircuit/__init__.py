@@ -52,7 +52,8 @@ if TYPE_CHECKING:
         spawn,
         try_dial,
     )
-    from ._client import Anchor, Client, Host, connect
+    from ._client import Anchor, Client, Host
+    from ._connect import connect
     from ._elements import Chan, Container, Nameserver, Proc, ProcStat, Subscription
     from ._spec import Cmd
     from .runtime._addr import WorkerAddr
@@ -86,7 +87,8 @@ _LAZY = {
         ),
         "._api",
     ),
-    **dict.fromkeys(("Anchor", "Client", "Host", "connect"), "._client"),
+    **dict.fromkeys(("Anchor", "Client", "Host"), "._client"),
+    "connect": "._connect",
     **dict.fromkeys(
         ("Chan", "Container", "Nameserver", "Proc", "ProcStat", "Subscription"), "._elements"
     ),

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from ._anchor import Anchor, anchor_dirs
-from ._dialin import ClientConfig, cluster_key, local_ip_toward, url_from_env
+from ._connect import ClientConfig, connect
+from ._dialin import cluster_key, local_ip_toward, url_from_env
 from .acid import serve_everywhere
 from .errors import CircuitError
 from .runtime._addr import WorkerAddr, is_server_id
@@ -27,7 +28,7 @@ serve_everywhere()
 if TYPE_CHECKING:
     from ._embedded import EmbeddedServer
 
-__all__ = ["connect", "Client", "Host", "Anchor", "ClientConfig", "default_client"]
+__all__ = ["connect_to", "Client", "Host", "Anchor", "ClientConfig", "default_client"]
 
 
 @dataclass(frozen=True)
@@ -174,26 +175,29 @@ _default: Client | None = None
 _default_lock = threading.Lock()
 
 
-def connect(
-    url: str | None = None,
-    *,
-    discover: str | None = None,
-    key: str | None = None,
-    cfg: ClientConfig = ClientConfig(),
+def connect_to(
+    url: str | None,
+    discover: str | None,
+    key: str | None,
+    cfg: ClientConfig,
+    embedded: EmbeddedServer | None = None,
 ) -> Client:
-    """Connect to a circuit. Without ``url``: ``$CIRCUIT`` (a file holding a
-    URL), then ``$CIRCUIT_DISCOVER``/``discover``; otherwise, outside a
-    worker, an embedded local server owned by this process."""
+    """``pycircuit.connect`` (``_connect``), once the client's modules are
+    loaded; ``embedded``: the embedded server it started before loading them."""
     global _default
     tls = cluster_key(key)
-    embedded = None
-    if url is None:
-        url = url_from_env(discover, cfg)
-    if url is None:
-        from ._embedded import EmbeddedServer  # a subprocess only here
+    if embedded is None:
+        if url is None:
+            url = url_from_env(discover, cfg)
+        if url is None:
+            from ._embedded import EmbeddedServer  # a subprocess only here
 
-        embedded = EmbeddedServer(tls.path if tls is not None else None, cfg.embedded_start_timeout)
-        url = embedded.url
+            embedded = EmbeddedServer(
+                tls.path if tls is not None else None, cfg.embedded_start_timeout
+            )
+    if embedded is not None:
+        url = embedded.url()
+    assert url is not None
     client = Client(url, embedded, tls)
     with _default_lock:
         if _default is None:

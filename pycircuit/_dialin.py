@@ -7,24 +7,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
+from ._connect import ClientConfig
 from .errors import CircuitError, NetworkError
 from .runtime._runtime import current
 
-__all__ = ["ClientConfig", "cluster_key", "url_from_env", "discover_url", "local_ip_toward"]
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Bounds of a client's set-up. ``embedded_start_timeout``: how long an
-    embedded local server may take to print its URL (a cold start imports
-    the whole server and forks its zygote). ``discover_timeout``: how long
-    to wait for a server to answer multicast DNS."""
-
-    embedded_start_timeout: float = 30.0
-    discover_timeout: float = 3.0
+__all__ = ["cluster_key", "url_from_env", "discover_url", "local_ip_toward"]
 
 
 def cluster_key(key: str | None) -> Any:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 from .errors import CircuitError
 from .runtime._children import stop_child
@@ -19,6 +20,7 @@ class EmbeddedServer:
     (which the kernel also does if we die)."""
 
     def __init__(self, key_path: str | None, start_timeout: float) -> None:
+        """Start the server; ``url()`` waits for its address."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.pop("CIRCUIT_KEY", None)  # it uses our key, or none
@@ -39,17 +41,24 @@ class EmbeddedServer:
             env=env,
             close_fds=True,
         )
+        self._deadline = time.monotonic() + start_timeout
         out = self.proc.stdout
         assert out is not None  # stdout=PIPE above
-        line = [b""]
-        reader = threading.Thread(target=lambda: line.__setitem__(0, out.readline()), daemon=True)
-        reader.start()
-        reader.join(start_timeout)
-        url = line[0].decode().strip()
+        self._line = [b""]
+        self._reader = threading.Thread(
+            target=lambda: self._line.__setitem__(0, out.readline()), daemon=True
+        )
+        self._reader.start()
+
+    def url(self) -> str:
+        """The server's URL, once it has printed it (within the start
+        timeout); CircuitError, with the server stopped, if it does not."""
+        self._reader.join(max(0.0, self._deadline - time.monotonic()))
+        url = self._line[0].decode().strip()
         if not url:
             self.stop()
             raise CircuitError("the embedded local server did not start (see its stderr above)")
-        self.url = url
+        return url
 
     def stop(self) -> None:
         stop_child(self.proc, 5.0)

@@ -98,7 +98,7 @@ WITH_KEY = """
 
     def use(x, mine):
         # worker C: calls worker B (owner of x) and the client (owner of mine) directly
-        import ssl
+        import socket, ssl
         import pycircuit
         from pycircuit.runtime._runtime import current
         c = pycircuit.connect()  # inside a worker: its own server, with the worker's key
@@ -107,7 +107,10 @@ WITH_KEY = """
         rt = current()
         with rt._lock:
             socks = [p.conn._channel.stream.sock for p in rt._all_peers]
-        return r + (sorted({s.version() if isinstance(s, ssl.SSLSocket) else "plain" for s in socks}),)
+        # every connection over the network speaks TLS; the one to its own
+        # server is the socketpair it was forked with
+        kinds = {"unix" if s.family == socket.AF_UNIX else s.version() if isinstance(s, ssl.SSLSocket) else "plain" for s in socks}
+        return r + (sorted(kinds),)
 
     url = sys.argv[1]
     key = sys.argv[2] if len(sys.argv) > 2 else None
@@ -145,7 +148,7 @@ def test_keyed_client_spawns_and_calls_across_workers(keyed, keys):
     assert r["a"] == 1 and r["b"] == 6 and r["cb"] == 7 and r["mine"] == 7
     assert r["hosts"] == [r["host"]]
     assert r["errors"] == [] and r["total"] == 6 + 800
-    assert r["c_tls"] == ["TLSv1.3"] and r["my_tls"] == ["TLSv1.3"]
+    assert r["c_tls"] == ["TLSv1.3", "unix"] and r["my_tls"] == ["TLSv1.3"]
 
 
 def test_key_from_environment(keyed, keys):

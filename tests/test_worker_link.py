@@ -125,3 +125,53 @@ def test_a_worker_exits_when_its_server_is_killed():
         stop_process(p)
         if worker is not None and worker.is_running():
             worker.kill()
+
+
+def test_the_zygote_is_forked_from_the_server_and_titled_as_one(servers):
+    url = servers.start()
+    server = psutil.Process(WorkerAddr.parse(url).pid)
+    wait_until(lambda: server.children(), 20, what="the zygote")
+    (zygote,) = server.children()
+    assert "pycircuit.spawn._zygote" in " ".join(zygote.cmdline())
+    assert "start" not in zygote.cmdline()  # not shown as a second server
+    # forked, not started: it has the server's environment, without the
+    # malloc settings start_zygote puts in a started zygote's (it calls mallopt)
+    assert "MALLOC_MMAP_THRESHOLD_" not in zygote.environ()
+
+
+def test_no_zygote_is_forked_from_a_process_with_threads():
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert _orders.fork_zygote() is None
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_connect_starts_the_embedded_server_before_loading_the_runtime(tmp_path):
+    # In a fresh process: which modules were loaded when the server's
+    # process was started? The runtime's load overlaps the server's start.
+    code = (
+        "import subprocess, sys\n"
+        "seen = []\n"
+        "real = subprocess.Popen.__init__\n"
+        "def init(self, args, *a, **k):\n"
+        "    seen.append(('rpyc' in sys.modules, list(args)))\n"
+        "    real(self, args, *a, **k)\n"
+        "subprocess.Popen.__init__ = init\n"
+        "import pycircuit\n"
+        "c = pycircuit.connect()\n"
+        "assert c.hosts()\n"
+        "c.close()\n"
+        "print(seen[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCUIT")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("(False,") and "--embedded" in out.stdout

@@ -21,11 +21,14 @@ __all__ = ["cmd_start", "cmd_keygen"]
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    # The zygote's imports (a fresh interpreter's worth) overlap the server's:
-    # a first spawn soon after start-up need not wait for a cold zygote.
-    from ..spawn._orders import start_zygote
+    # The zygote (it forks the workers) is a fork of this process, made once
+    # the runtime both need is imported and before any thread starts: it
+    # shares this interpreter's start-up and those imports, and does the
+    # rest of its own while the server does the rest of its.
+    from ..runtime import _runtime  # noqa: F401
+    from ..spawn._orders import fork_zygote, start_zygote
 
-    zygote = start_zygote()
+    zygote = fork_zygote() or start_zygote()
     try:
         return _start(args, zygote)
     finally:

@@ -41,7 +41,7 @@ def key_path(given: str | None) -> str | None:
 def dial_in(args: argparse.Namespace) -> Client:
     """--dial, then --discover-if/--discover/$CIRCUIT_DISCOVER, then $CIRCUIT;
     never an embedded server (a command-line client needs a real circuit)."""
-    from .._client import connect
+    from .._connect import connect
 
     key = key_path(args.key)
     if args.dial:

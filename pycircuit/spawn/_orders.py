@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 import os
 import socket
+import select
+import signal
 import subprocess
 import sys
-from typing import Any
+import threading
+import time
+from typing import IO, Any
 
-__all__ = ["ZygoteProc", "receive", "start_zygote"]
+__all__ = ["ZygoteProc", "fork_zygote", "receive", "start_zygote"]
 
 # The largest message (a compile order of _codecache.MAX_REPORT paths is far below).
 MAX_MESSAGE = 1 << 18
@@ -65,7 +70,7 @@ def receive(sock: socket.socket) -> tuple[Any, int | None]:
 class ZygoteProc:
     """A zygote process, its control socket and its event pipe."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], ctl: socket.socket) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes] | _Forked, ctl: socket.socket) -> None:
         self._popen = popen
         self._ctl = ctl
         self.pid = popen.pid
@@ -126,3 +131,126 @@ def start_zygote() -> ZygoteProc:
     finally:
         theirs.close()
     return ZygoteProc(popen, ours)
+
+
+def fork_zygote() -> ZygoteProc | None:
+    """The zygote as a fork of this process, which must have no thread but
+    the main one yet (None otherwise: use ``start_zygote``). It saves a
+    second interpreter's start-up and the imports this process made
+    already, CPU that the server's start and its client's need at the same
+    time; the server calls it once it has imported the runtime, before it
+    starts a thread."""
+    if threading.active_count() != 1:
+        return None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # or the child would write what is buffered again
+    pid = os.fork()
+    if pid == 0:  # the child never returns from here
+        code = 70
+        try:
+            os.dup2(theirs.fileno(), 0)
+            os.dup2(w, 1)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # as Popen's close_fds
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            _malloc_like_start_zygote()
+            _retitle(["python -m pycircuit.spawn._zygote", "pycircuit.spawn._zygote"])
+            from . import _zygote
+
+            _zygote.main()
+            code = 0
+        except BaseException:
+            logging.getLogger(__name__).exception("the zygote failed")
+        finally:
+            os._exit(code)
+    theirs.close()
+    os.close(w)
+    return ZygoteProc(_Forked(pid, os.fdopen(r, "rb", buffering=0)), ours)
+
+
+def _retitle(titles: list[str]) -> None:
+    """Show the first of ``titles`` that fits as this process's command
+    line (``ps``, ``/proc/PID/cmdline``), as a started zygote's reads,
+    instead of the server's it was forked from: the server's own start
+    argument count once (``pkill -f 'pycircuit start'``, tests). It is
+    written over the memory the kernel shows (``arg_start``..``arg_end``,
+    Linux >= 3.5); nothing changes where that cannot be done."""
+    import ctypes
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # fields 48 and 49 of proc(5)
+    except (OSError, IndexError, ValueError):  # no such figures here: the title stays the server's
+        return
+    for title in titles:
+        data = title.replace(" ", "\0").encode() + b"\0"
+        if len(data) <= end - start:
+            ctypes.memmove(start, data.ljust(end - start, b"\0"), end - start)
+            return
+
+
+def _malloc_like_start_zygote() -> None:
+    """In a forked zygote: glibc's thresholds as ``start_zygote``'s
+    environment sets them (glibc reads the environment only as a process
+    starts)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    for env, param, value in (
+        ("MALLOC_MMAP_THRESHOLD_", -3, 64 << 20),  # M_MMAP_THRESHOLD
+        ("MALLOC_TRIM_THRESHOLD_", -1, 128 << 20),  # M_TRIM_THRESHOLD
+    ):
+        if env not in os.environ:
+            libc.mallopt(param, value)
+
+
+class _Forked:
+    """What ``ZygoteProc`` uses of a ``Popen``, for a child forked here."""
+
+    def __init__(self, pid: int, stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+        self._lock = threading.Lock()  # one reaper at a time, as Popen's
+
+    def _reap(self, flags: int) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, flags)
+                except ChildProcessError:  # reaped by someone else: gone all the same
+                    self.returncode = -1
+                else:
+                    if pid:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is not None and not self._exits_within(timeout):
+            raise subprocess.TimeoutExpired(["zygote"], timeout)
+        code = self._reap(0)
+        assert code is not None
+        return code
+
+    def _exits_within(self, timeout: float) -> bool:
+        try:
+            fd = os.pidfd_open(self.pid)
+        except OSError:  # reaped already, or no pidfds here (Linux < 5.3): poll
+            end = time.monotonic() + timeout
+            while self.poll() is None and time.monotonic() < end:
+                time.sleep(0.01)
+            return self.returncode is not None
+        try:
+            return bool(select.select([fd], [], [], timeout)[0])
+        finally:
+            os.close(fd)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)

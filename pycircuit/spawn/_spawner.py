@@ -80,8 +80,8 @@ class Spawner:
         cfg: SpawnerConfig = SpawnerConfig(),
         zygote: ZygoteProc | None = None,
     ) -> None:
-        """``zygote``: one from ``start_zygote``, started before the server
-        knew its URL (its imports overlap the server's start-up).
+        """``zygote``: one made before the server knew its URL (its imports
+        overlap the server's start-up); without it, one is started.
         ``adopt_link(sock)`` serves the server's end of each worker's link
         (``_orders``)."""
         self.cfg = cfg

@@ -1,10 +1,12 @@
 """The zygote: a warm, single-threaded process that forks workers.
 
-A fresh interpreter needs ~70 ms to import rpyc and dill; a fork of a process
+A fresh interpreter takes long to import rpyc and dill; a fork of a process
 that already imported them gives a worker in a few milliseconds. The server
 itself has threads, and forking a threaded process is unsafe (locks held by
-other threads stay held in the child), so each server starts one zygote that
-never starts a thread.
+other threads stay held in the child), so each server has one zygote that
+never starts a thread: forked from the server before the server starts any
+(``_orders.fork_zygote``), or, to replace one that died, started afresh
+(``_orders.start_zygote``).
 
 The server drives it through its stdin, a socket (``_orders``: the
 arguments, then fork and compile orders, each fork order with the worker's
