@@ -85,6 +85,26 @@ def test_a_handle_never_signals_a_reaped_pid():
     assert ProcHandle.open(os.getpid(), parent=os.getpid()) is None
 
 
+def test_without_pidfds_a_handle_checks_the_start_time():
+    from pycircuit.spawn._pidfd import _stat
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stat = _stat(p.pid)
+        assert stat is not None and stat[0] == os.getpid()
+        h = ProcHandle(p.pid, None, stat[1])  # as open() makes it where pidfd_open fails
+        stranger = ProcHandle(p.pid, None, stat[1] + 1)  # the same pid, another start time
+        assert not h.exited() and h.send(0) is True
+        assert stranger.exited() and stranger.send(signal.SIGKILL) is False
+        assert h.send(signal.SIGKILL) is True
+        p.wait(10)
+        assert h.exited() and h.send(signal.SIGKILL) is False
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 # A real server (own process) whose zygote is stopped while a spawn is
 # ordered: the spawn times out before "forked"; then the zygote goes on.
 TIMEOUT_SCRIPT = """

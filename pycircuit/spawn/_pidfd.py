@@ -16,8 +16,6 @@ import select
 import signal
 import threading
 
-import psutil
-
 __all__ = ["ProcHandle"]
 
 _log = logging.getLogger(__name__)
@@ -27,7 +25,7 @@ class ProcHandle:
     """Open with :meth:`open`; :meth:`send` signals, :meth:`exited` polls,
     :meth:`close` releases the pidfd (all thread-safe)."""
 
-    def __init__(self, pid: int, fd: int | None, ctime: float | None):
+    def __init__(self, pid: int, fd: int | None, ctime: int | None):
         self.pid = pid
         self._fd = fd
         self._ctime = ctime
@@ -44,16 +42,12 @@ class ProcHandle:
             return None
         except (AttributeError, OSError) as e:  # no pidfds here: fall back to the start time
             _log.debug("pidfd_open(%d) unavailable (%s); checking start times instead", pid, e)
-        try:
-            p = psutil.Process(pid)
-            ctime = p.create_time()
-            if parent is not None and p.ppid() != parent:
-                raise psutil.NoSuchProcess(pid)
-        except psutil.Error:
+        stat = _stat(pid)
+        if stat is None or (parent is not None and stat[0] != parent):
             if fd is not None:
                 os.close(fd)
             return None
-        return cls(pid, fd, ctime)
+        return cls(pid, fd, stat[1])
 
     def send(self, sig: int) -> bool:
         """Signal the process; False when it is gone (never another process)."""
@@ -73,10 +67,8 @@ class ProcHandle:
                 return False
 
     def _same(self) -> bool:
-        try:
-            return psutil.Process(self.pid).create_time() == self._ctime
-        except psutil.Error:  # no such process (or not ours to see): not the same one
-            return False
+        stat = _stat(self.pid)
+        return stat is not None and stat[1] == self._ctime
 
     def fileno(self) -> int | None:
         return self._fd
@@ -88,10 +80,8 @@ class ProcHandle:
                 return bool(select.select([self._fd], [], [], 0)[0])
             if self._ctime is None or not self._same():
                 return True
-        try:
-            return psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.Error:  # no such process any more: it has ended
-            return True
+        stat = _stat(self.pid)
+        return stat is None or stat[2] == "Z"
 
     def close(self) -> None:
         with self._lock:
@@ -101,3 +91,16 @@ class ProcHandle:
 
     def __repr__(self) -> str:
         return f"ProcHandle({self.pid}, {'pidfd' if self._fd is not None else 'ctime'})"
+
+
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """``pid``'s parent, start time (clock ticks after boot: it tells a
+    reused pid from the process we saw) and state letter; None if there is
+    no such process. One read of ``/proc/PID/stat``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:  # no such process (or not ours to see)
+        return None
+    fields = data.rsplit(b")", 1)[1].split()  # after the command name, which may hold anything
+    return int(fields[1]), int(fields[19]), fields[0].decode()
