@@ -139,6 +139,15 @@ def test_the_zygote_is_forked_from_the_server_and_titled_as_one(servers):
     assert "MALLOC_MMAP_THRESHOLD_" not in zygote.environ()
 
 
+def _argv() -> list[str]:
+    return list(sys.argv)
+
+
+def test_a_worker_sees_no_server_arguments_in_its_argv(client, host):
+    argv, _ = client.spawn(host, None, _argv)
+    assert len(argv) == 1 and argv[0].endswith("_zygote.py")  # as in a started zygote
+
+
 def test_no_zygote_is_forked_from_a_process_with_threads():
     import threading
 

@@ -159,6 +159,9 @@ def fork_zygote() -> ZygoteProc | None:
             _retitle(["python -m pycircuit.spawn._zygote", "pycircuit.spawn._zygote"])
             from . import _zygote
 
+            # as a started zygote's: a worker's module that parses its
+            # command line at import must not find the server's there
+            sys.argv[:] = [_zygote.__file__]
             _zygote.main()
             code = 0
         except BaseException:
