@@ -169,3 +169,23 @@ def servers():
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def runtimes():
+    """``make(**RuntimeConfig fields)``: runtimes in this process, closed
+    afterwards in reverse order."""
+    from pycircuit.runtime._runtime import Runtime, RuntimeConfig
+
+    made = []
+
+    def make(**kw):
+        rt = Runtime(RuntimeConfig(**kw))
+        made.append(rt)
+        return rt
+
+    try:
+        yield make
+    finally:
+        for rt in reversed(made):
+            rt.close()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import pycircuit
 from pycircuit.errors import NetworkError, ProtocolError, SerializationError
 from pycircuit.runtime import _auth
-from pycircuit.runtime._runtime import HANDLE_ROOT, Runtime, RuntimeConfig
+from pycircuit.runtime._runtime import HANDLE_ROOT, Runtime
 
 from conftest import wait_until
 
@@ -83,22 +83,6 @@ class Maker:
 
     def big(self, n):
         return b"x" * n
-
-
-@pytest.fixture
-def runtimes():
-    made = []
-
-    def make(**kw):
-        rt = Runtime(RuntimeConfig(**kw))
-        made.append(rt)
-        return rt
-
-    try:
-        yield make
-    finally:
-        for rt in reversed(made):
-            rt.close()
 
 
 def _owner(make, **kw):

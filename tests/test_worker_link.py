@@ -11,11 +11,10 @@ import subprocess
 import sys
 
 import psutil
-import pytest
 
 from conftest import start_server, stop_process, wait_until
 from pycircuit.runtime._addr import WorkerAddr
-from pycircuit.runtime._runtime import HANDLE_ROOT, Runtime, RuntimeConfig
+from pycircuit.runtime._runtime import HANDLE_ROOT
 from pycircuit.spawn import _orders
 
 
@@ -61,24 +60,8 @@ def test_orders_carry_one_descriptor_and_end_when_the_server_hangs_up():
         theirs.close()
 
 
-@pytest.fixture
-def runtimes():
-    made: list[Runtime] = []
-
-    def make() -> Runtime:
-        rt = Runtime(RuntimeConfig(role="server"))
-        made.append(rt)
-        return rt
-
-    try:
-        yield make
-    finally:
-        for rt in reversed(made):
-            rt.close()
-
-
 def test_a_link_serves_calls_and_one_closed_before_its_hello_leaves_nothing(runtimes):
-    a, b = runtimes(), runtimes()
+    a, b = runtimes(role="server"), runtimes(role="server")
     before = a.counters()["connections"]
     mine, yours = socket.socketpair()
     a.adopt_link(mine)
