@@ -117,6 +117,8 @@ class CallsCore(ConnsCore):
         return peer, ctx, _wire.call_parts(handle, method, ctx.dumps((args, kwargs)))
 
     def _reply_value(self, peer: Peer, ctx: EncodeCtx, raw: bytes) -> Any:
+        if not peer.confirmed:  # an async call's reply: the HELLO's answer came before it
+            _or_abort(ctx, peer.confirm)
         reply = _wire.decode_reply(raw)
         if reply.status == _wire.STATUS_ERROR:
             raise decode_exception(reply.payload)

@@ -224,37 +224,56 @@ class ConnsCore(RefsCore):
                 raise NetworkError(f"cannot reach {addr}: {e}") from None
         peer = Peer(self, sock)  # type: ignore[arg-type]  # as in _adopt
         peer.addr = addr
+        peer.id = addr.id  # the runtime we dialled; its HELLO's answer confirms it
         with self._lock:
             self._all_peers.add(peer)
         peer.group.start()
         hello = _wire.Hello(
             _wire.WIRE_VERSION, self.id, self.url, self.cfg.role, addr.id, str(addr.pid)
         )
+        # Not waiting for the answer: the first requests follow the HELLO
+        # in the same round trip, and whoever reads a reply checks the
+        # answer first (Peer.confirm, hello_answered).
         try:
-            answer = peer.invoke(_wire.OP_HELLO, _wire.encode_hello(hello))
+            peer.say_hello(_wire.encode_hello(hello))
         except NetworkError as e:
             raise NetworkError(f"cannot reach {addr}: {e}") from None
-        if isinstance(answer, bytes) and answer.startswith(b"!"):
-            peer.dead = True
-            peer.conn.abort()
-            msg = answer[1:].decode("utf-8", "replace")
-            if msg.startswith("stale"):
-                raise StaleAddressError(f"{addr}: {msg}")
-            if msg.startswith("refused"):
-                raise NetworkError(f"cannot reach {addr}: {msg}")
-            raise ProtocolError(f"{addr} refused us: {msg}")
-        theirs = _wire.decode_hello(answer)
-        _wire.check_version(_wire.WIRE_VERSION, theirs.version)
-        if theirs.runtime_id != addr.id:
-            peer.dead = True
-            peer.conn.abort()
-            raise StaleAddressError(
-                f"{addr}: stale address: this port is now runtime {theirs.runtime_id}"
-            )
-        peer.id, peer.role = theirs.runtime_id, theirs.role
         with self._lock:
-            self._peers[peer.id] = peer
+            self._peers[addr.id] = peer
         return peer
+
+    def hello_answered(self, peer: Peer, answer: bytes) -> CircuitError | None:
+        """Check the answer to the HELLO of a connection we dialled: None
+        if it is the runtime we dialled (the connection is then confirmed);
+        else the error its callers raise, and the connection is closed."""
+        addr = peer.addr
+        try:
+            if isinstance(answer, bytes) and answer.startswith(b"!"):
+                msg = answer[1:].decode("utf-8", "replace")
+                if msg.startswith("stale"):
+                    raise StaleAddressError(f"{addr}: {msg}")
+                if msg.startswith("refused"):
+                    raise NetworkError(f"cannot reach {addr}: {msg}")
+                raise ProtocolError(f"{addr} refused us: {msg}")
+            theirs = _wire.decode_hello(answer)
+            _wire.check_version(_wire.WIRE_VERSION, theirs.version)
+            if addr is None or theirs.runtime_id != addr.id:
+                raise StaleAddressError(
+                    f"{addr}: stale address: this port is now runtime {theirs.runtime_id}"
+                )
+        except CircuitError as e:
+            return self.hello_failed(peer, e)
+        peer.role = theirs.role
+        peer.confirmed = True
+        return None
+
+    def hello_failed(self, peer: Peer, err: CircuitError) -> CircuitError:
+        """A dialled connection's HELLO got no good answer (``err`` says
+        why): close it and forget it (the runtime dialled is not known
+        lost: it was never known reached). Returns ``err``."""
+        peer.conn.abort()
+        self.peer_lost(peer, err)
+        return err
 
     # -- losing -------------------------------------------------------------
     def peer_lost(self, peer: Peer, err: BaseException | None) -> None:
@@ -276,13 +295,17 @@ class ConnsCore(RefsCore):
             if twin is not None:
                 self._peers.setdefault(peer.id, twin)
                 return
-            self._dead[peer.id] = None
-            if len(self._dead) > self.cfg.max_dead:
-                del self._dead[next(iter(self._dead))]
-            self._dial_locks.pop(peer.id, None)
+            if peer.confirmed:  # an unconfirmed dial reached nobody known: not a lost runtime
+                self._dead[peer.id] = None
+                if len(self._dead) > self.cfg.max_dead:
+                    del self._dead[next(iter(self._dead))]
+                self._dial_locks.pop(peer.id, None)
+            # leases granted to it with requests sent behind its HELLO go too
             acks = self._forget_holder(peer.id)
         if acks:
             self._observer.handoffs(-acks)
+        if not peer.confirmed:
+            return
         for cb in list(self.on_peer_lost):
             try:
                 cb(peer)

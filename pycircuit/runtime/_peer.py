@@ -41,6 +41,13 @@ class Peer:
         self.addr: WorkerAddr | None = None
         self.role = ""
         self.dead = False
+        # A connection we dialled sends its HELLO and its first requests at
+        # once; the HELLO's answer (it comes first: answers keep their
+        # order) is checked before any reply is used (``confirm``). Until
+        # then ``id`` is the runtime we dialled, not yet known to be there.
+        self.confirmed = True
+        self._hello: Pending | None = None
+        self._hello_error: BaseException | None = None
         self.conn = make_connection(sock, rt.cfg.max_frame, rt.cfg.link_silence)
         self.conn.handlers = {
             _wire.OP_HELLO: partial(rt.handle_hello, self),
@@ -93,17 +100,67 @@ class Peer:
 
     def _send(self, op: int, body: bytes | tuple[bytes, ...]) -> Pending:
         if self.dead:
+            refusal = self._refusal()
+            if refusal is not None:  # refused at HELLO: say why, not just "dead"
+                raise refusal
             raise NetworkError(f"runtime {self.addr} is dead (its connection was lost)")
         try:
             return self.conn.request(op, body)
         except Exception as e:
+            refusal = self._refusal()
+            if refusal is not None:
+                raise refusal from None
             raise self._failure(op, e) from None
 
+    def _refusal(self) -> Exception | None:
+        """What our HELLO's answer said against us, if it did (a runtime
+        that refuses a HELLO closes the connection after its answer: the
+        answer, not the closing, says why the requests behind it failed).
+        Called once the connection failed: the answer is in, or never comes."""
+        if self._hello is not None:
+            try:
+                self.confirm()
+            except Exception as e:
+                return e
+        err = self._hello_error
+        return err if isinstance(err, Exception) else None
+
     def _value(self, op: int, pending: Pending) -> bytes:
+        if self._hello is not None or self._hello_error is not None:
+            self.confirm()
         try:
             return self.conn.wait(pending)
         except Exception as e:
             raise self._failure(op, e) from None
+
+    def say_hello(self, frame: bytes) -> None:
+        """Send our HELLO to the runtime we dialled, without waiting for
+        its answer (see ``confirm``)."""
+        self.confirmed = False
+        self._hello = self._send(_wire.OP_HELLO, frame)
+
+    def confirm(self) -> None:
+        """Wait for the answer to our HELLO (at once if it is in) and raise
+        what it says if it refused us or is another runtime; a no-op once
+        confirmed. Any thread may call it, any number of times."""
+        hello = self._hello
+        if hello is None:
+            err = self._hello_error  # stored before _hello is cleared
+            if err is not None:
+                raise err
+            return
+        try:
+            answer = self.conn.wait(hello)
+        except Exception as e:
+            lost = NetworkError(f"cannot reach {self.addr}: {self._failure(_wire.OP_HELLO, e)}")
+            err = self.rt.hello_failed(self, lost)
+        else:
+            err = self.rt.hello_answered(self, answer)
+        if err is not None:
+            self._hello_error = err
+        self._hello = None
+        if err is not None:
+            raise err
 
     def read_until(self, pending: Pending, deadline: float | None) -> None:
         """Read the connection in this thread until ``pending`` is ready
@@ -120,7 +177,11 @@ class Peer:
 
     def failure(self, op: int, e: BaseException) -> Exception:
         """What a caller of ``op`` sees for ``e`` (a lost connection is a
-        NetworkError, and the peer is then known lost)."""
+        NetworkError, and the peer is then known lost; a connection whose
+        HELLO was refused fails its requests with what the refusal said)."""
+        refusal = self._refusal()
+        if refusal is not None:
+            return refusal
         return self._failure(op, e)
 
     def _failure(self, op: int, e: BaseException) -> Exception:
