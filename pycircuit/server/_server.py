@@ -177,11 +177,11 @@ class Server:
     def _make_spare(self) -> WorkerRecord | None:
         try:
             rec = self._order([], spare=True)
-            # Connect now, so that assigning the spare later is one message,
-            # and have it serve one call: a new fork's first call pays for
-            # copying the memory pages it touches, the spawner's
-            # would otherwise.
-            self.rt.call_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "warm", (), {})
+            # Have it serve one call: a new fork's first call pays for
+            # copying the memory pages it touches, the spawner's would
+            # otherwise. Posted: a spawn waiting for this spare need not
+            # wait for the answer (its own call comes after it anyway).
+            self.rt.post_remote(WorkerAddr.parse(_listing(rec).url), HANDLE_MAIN, "warm")
             return rec
         except Exception:  # the server is stopping, or the spare died: no spare this time
             _log.debug("no spare this time", exc_info=True)
