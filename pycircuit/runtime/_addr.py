@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -22,8 +23,11 @@ def new_server_id() -> str:
     return "X" + os.urandom(8).hex()
 
 
+@functools.lru_cache(maxsize=64)
 def is_loopback(host: str) -> bool:
-    """Is ``host`` (an address or ``localhost``) on the loopback network?"""
+    """Is ``host`` (an address or ``localhost``) on the loopback network?
+    Cached: each runtime asks for its own host as it starts, and a forked
+    worker finds the zygote's answer instead of parsing again."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

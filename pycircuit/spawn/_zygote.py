@@ -53,12 +53,15 @@ def _reap(out) -> None:
         _emit(out, ev="exit", pid=pid, status=status)
 
 
-def _warm() -> None:
+def _warm(host: str) -> None:
     """Run once here what every worker runs first: what a first use sets up
-    (OpenSSL's HMAC, pickle's and dill's dispatch tables) is then shared
-    with the workers instead of built again in each."""
+    (OpenSSL's HMAC, pickle's and dill's dispatch tables, the answer about
+    the workers' host) is then shared with the workers instead of built
+    again in each."""
     from ..runtime import _auth, _codec
+    from ..runtime._addr import is_loopback
 
+    is_loopback(host)
     _auth.mac(bytes(32), b"warm", bytes(16), bytes(16))
     _codec.loads(_codec.dumps((os.getpid, (1, "x", b"y", 2.0, None), {"k": [True]})))
     _codec.loads(_codec.dumps(lambda: None))  # the dill path
@@ -91,7 +94,7 @@ def main() -> None:
 
         user_secret()
     _codecache.install()
-    _warm()
+    _warm(host)
     # Everything imported so far is shared with every worker: keep the
     # collector from touching (and so copying) those pages in each child.
     gc.collect()
