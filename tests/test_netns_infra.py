@@ -156,8 +156,13 @@ def test_crash_kills_every_process_in_the_host():
         h = c[0]
         server, url = h.start_server()
         sleeper = h.popen_python(SLEEPER)
-        before = h.pids()
-        assert server.pid in before and sleeper.pid in before
+
+        def both() -> list[int] | None:
+            # `ip netns exec` enters the namespace after Popen returns: wait for it
+            pids = h.pids()
+            return pids if server.pid in pids and sleeper.pid in pids else None
+
+        before = wait_until(both, 10, what="the server and the sleeper in the namespace")
         assert len(before) >= 3  # the server's own children count too
         killed = h.crash()
         assert set(before) <= set(killed)
