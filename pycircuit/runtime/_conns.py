@@ -191,24 +191,28 @@ class ConnsCore(RefsCore):
             return p
         if addr.id in self._dead:
             raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
-        with self._dial_locks[addr.id]:
-            p = self._peers.get(addr.id)
-            if p is not None and not p.dead:
-                return p
-            if addr.id in self._dead:
-                raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
-            return self._dial(addr)
+        return self._dial_once(addr)
 
     def dial_link(self, addr: WorkerAddr, sock: socket.socket) -> Peer:
         """Connect to ``addr`` over ``sock``, a socketpair end the runtime
         at ``addr`` made and handed to this process as it started it (see
         ``adopt_link``): no TCP, no authentication; the HELLO as usual."""
+        return self._dial_once(addr, sock)
+
+    def _dial_once(self, addr: WorkerAddr, sock: socket.socket | None = None) -> Peer:
+        """Under ``addr``'s dial lock: the live connection to it, else a new
+        one (over ``sock`` if given; it is closed if not needed)."""
         with self._dial_locks[addr.id]:
             p = self._peers.get(addr.id)
-            if p is not None and not p.dead:
-                close_quietly(sock)
-                return p
-            return self._dial(addr, sock)
+            live = p is not None and not p.dead
+            if not live and addr.id not in self._dead:
+                return self._dial(addr, sock)
+        if sock is not None:
+            close_quietly(sock)
+        if not live:
+            raise NetworkError(f"runtime {addr} is dead (its connection was lost)")
+        assert p is not None
+        return p
 
     def _dial(self, addr: WorkerAddr, sock: socket.socket | None = None) -> Peer:
         if sock is None:

@@ -126,7 +126,7 @@ class Peer:
         return err if isinstance(err, Exception) else None
 
     def _value(self, op: int, pending: Pending) -> bytes:
-        if self._hello is not None or self._hello_error is not None:
+        if not self.confirmed:
             self.confirm()
         try:
             return self.conn.wait(pending)
