@@ -186,15 +186,15 @@ def connect_to(
     loaded; ``embedded``: the embedded server it started before loading them."""
     global _default
     tls = cluster_key(key)
-    if embedded is None:
-        if url is None:
-            url = url_from_env(discover, cfg)
-        if url is None:
-            from ._embedded import EmbeddedServer  # a subprocess only here
+    if url is None:
+        url = url_from_env(discover, cfg)
+    if url is not None and embedded is not None:  # started on a guess the environment overrules
+        embedded.stop()
+        embedded = None
+    if url is None and embedded is None:
+        from ._embedded import EmbeddedServer  # a subprocess only here
 
-            embedded = EmbeddedServer(
-                tls.path if tls is not None else None, cfg.embedded_start_timeout
-            )
+        embedded = EmbeddedServer(tls.path if tls is not None else None, cfg.embedded_start_timeout)
     if embedded is not None:
         url = embedded.url()
     assert url is not None

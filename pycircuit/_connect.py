@@ -56,7 +56,9 @@ def connect(
 def _surely_embedded(url: str | None, discover: str | None, key: str | None) -> bool:
     """Will this connect start an embedded server, keyless, for a process
     without a runtime yet? (Anything else takes the ordinary way: with a
-    key, it is checked before any server starts.)"""
+    key, it is checked before any server starts.) A guess from the same
+    names ``_dialin.url_from_env`` reads; ``connect_to`` still resolves
+    them, and stops the server if they name a circuit after all."""
     env = os.environ
     if url is not None or discover or key:
         return False
