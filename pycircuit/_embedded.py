@@ -61,4 +61,6 @@ class EmbeddedServer:
         return url
 
     def stop(self) -> None:
-        stop_child(self.proc, 5.0)
+        stdin = self.proc.stdin
+        assert stdin is not None  # stdin=PIPE above
+        stop_child(self.proc, 5.0, stdin.close)

@@ -34,6 +34,8 @@ import threading
 import time
 from typing import IO, Any
 
+from ..runtime._children import stop_child
+
 __all__ = ["ZygoteProc", "fork_zygote", "receive", "start_zygote"]
 
 # The largest message (a compile order of _codecache.MAX_REPORT paths is far below).
@@ -97,14 +99,7 @@ class ZygoteProc:
 
     def stop(self, grace: float) -> None:
         """Hang up, give it ``grace`` seconds to exit, then kill it."""
-        if self._popen.poll() is not None:
-            return
-        self.hang_up()
-        try:
-            self._popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            self._popen.kill()
-            self._popen.wait()
+        stop_child(self._popen, grace, self.hang_up)
 
 
 def start_zygote() -> ZygoteProc:
