@@ -167,3 +167,49 @@ def test_connect_starts_the_embedded_server_before_loading_the_runtime(tmp_path)
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("(False,") and "--embedded" in out.stdout
+
+
+def _own_files() -> tuple[str, str]:
+    """In a worker: what its faulthandler stack descriptor and its stdout are."""
+    print("said on stdout")
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the descriptor listdir itself used
+            pass
+    stack = next(t for t in targets if "pycircuit-stack" in t)
+    return stack, os.readlink("/proc/self/fd/1")
+
+
+def test_a_worker_leaves_two_output_files_and_no_directory(tmp_path):
+    """A worker's output goes to two flat files in the server's var directory
+    (no directory of its own, no stack file: each inode costs a spawn on
+    some filesystems); both are gone once it has exited."""
+    import pycircuit
+
+    var = tmp_path / "var"
+    p, url = start_server("--var", str(var))
+    try:
+        c = pycircuit.connect(url)
+        try:
+            host = c.hosts()[0]
+            (stack, stdout), addr = c.spawn(host, "/files", _own_files)
+            assert stack.startswith("/memfd:pycircuit-stack")
+            workers = var / "workers"
+            assert os.path.dirname(stdout) == str(workers) and stdout.endswith(".stdout")
+            names = [e.name for e in workers.iterdir()]  # the spares' files, maybe this one's
+            assert names and all(n.endswith((".stdout", ".stderr")) for n in names)
+            stems = {n.rsplit(".", 1)[0] for n in names}
+            assert sorted(names) == sorted(f"{s}.{k}" for s in stems for k in ("stdout", "stderr"))
+            kernel = c.kernel(host)
+            remains = wait_until(lambda: kernel.remains(addr.id), 10, what="remains")
+            assert remains["stdout"] == "said on stdout\n"  # read from its file before removal
+            stderr = stdout[: -len("stdout")] + "stderr"
+            wait_until(
+                lambda: not os.path.exists(stdout) and not os.path.exists(stderr), 10, what="gone"
+            )
+        finally:
+            c.close()
+    finally:
+        stop_process(p)

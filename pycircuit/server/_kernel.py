@@ -81,8 +81,10 @@ class Kernel:
             self._spawns += 1
         return url
 
-    def register(self, token: str, url: str) -> None:
-        self._s.register(token, url)
+    def register(self, token: str, url: str, stack_fd: int | None = None) -> None:
+        if stack_fd is not None and (type(stack_fd) is not int or stack_fd < 0):
+            raise ValueError("register: stack_fd must be a descriptor number")
+        self._s.register(token, url, stack_fd)
 
     def cache_code(self, paths: list) -> None:
         """Source files a worker imported: the zygote keeps them compiled."""
@@ -110,7 +112,10 @@ class Kernel:
         rec = self._s.spawner.find(worker_id)
         if rec is None or rec.pid is None:
             raise CircuitError(f"no live worker {worker_id} on host {self._s.id}")
-        path = os.path.join(rec.wdir, "stack")
+        if rec.stack_fd is None:
+            raise CircuitError(f"worker {worker_id} has no stack file")
+        # the worker's own descriptor (a memfd), opened through /proc
+        path = f"/proc/{rec.pid}/fd/{rec.stack_fd}"
         before = os.path.getsize(path) if os.path.exists(path) else 0
         if not self._s.spawner.signal(rec, signal.SIGUSR1):
             raise CircuitError(f"no live worker {worker_id} on host {self._s.id}")

@@ -200,9 +200,9 @@ class Server:
     def _retire_spare(self, rec: WorkerRecord) -> None:
         self.spawner.signal(rec, signal.SIGKILL)
 
-    def register(self, token: str, url: str) -> None:
+    def register(self, token: str, url: str, stack_fd: int | None = None) -> None:
         addr = WorkerAddr.parse(url)
-        rec = self.spawner.registered(token, url, addr.id, addr.pid)
+        rec = self.spawner.registered(token, url, addr.id, addr.pid, stack_fd)
         if rec is None:
             raise SpawnError("unknown spawn token")
         self._list(rec)

@@ -7,7 +7,8 @@ and message boundaries are kept, so no framing is needed:
 * first, the zygote's arguments, ``[server URL, server ID, host, key path]``
   (sent once the server knows its URL: the zygote starts, and does its
   imports, before);
-* then orders: ``{"token": T, "dir": D, "spare": bool}`` to fork a worker,
+* then orders: ``{"token": T, "files": F, "spare": bool}`` to fork a worker
+  (``F``: the path prefix of its ``.stdout`` and ``.stderr`` files),
   carrying one descriptor (``SCM_RIGHTS``): the worker's end of a
   socketpair whose other end the server serves (``Runtime.adopt_link``),
   the worker's link to its server, with no TCP connection and no

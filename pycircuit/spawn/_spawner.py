@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import select
-import shutil
 import signal
 import socket
 import threading
@@ -41,7 +40,7 @@ class SpawnerConfig:
 @dataclass(eq=False)  # a record is one worker: compared by identity
 class WorkerRecord:
     token: str
-    wdir: str
+    files: str  # path prefix of its output files (``output_path``)
     anchors: list
     started: float = field(default_factory=time.time)
     pid: int | None = None
@@ -54,6 +53,18 @@ class WorkerRecord:
     handle: ProcHandle | None = None  # what signals reach it (see _pidfd)
     zygote: object = None  # the ZygoteProc that forks it
     abandoned: bool = False  # its spawn timed out: killed once forked, no remains
+    stack_fd: int | None = None  # its descriptor that faulthandler writes stacks to
+
+    def output_path(self, stream: str) -> str:
+        """Where the worker's ``stdout`` or ``stderr`` goes while it lives."""
+        return f"{self.files}.{stream}"
+
+    def remove_files(self) -> None:
+        for stream in ("stdout", "stderr"):
+            try:
+                os.unlink(self.output_path(stream))
+            except OSError:  # never created (not forked), or removed already
+                pass
 
     @property
     def owned(self) -> bool:
@@ -182,7 +193,7 @@ class Spawner:
                 continue
             with self._lock:
                 self._by_token.pop(rec.token, None)
-            shutil.rmtree(rec.wdir, ignore_errors=True)
+            rec.remove_files()
             rec.failure = "the zygote died before forking it"
             rec.ready.set()
         if orphans:
@@ -222,7 +233,7 @@ class Spawner:
         if handle is not None:
             handle.close()
         code, sig, cause = describe_status(status)
-        stderr = tail(os.path.join(rec.wdir, "stderr"), self.cfg.tail_bytes)
+        stderr = tail(rec.output_path("stderr"), self.cfg.tail_bytes)
         remains = {
             "id": rec.id,
             "url": rec.url,
@@ -230,14 +241,14 @@ class Spawner:
             "exit_code": code,
             "signal": sig,
             "cause": cause,
-            "stdout": tail(os.path.join(rec.wdir, "stdout"), self.cfg.tail_bytes),
+            "stdout": tail(rec.output_path("stdout"), self.cfg.tail_bytes),
             "stderr": stderr,
             "started": rec.started,
             "died": time.time(),
         }
         if rec.owned and not rec.abandoned:  # a spare nobody used, or a spawn given up, leaves none
             self.remains.add(rec.id or rec.token, remains)
-        shutil.rmtree(rec.wdir, ignore_errors=True)
+        rec.remove_files()
         if rec.url is None:
             rec.failure = f"{cause}; stderr: {stderr.strip()[-800:] or '(empty)'}"
             rec.ready.set()
@@ -258,21 +269,19 @@ class Spawner:
         self._proc.send(order, fd)
 
     def order(self, token: str, anchors: list, spare: bool = False) -> WorkerRecord:
-        wdir = os.path.join(self._var, token)
-        rec = WorkerRecord(token, wdir, anchors, spare=spare)
+        rec = WorkerRecord(token, os.path.join(self._var, token), anchors, spare=spare)
         with self._lock:
             # A late order (a spare being made as the server stops) must not
-            # restart the zygote or remake the directory the server removes.
+            # restart the zygote.
             if self._closed:
                 raise SpawnError("the server is stopping")
-            os.makedirs(wdir, exist_ok=True)
             if self._proc is None or self._proc.poll() is not None:
                 self._start()
             rec.zygote = self._proc
             self._by_token[token] = rec
             ours, theirs = socket.socketpair()
             try:
-                self._tell({"token": token, "dir": wdir, "spare": spare}, theirs.fileno())
+                self._tell({"token": token, "files": rec.files, "spare": spare}, theirs.fileno())
             except OSError as e:
                 del self._by_token[token]
                 ours.close()
@@ -282,14 +291,16 @@ class Spawner:
         self._adopt_link(ours)
         return rec
 
-    def registered(self, token: str, url: str, wid: str, pid: int) -> WorkerRecord | None:
+    def registered(
+        self, token: str, url: str, wid: str, pid: int, stack_fd: int | None = None
+    ) -> WorkerRecord | None:
         with self._lock:
             rec = self._by_token.get(token)
             if rec is None:
                 return None
             if rec.abandoned:
                 return None
-            rec.url, rec.id = url, wid
+            rec.url, rec.id, rec.stack_fd = url, wid, stack_fd
             zygote = getattr(rec.zygote, "pid", None)
         if rec.pid is None:  # registered before the zygote's "forked" was read
             handle = ProcHandle.open(pid, parent=zygote)
@@ -320,7 +331,7 @@ class Spawner:
     def abandon(self, rec: WorkerRecord) -> None:
         """Give up a spawn that timed out: its worker is killed, now or as
         soon as it is forked, and its exit removes the record and the work
-        directory as usual (a zygote that dies first cleans them then)."""
+        output files as usual (a zygote that dies first cleans them then)."""
         with self._lock:
             rec.abandoned = True
             handle = rec.handle

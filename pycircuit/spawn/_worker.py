@@ -120,12 +120,12 @@ def run_in_back(fn: Callable, *args: Any, **kwargs: Any) -> None:
     threading.Thread(target=body, name="pycircuit-back", daemon=True).start()
 
 
-def _redirect_stdio(wdir: str) -> None:
+def _redirect_stdio(files: str) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     for fd, name in ((1, "stdout"), (2, "stderr")):
-        f = os.open(os.path.join(wdir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        f = os.open(f"{files}.{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(f, fd)
         os.close(f)
     for stream in (sys.stdout, sys.stderr):
@@ -151,7 +151,7 @@ def child_main(
     server_id: str,
     host: str,
     token: str,
-    wdir: str,
+    files: str,
     key: Any = "",
     spare: bool = False,
     cfg: WorkerConfig = WorkerConfig(),
@@ -160,16 +160,18 @@ def child_main(
     """Entry point of a freshly forked worker; never returns. With ``key``
     (the server's cluster key: a loaded ClusterKey or its file path) the
     worker speaks TLS. A ``spare`` waits to be assigned before its function
-    deadline starts. ``link``: a socket descriptor connected to the server
+    deadline starts. ``files``: the path prefix of its ``.stdout`` and
+    ``.stderr`` files. ``link``: a socket descriptor connected to the server
     (see ``_orders``); without it the worker dials the server's URL."""
     global _server_url, _life
     try:
         os.setsid()  # signals aimed at the server's process group spare workers
-        _redirect_stdio(wdir)
-        stack_file = open(os.path.join(wdir, "stack"), "w+")
+        _redirect_stdio(files)
         # Stacks of a worker stuck in C code holding the GIL: the server sends
-        # SIGUSR1 and reads this file (the acid service needs the GIL).
-        faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
+        # SIGUSR1 and reads this file through /proc (the acid service needs
+        # the GIL). A memfd: no inode to allocate on the disk for each worker.
+        stack_fd = os.memfd_create("pycircuit-stack")
+        faulthandler.register(signal.SIGUSR1, file=stack_fd, all_threads=True)
         faulthandler.enable(file=sys.stderr, all_threads=True)
         _server_url = server_url_
         tls = key or None
@@ -196,7 +198,7 @@ def child_main(
                 _exit(EXIT_SERVER_LOST)
 
         rt.on_peer_lost.append(on_lost)
-        rt.call_remote(server, HANDLE_KERNEL, "register", (token, rt.url), {})
+        rt.call_remote(server, HANDLE_KERNEL, "register", (token, rt.url, stack_fd), {})
         main.server = server
         life.after_main = main.report_sources
     except BaseException:

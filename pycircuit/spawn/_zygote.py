@@ -151,7 +151,7 @@ def _fork(
             server_id,
             host,
             order["token"],
-            order["dir"],
+            order["files"],
             key,
             spare=bool(order.get("spare")),
             link=link,
