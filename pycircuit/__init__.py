@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         ref,
         run_in_back,
         spawn,
+        spawn_many,
         try_dial,
     )
     from ._client import Anchor, Client, Host
@@ -83,6 +84,7 @@ _LAZY = {
             "ref",
             "run_in_back",
             "spawn",
+            "spawn_many",
             "try_dial",
         ),
         "._api",
@@ -119,6 +121,7 @@ __all__ = [
     "Host",
     "Anchor",
     "spawn",
+    "spawn_many",
     "run_in_back",
     "kill",
     "ref",

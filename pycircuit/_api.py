@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import traceback
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .acid import serve_everywhere
 from .errors import CircuitError
@@ -19,6 +19,7 @@ serve_everywhere()
 
 __all__ = [
     "spawn",
+    "spawn_many",
     "kill",
     "run_in_back",
     "ref",
@@ -44,6 +45,24 @@ def spawn(
     from ._client import default_client
 
     return default_client().spawn(host, anchor, fn, *args, **kwargs)
+
+
+def spawn_many(
+    host: Any,
+    anchor: Any,
+    fn: Callable[..., Any],
+    arg_tuples: Iterable[tuple[Any, ...]],
+    /,
+    *,
+    return_exceptions: bool = False,
+) -> list[tuple[Any, WorkerAddr | None]]:
+    """``fn(*args)`` for each ``args``, each in a new worker on ``host`` (see
+    Client.spawn_many)."""
+    from ._client import default_client
+
+    return default_client().spawn_many(
+        host, anchor, fn, arg_tuples, return_exceptions=return_exceptions
+    )
 
 
 def kill(addr: WorkerAddr | str) -> bool:

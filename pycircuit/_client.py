@@ -11,8 +11,9 @@ import atexit
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from . import _batch
 from ._anchor import Anchor, anchor_dirs
 from ._connect import ClientConfig, connect
 from ._dialin import cluster_key, local_ip_toward, url_from_env
@@ -135,6 +136,34 @@ class Client:
         addr = WorkerAddr.parse(kernel.spawn(anchors))
         value = self._rt.call_remote(addr, HANDLE_MAIN, "run", (fn, args, kwargs), {})
         return value, addr
+
+    def spawn_many(
+        self,
+        host: Host | str | WorkerAddr,
+        anchor: Any,
+        fn: Callable[..., Any],
+        arg_tuples: Iterable[tuple[Any, ...]],
+        /,
+        *,
+        return_exceptions: bool = False,
+    ) -> list[tuple[Any, WorkerAddr | None]]:
+        """Run ``fn(*args)`` for each ``args`` in ``arg_tuples``, each in a
+        new worker on ``host`` (listed under ``anchor`` as with ``spawn``).
+        The server starts the workers a batch at a time, one request each;
+        returns ``[(value, worker address)]`` in the order of
+        ``arg_tuples``. As with ``asyncio.gather``, the first error (in that
+        order) is raised once every call has answered, or with
+        ``return_exceptions`` stands in place of its value. An item whose
+        worker the server could not start has ``SpawnError`` for its error
+        and None for its address (a batch the server cannot start entirely
+        leaves no worker of it)."""
+        if not callable(fn):
+            raise TypeError("spawn_many needs a callable")
+        calls = _batch.argument_tuples(arg_tuples)
+        if not calls:
+            return []
+        anchors = anchor_dirs(anchor)
+        return _batch.spawn_many(self._rt, self.kernel(host), anchors, fn, calls, return_exceptions)
 
     def kill(self, addr: WorkerAddr | str) -> bool:
         """Kill a worker (by address or URL) with SIGKILL.

@@ -26,6 +26,12 @@ EXPECT = {
         "still serving: yes",
         "asyncio: ('awaited', 'wait_for timed out')",
     ],
+    "spawn_many.py": [
+        "10 shards in 10 workers",
+        "sum of squares below 1e6: 333332833333500000",
+        "first error: 7 is a multiple of 7",
+        "with return_exceptions: ['5', '6', \"ValueError('7 is a multiple of 7')\", '8', '9']",
+    ],
     "export_import.py": [
         "imported: registry v1 XPERM://",
         "registry says: hello",

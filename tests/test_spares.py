@@ -26,7 +26,7 @@ class Maker:
         time.sleep(self.delay)  # the time a fork and boot take (not synchronisation)
         with self.lock:
             self.made += 1
-            return WorkerRecord(token=f"t{self.made}", wdir="", anchors=[], spare=True)
+            return WorkerRecord(token=f"t{self.made}", files="", anchors=[], spare=True)
 
     def assign(self, rec: WorkerRecord, paths: list) -> bool:
         rec.anchors, rec.assigned = paths, True
@@ -84,6 +84,19 @@ def test_the_pool_shrinks_after_a_quiet_period():
     time.sleep(0.4)  # the quiet period the policy measures (not synchronisation)
     assert p.take([], 5) is not None  # a hit after quiet: the target halves, extras retire
     assert p.target() == grown // 2 and m.retired
+
+
+def test_a_batch_takes_the_spares_ready_and_grows_the_target():
+    m = Maker()
+    p = _pool(m, floor=2, ceiling=8)
+    p.fill()
+    wait_until(lambda: p.count() == 2, 5, what="the floor of spares")
+    taken = p.take_ready([["b"]], 5)  # two ready: the batch forks the other three itself
+    assert len(taken) == 2 and all(r.anchors == [["b"]] and r.assigned for r in taken)
+    assert p.target() == 4  # it ran out: the next burst finds more
+    wait_until(lambda: p.count() == 4, 5, what="the pool refilled to its new target")
+    assert len(p.take_ready([], 1)) == 1  # enough ready: the target stays
+    assert p.target() == 4
 
 
 def test_a_server_grows_its_spares_under_a_burst(servers):

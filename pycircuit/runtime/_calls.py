@@ -98,7 +98,18 @@ class CallsCore(ConnsCore):
         """Send a cross-call now; its Future gives the value (or raises)."""
         if local_object(x) is not None:
             return Future.settled(lambda: self.call_x(x, method, args, kwargs))
-        peer, ctx, frame = self._call_frame(x.addr, x.handle, method, args, kwargs)
+        return self.call_remote_async(x.addr, x.handle, method, args, kwargs)
+
+    def call_remote_async(
+        self,
+        addr: WorkerAddr,
+        handle: int,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Future:
+        """``call_remote`` sent now; its Future gives the value (or raises)."""
+        peer, ctx, frame = self._call_frame(addr, handle, method, args, kwargs)
         pending = _or_abort(ctx, peer.invoke_async, _wire.OP_CALL, frame)
         return Future.of_call(
             peer, pending, lambda raw: self._reply_value(peer, ctx, raw), _reply_is_plain

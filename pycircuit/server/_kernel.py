@@ -22,6 +22,10 @@ from ..errors import CircuitError, ElementError
 from ..runtime._addr import is_worker_id
 from ..spawn import _codecache
 
+# Workers one spawn_many may ask for (a client splits a bigger batch): the
+# server forks them all at once, so one call must not ask for a host's worth.
+MAX_BATCH = 256
+
 
 _OPS: dict[str, frozenset[str]] = {
     "proc": frozenset(
@@ -80,6 +84,15 @@ class Kernel:
         with self._stats_lock:
             self._spawns += 1
         return url
+
+    def spawn_many(self, anchors: list, count: int) -> list[str]:
+        """``count`` new workers at once (``Client.spawn_many``), all or none."""
+        if type(count) is not int or not 1 <= count <= MAX_BATCH:
+            raise ValueError(f"spawn_many: count must be an int from 1 to {MAX_BATCH}")
+        urls = self._s.spawn_many(anchors, count)
+        with self._stats_lock:
+            self._spawns += count
+        return urls
 
     def register(self, token: str, url: str, stack_fd: int | None = None) -> None:
         if stack_fd is not None and (type(stack_fd) is not int or stack_fd < 0):

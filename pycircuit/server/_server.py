@@ -157,6 +157,33 @@ class Server:
             self._list(rec)
         return _listing(rec).url
 
+    def spawn_many(self, anchors: list, count: int) -> list[str]:
+        """``count`` workers listed under ``anchors``: spares ready now, and
+        the rest forked at once. All or none: if one cannot start, those
+        already started are killed (leaving no remains) and SpawnError says why."""
+        paths = [[check_name(n) for n in p] for p in anchors]
+        recs = self._spares.take_ready(paths, count)
+        for rec in recs:
+            self._list(rec)
+        ordered = []
+        try:
+            for _ in range(count - len(recs)):
+                ordered.append(self.spawner.order(secrets.token_hex(8), paths))
+            deadline = time.monotonic() + self.cfg.spawn_timeout
+            for rec in ordered:
+                if not rec.ready.wait(max(0.0, deadline - time.monotonic())):
+                    raise SpawnError(
+                        f"a worker did not start on host {self.id} within "
+                        f"{self.cfg.spawn_timeout:g} s"
+                    )
+                if rec.failure:
+                    raise SpawnError(f"a worker failed to start on host {self.id}: {rec.failure}")
+        except BaseException:
+            for rec in recs + ordered:
+                self.spawner.abandon(rec)
+            raise
+        return [_listing(rec).url for rec in recs + ordered]
+
     def spare_count(self) -> int:
         """Workers forked ahead of demand, not handed out yet."""
         return self._spares.count()

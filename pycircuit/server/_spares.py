@@ -85,6 +85,27 @@ class SparePool:
                 return rec
             # it died meanwhile (its exit is reported as usual): try the next
 
+    def take_ready(self, paths: list, k: int) -> list[WorkerRecord]:
+        """Up to ``k`` spares ready now, handed to ``paths`` (a batch of
+        spawns forks the rest at once instead of waiting for spares)."""
+        taken: list[WorkerRecord] = []
+        with self._cond:
+            missed = len(self._ready) < k
+            if missed:
+                self._miss()
+        while len(taken) < k:
+            with self._cond:
+                if not self._ready:
+                    break
+                rec = self._ready.pop()
+            if self._assign(rec, paths):
+                taken.append(rec)
+        if missed:
+            self._fill()
+        else:
+            self._replenish(self.count() > 0, False)
+        return taken
+
     def discard(self, rec: WorkerRecord) -> None:
         """A spare exited before it was handed out."""
         with self._cond:
