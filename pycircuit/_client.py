@@ -155,8 +155,8 @@ class Client:
         order) is raised once every call has answered, or with
         ``return_exceptions`` stands in place of its value. An item whose
         worker the server could not start has ``SpawnError`` for its error
-        and None for its address (a batch the server cannot start entirely
-        leaves no worker of it)."""
+        and None for its address (each request to the server is all or
+        none: a failed one leaves no worker of it)."""
         if not callable(fn):
             raise TypeError("spawn_many needs a callable")
         calls = _batch.argument_tuples(arg_tuples)
