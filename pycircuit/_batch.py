@@ -70,7 +70,9 @@ def spawn_many(
     first_error: BaseException | None = None
     for pending, addr in sent:
         try:
-            value = pending.result() if isinstance(pending, cf.Future) else _raise(pending)
+            if not isinstance(pending, cf.Future):
+                raise pending  # why its call was never sent
+            value = pending.result()
         except Exception as e:  # the function's own error, or the call's
             if first_error is None:
                 first_error = e
@@ -91,7 +93,3 @@ def _send(rt: Runtime, kernel: Any, fn: Callable[..., Any], addr: WorkerAddr, ar
         except CircuitError:
             pass  # the server is gone too: its workers go with it
         return e, addr
-
-
-def _raise(e: BaseException) -> Any:
-    raise e

@@ -171,13 +171,7 @@ class Server:
                 ordered.append(self.spawner.order(secrets.token_hex(8), paths))
             deadline = time.monotonic() + self.cfg.spawn_timeout
             for rec in ordered:
-                if not rec.ready.wait(max(0.0, deadline - time.monotonic())):
-                    raise SpawnError(
-                        f"a worker did not start on host {self.id} within "
-                        f"{self.cfg.spawn_timeout:g} s"
-                    )
-                if rec.failure:
-                    raise SpawnError(f"a worker failed to start on host {self.id}: {rec.failure}")
+                self._started(rec, deadline)
         except BaseException:
             for rec in recs + ordered:
                 self.spawner.abandon(rec)
@@ -191,14 +185,19 @@ class Server:
     def _order(self, paths: list, spare: bool) -> WorkerRecord:
         token = secrets.token_hex(8)
         rec = self.spawner.order(token, paths, spare=spare)
-        if not rec.ready.wait(self.cfg.spawn_timeout):
+        self._started(rec, time.monotonic() + self.cfg.spawn_timeout)
+        return rec
+
+    def _started(self, rec: WorkerRecord, deadline: float) -> None:
+        """Wait until the ordered worker registered; SpawnError if it did
+        not by ``deadline`` (it is then abandoned) or failed to boot."""
+        if not rec.ready.wait(max(0.0, deadline - time.monotonic())):
             self.spawner.abandon(rec)
             raise SpawnError(
                 f"worker did not start on host {self.id} within {self.cfg.spawn_timeout:g} s"
             )
         if rec.failure:
             raise SpawnError(f"worker failed to start on host {self.id}: {rec.failure}")
-        return rec
 
     # -- the spare pool's ways to make, hand out and retire a worker ----------
     def _make_spare(self) -> WorkerRecord | None:

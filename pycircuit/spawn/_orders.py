@@ -37,6 +37,14 @@ from typing import IO, Any
 
 from ..runtime._children import stop_child
 
+
+def output_path(files: str, stream: str) -> str:
+    """Where a worker forked with ``files`` (its order's ``F``) writes its
+    ``stdout`` or ``stderr``: the worker opens it, the server reads and
+    removes it."""
+    return f"{files}.{stream}"
+
+
 __all__ = ["ZygoteProc", "fork_zygote", "receive", "start_zygote"]
 
 # The largest message (a compile order of _codecache.MAX_REPORT paths is far below).

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SpawnError
-from ._orders import ZygoteProc, start_zygote
+from ._orders import ZygoteProc, output_path, start_zygote
 from ._pidfd import ProcHandle
 from ._remains import Remains, describe_status, tail
 
@@ -57,7 +57,7 @@ class WorkerRecord:
 
     def output_path(self, stream: str) -> str:
         """Where the worker's ``stdout`` or ``stderr`` goes while it lives."""
-        return f"{self.files}.{stream}"
+        return output_path(self.files, stream)
 
     def remove_files(self) -> None:
         for stream in ("stdout", "stderr"):

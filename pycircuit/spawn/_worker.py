@@ -29,6 +29,7 @@ from ..runtime._config import HANDLE_KERNEL, HANDLE_MAIN
 from ..runtime._runtime import Runtime, RuntimeConfig, install
 from . import _codecache
 from ._life import WorkerLife
+from ._orders import output_path
 
 __all__ = ["HANDLE_MAIN", "WorkerConfig", "WorkerMain", "child_main", "run_in_back", "server_url"]
 
@@ -125,7 +126,7 @@ def _redirect_stdio(files: str) -> None:
     os.dup2(null, 0)
     os.close(null)
     for fd, name in ((1, "stdout"), (2, "stderr")):
-        f = os.open(f"{files}.{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        f = os.open(output_path(files, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(f, fd)
         os.close(f)
     for stream in (sys.stdout, sys.stderr):
